@@ -1,0 +1,126 @@
+"""JSONL reading and crash-safe appending.
+
+`read_jsonl(path, Model)` validates every line and raises `InputError("path:17: not a valid
+DirectRecord: ...")` on the first bad one; `JsonlAppender` appends a line and flushes it at once,
+so a killed run loses at most the line being written (and `read_jsonl(..., tolerate_torn_tail=True)`
+ignores such a torn last line on resume).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from r2r_synth.errors import InputError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _describe(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors()[:3]:
+        loc = ".".join(str(x) for x in e["loc"]) or "(row)"
+        parts.append(f"{loc}: {e['msg']}")
+    more = f" (and {err.error_count() - 3} more)" if err.error_count() > 3 else ""
+    return "; ".join(parts) + more
+
+
+def iter_json_lines(path: Path | str, *, tolerate_torn_tail: bool = False) -> Iterator[tuple[int, dict]]:
+    """Yield (line_number, object) for each non-blank line; a line that is not a JSON object is an
+    InputError naming `path:line`. With `tolerate_torn_tail`, an unparseable *last* line without a
+    trailing newline (a write cut short by a crash) is skipped."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file", hint="check the path (relative paths are taken from the current directory)")
+    with path.open("r", encoding="utf-8") as fh:
+        lines = fh.readlines()
+    for i, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            if tolerate_torn_tail and i == len(lines) and not line.endswith("\n"):
+                return
+            raise InputError(
+                f"{path}:{i}: not valid JSON ({e.msg} at column {e.colno})",
+                hint="each line must be one JSON object; fix or remove that line",
+            ) from None
+        if not isinstance(obj, dict):
+            raise InputError(f"{path}:{i}: expected a JSON object, got {type(obj).__name__}",
+                             hint="each line must be one JSON object")
+        yield i, obj
+
+
+def read_jsonl(path: Path | str, model: type[M], *, tolerate_torn_tail: bool = False) -> Iterator[M]:
+    """Yield validated `model` instances; the first invalid line raises InputError with `path:line`."""
+    for i, obj in iter_json_lines(path, tolerate_torn_tail=tolerate_torn_tail):
+        try:
+            yield model.model_validate(obj)
+        except ValidationError as e:
+            raise InputError(
+                f"{path}:{i}: not a valid {model.__name__} record: {_describe(e)}",
+                hint=f"see `r2r-synth schema` for the fields a {model.__name__} takes",
+            ) from None
+
+
+def dump_line(record: BaseModel) -> str:
+    return record.model_dump_json(exclude_none=False) + "\n"
+
+
+def truncate_torn_tail(path: Path) -> None:
+    """A crash can leave a last line without its newline: a record cut short, never a finished one
+    (finished lines are flushed whole). Cut it off so appending keeps the file parseable; its request
+    is not done, so a resumed run asks it again."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with path.open("rb+") as fh:
+        data = fh.read()
+        if data.endswith(b"\n"):
+            return
+        fh.truncate(data.rfind(b"\n") + 1)
+
+
+class JsonlAppender:
+    """Append records to a JSONL file, one flushed line each (crash-safe, resumable)."""
+
+    def __init__(self, path: Path | str, *, fsync: bool = False):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fsync = fsync
+        truncate_torn_tail(self.path)
+        self._fh: IO[str] = self.path.open("a", encoding="utf-8")
+
+    def write(self, record: BaseModel) -> None:
+        self._fh.write(dump_line(record))
+        self._fh.flush()
+        if self._fsync:
+            os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> "JsonlAppender":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def write_jsonl_atomic(path: Path | str, records) -> int:
+    """Write all records to `path` via a temp file and rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    n = 0
+    with tmp.open("w", encoding="utf-8") as fh:
+        for r in records:
+            fh.write(dump_line(r))
+            n += 1
+    os.replace(tmp, path)
+    return n

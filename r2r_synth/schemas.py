@@ -1,0 +1,271 @@
+"""The data contract: every file r2r-synth reads or writes is a JSONL of one of these models.
+
+All models forbid unknown fields (`extra="forbid"`), so a typo in a row is an error that names the
+file and line (see `r2r_synth.io.jsonl.read_jsonl`). `r2r-synth schema KIND` prints the JSON Schema
+of a record kind.
+
+Stages meet only here and at files: `generate` writes Direct/Comparison records, `import` writes
+Listwise records, `publish`, `report`, `train` and `evaluate` read them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timezone
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Grade = Annotated[int, Field(ge=0, le=3, description="Graded relevance as in TREC DL: 0 irrelevant .. 3 perfect")]
+Unit = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class Strict(BaseModel):
+    """Base for every record: unknown fields are errors, not silently kept."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+class Query(Strict):
+    qid: str
+    text: str
+
+
+class Document(Strict):
+    docid: str
+    text: str
+    title: str | None = None
+
+    def full_text(self) -> str:
+        """Title and body as one passage (BEIR style), what the teacher and the student read."""
+        return f"{self.title}. {self.text}" if self.title else self.text
+
+
+class Candidates(Strict):
+    """One query with its first-stage ranked documents and, where known, gold labels.
+
+    `documents` is in first-stage order (best first); `scores` are the first-stage scores when known.
+    `qrels` maps docid -> gold grade for every judged document of the query (it may name documents
+    that are not among the candidates; unjudged candidates are simply absent).
+    """
+
+    query: Query
+    documents: list[Document]
+    scores: list[float] | None = None
+    qrels: dict[str, int] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> "Candidates":
+        if self.scores is not None and len(self.scores) != len(self.documents):
+            raise ValueError(
+                f"scores has {len(self.scores)} entries but documents has {len(self.documents)}; "
+                "give one first-stage score per document or none"
+            )
+        seen: set[str] = set()
+        for d in self.documents:
+            if d.docid in seen:
+                raise ValueError(f"docid {d.docid!r} appears twice among the candidates of qid {self.query.qid!r}")
+            seen.add(d.docid)
+        return self
+
+    def gold(self, docid: str) -> int | None:
+        return self.qrels.get(docid)
+
+
+# --------------------------------------------------------------------------- provenance
+
+
+class Usage(Strict):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+    def __add__(self, other: "Usage") -> "Usage":
+        return Usage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            total_tokens=self.total_tokens + other.total_tokens,
+        )
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Provenance(Strict):
+    """Where a record came from. `cost` is in USD and None when unknown: never a guess."""
+
+    teacher: str = Field(description="LiteLLM model string, 'embedded/smollm2-135m-instruct', or 'imported:<source>'")
+    program: str = Field(description="program name, e.g. 'direct' or 'comparison'")
+    program_hash: str = Field(description="content hash of the program state (instructions + demos)")
+    prompt_hash: str = Field(description="hash of the instruction text the teacher saw")
+    rollout_id: int = 0
+    usage: Usage | None = None
+    cost: float | None = None
+    latency_s: float | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    r2r_synth_version: str | None = None
+
+
+# --------------------------------------------------------------------------- records
+
+
+class DirectRecord(Strict):
+    """Direct relevance reasoning: how one document addresses a query, with a graded label."""
+
+    kind: Literal["direct"] = "direct"
+    key: str = Field(description="content-addressed request key (see `request_key`)")
+    query: Query
+    document: Document
+    reasoning: str
+    relevance: Grade
+    score: Unit = Field(description="calibrated probability that the document is relevant")
+    first_stage_rank: int | None = Field(default=None, description="1-based rank in the input candidates")
+    gold: int | None = Field(default=None, description="gold grade from qrels, beside the teacher's; None if unjudged")
+    provenance: Provenance
+
+
+class ComparisonAnswer(Strict):
+    """One ordered answer of a comparison: `preferred` is in the labels of the record (A = doc_a)."""
+
+    reasoning: str
+    preferred: Literal["A", "B"]
+    confidence: Unit
+
+
+class ComparisonRecord(Strict):
+    """Comparison reasoning: why one document beats another, asked in both orders.
+
+    `reasoning`/`preferred`/`confidence` are the answer with doc_a shown first. `swapped` is the
+    answer with the documents shown in the other order, translated back into this record's labels;
+    `swap_agrees` is False when the two answers prefer different documents (position bias).
+    """
+
+    kind: Literal["comparison"] = "comparison"
+    key: str
+    query: Query
+    doc_a: Document
+    doc_b: Document
+    reasoning: str
+    preferred: Literal["A", "B"]
+    confidence: Unit
+    swapped: ComparisonAnswer | None = None
+    swap_agrees: bool | None = None
+    gold_a: int | None = None
+    gold_b: int | None = None
+    pair_strategy: str | None = Field(default=None, description="which --pairs strategy chose this pair")
+    provenance: Provenance
+
+    @model_validator(mode="after")
+    def _check(self) -> "ComparisonRecord":
+        if self.doc_a.docid == self.doc_b.docid:
+            raise ValueError(f"doc_a and doc_b are the same document ({self.doc_a.docid!r})")
+        if self.swapped is not None and self.swap_agrees is None:
+            self.swap_agrees = self.swapped.preferred == self.preferred
+        return self
+
+
+class ListwiseItem(Strict):
+    docid: str
+    reason: str | None = Field(default=None, description="why the document is where it is (R2R: direct_reason)")
+    comparison_reason: str | None = Field(default=None, description="R2R: listwise_reason")
+    answer_sentence: str | None = Field(default=None, description="R2R: direct_answer_sentence")
+
+
+class ListwiseRecord(Strict):
+    """Listwise reasoning (R2R's released shape): a window of documents and the teacher's order."""
+
+    kind: Literal["listwise"] = "listwise"
+    key: str
+    query: Query
+    documents: list[Document] = Field(description="the window, in the order the teacher was shown it")
+    ranking: list[str] = Field(description="docids, most relevant first (a permutation of the window)")
+    items: list[ListwiseItem] = Field(default_factory=list, description="per-document reasons, in ranking order")
+    gold: dict[str, int] = Field(default_factory=dict)
+    provenance: Provenance
+
+    @model_validator(mode="after")
+    def _check(self) -> "ListwiseRecord":
+        window = [d.docid for d in self.documents]
+        if sorted(window) != sorted(self.ranking):
+            raise ValueError(f"ranking {self.ranking} is not a permutation of the window {window}")
+        return self
+
+
+class Reject(Strict):
+    """A request that did not become a record, with why. Nothing is ever silently dropped."""
+
+    kind: Literal["direct", "comparison", "listwise", "input"]
+    key: str
+    reason: str = Field(description="the error, e.g. 'unparseable reply: ...' or 'validation: ...'")
+    attempts: int = 1
+    inputs: dict[str, Any] = Field(default_factory=dict, description="what was asked (qid, docids)")
+    raw: str | None = Field(default=None, description="the teacher's raw reply, when there was one")
+    teacher: str | None = None
+    program_hash: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+RECORD_KINDS: dict[str, type[Strict]] = {
+    "direct": DirectRecord,
+    "comparison": ComparisonRecord,
+    "listwise": ListwiseRecord,
+    "reject": Reject,
+    "candidates": Candidates,
+}
+
+RECORD_FILES = {"direct": "direct.jsonl", "comparison": "comparison.jsonl", "listwise": "listwise.jsonl"}
+REJECTS_FILE = "rejects.jsonl"
+MANIFEST_FILE = "manifest.json"
+
+
+# --------------------------------------------------------------------------- manifest
+
+
+class Counts(Strict):
+    requested: int = 0
+    records: int = 0
+    rejects: int = 0
+    skipped_done: int = Field(default=0, description="already in the run directory; not asked again")
+
+
+class Manifest(Strict):
+    """Provenance of a run directory, rewritten at the end of every run (and on a clean stop)."""
+
+    r2r_synth_version: str
+    command: str = Field(description="the command line that produced the run, with secrets removed")
+    config: dict[str, Any] = Field(description="the resolved config of the command")
+    teacher: str
+    programs: dict[str, str] = Field(default_factory=dict, description="program name -> program hash")
+    prompts: dict[str, str] = Field(default_factory=dict, description="program name -> prompt hash")
+    counts: dict[str, Counts] = Field(default_factory=dict, description="per record kind")
+    usage: Usage = Field(default_factory=Usage)
+    cost: float | None = None
+    versions: dict[str, str] = Field(default_factory=dict, description="dspy, litellm, python, ...")
+    started_at: datetime
+    finished_at: datetime | None = None
+    wall_s: float | None = None
+    status: Literal["complete", "stopped_budget", "interrupted", "failed"] = "complete"
+    shard: str | None = None
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- keys
+
+
+def stable_hash(obj: Any, n: int = 16) -> str:
+    """sha256 of the canonical JSON of `obj`, truncated to `n` hex digits."""
+    blob = json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:n]
+
+
+def request_key(*, kind: str, inputs: dict[str, Any], program_hash: str, teacher: str, rollout_id: int = 0) -> str:
+    """The content address of one request (curator's fingerprint): same inputs, program, teacher and
+    rollout -> same key, so a rerun finds it done and never bills the teacher twice."""
+    return stable_hash(
+        {"kind": kind, "inputs": inputs, "program": program_hash, "teacher": teacher, "rollout": rollout_id}, n=24
+    )
