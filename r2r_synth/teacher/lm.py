@@ -1,0 +1,296 @@
+"""The LM behind a teacher program: any LiteLLM model string, a LiteLLM Router, or the embedded
+offline teacher.
+
+`open_teacher(...)` is a context manager yielding a `Teacher`:
+
+- `.name` is what provenance records (the model string or the router's model group; never a key),
+- `.lm` is a `dspy.LM` for DSPy code (optimizers, notebooks: `with dspy.context(lm=t.lm, adapter=t.adapter)`),
+- `.adapter` is the `dspy.Adapter` to format/parse with (None: DSPy's default ChatAdapter),
+- `await .acomplete(messages)` is the engine's direct door to the same backend: one
+  `litellm.acompletion` (or `router.acompletion`) with no DSPy cache and no LiteLLM retries,
+  because `generate` owns caching (content-addressed request keys) and retries itself.
+
+Cost comes from LiteLLM's cost map (`litellm.completion_cost`); a model the map does not know
+costs None, never a guess.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dspy
+
+from r2r_synth.errors import ConfigError, InputError
+
+logger = logging.getLogger(__name__)
+
+
+def quiet_litellm() -> None:
+    """Turn off LiteLLM's per-call extras the engine does not need (success/failure callbacks,
+    message logging, its own cache, the cost-map fetch): per-call CPU is the bottleneck of a
+    high-concurrency run on a small machine, and none of these change what is sent or received."""
+    import litellm
+
+    litellm.telemetry = False
+    litellm.turn_off_message_logging = True
+    litellm.suppress_debug_info = True
+    litellm.drop_params = True  # providers that lack a parameter (e.g. seed) get the rest
+    for name in ("success_callback", "failure_callback", "_async_success_callback", "_async_failure_callback",
+                 "callbacks", "input_callback", "service_callback"):
+        if isinstance(getattr(litellm, name, None), list):
+            setattr(litellm, name, [])
+    logging.getLogger("LiteLLM").setLevel(logging.WARNING)
+    logging.getLogger("LiteLLM Router").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+@dataclass
+class Teacher:
+    """An opened teacher. Use `.lm`/`.adapter` from DSPy code and `acomplete` from the engine."""
+
+    name: str
+    lm: dspy.BaseLM
+    adapter: dspy.Adapter | None = None
+    model: str | None = None
+    router: Any = None
+    completion_kwargs: dict[str, Any] = field(default_factory=dict, repr=False)
+    embedded: bool = False
+
+    async def acomplete(self, messages: list[dict[str, Any]], **kwargs: Any) -> Any:
+        """One chat completion on this teacher's backend; returns LiteLLM's `ModelResponse`.
+        Errors are LiteLLM's exceptions (RateLimitError, Timeout, InternalServerError, ...)."""
+        args = {**self.completion_kwargs, **kwargs}
+        if self.router is not None:
+            return await self.router.acompletion(model=self.name, messages=messages, **args)
+        import litellm
+
+        return await litellm.acompletion(model=self.model, messages=messages, num_retries=0, **args)
+
+    def cost(self, response: Any) -> float | None:
+        """USD cost of one response from LiteLLM's cost map; None when the model is not in it."""
+        return completion_cost(response, model=self.model)
+
+    def public_dict(self) -> dict[str, Any]:
+        """What may be recorded about this teacher (no key, no headers)."""
+        return {
+            "name": self.name,
+            "model": self.model,
+            "router": self.router is not None,
+            "embedded": self.embedded,
+            "api_base": self.completion_kwargs.get("api_base"),
+            "temperature": self.completion_kwargs.get("temperature"),
+            "max_tokens": self.completion_kwargs.get("max_tokens"),
+        }
+
+
+def completion_cost(response: Any, *, model: str | None = None) -> float | None:
+    """USD cost of a LiteLLM response, or None when LiteLLM's cost map does not price the model."""
+    import litellm
+
+    hidden = getattr(response, "_hidden_params", None) or {}
+    known = hidden.get("response_cost")
+    if isinstance(known, (int, float)):
+        return float(known)
+    try:
+        cost = litellm.completion_cost(completion_response=response)
+    except Exception:  # litellm raises a bare Exception ("model isn't mapped yet") for unknown models
+        if model is None:
+            return None
+        try:
+            cost = litellm.completion_cost(completion_response=response, model=model)
+        except Exception:
+            return None
+    return float(cost) if isinstance(cost, (int, float)) else None
+
+
+# --------------------------------------------------------------------------- router
+
+
+def read_router_config(path: Path) -> dict[str, Any]:
+    """Read a LiteLLM Router config (YAML or JSON): `model_list` (with per-deployment rpm/tpm) and
+    optional `router_settings` (fallbacks, num_retries, routing_strategy, ...), as in LiteLLM's
+    proxy `config.yaml`."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such router config", hint="pass a LiteLLM Router config (YAML or JSON)")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}:{e.lineno}: not valid JSON ({e.msg})", hint="fix the router config") from None
+    except Exception as e:  # yaml.YAMLError carries its own line/column in the message
+        raise InputError(f"{path}: not valid YAML ({e})", hint="fix the router config") from None
+    if not isinstance(data, dict) or not isinstance(data.get("model_list"), list) or not data["model_list"]:
+        raise ConfigError(
+            f"{path}: a router config needs a non-empty `model_list`",
+            hint="model_list: [{model_name: teacher, litellm_params: {model: hosted_vllm/x, api_base: ..., rpm: 60}}]",
+        )
+    for i, dep in enumerate(data["model_list"]):
+        if not isinstance(dep, dict) or "model_name" not in dep or "model" not in (dep.get("litellm_params") or {}):
+            raise ConfigError(
+                f"{path}: model_list[{i}] needs `model_name` and `litellm_params.model`",
+                hint="see https://docs.litellm.ai/docs/routing",
+            )
+    return data
+
+
+def _router_model_names(data: dict[str, Any]) -> list[str]:
+    names: list[str] = []
+    for dep in data["model_list"]:
+        if dep["model_name"] not in names:
+            names.append(dep["model_name"])
+    return names
+
+
+class _RouterEngine:
+    """A DSPy engine (complete(Request) -> Response) that sends through a `litellm.Router`, so DSPy
+    programs (optimizers, notebooks) spread over the router's deployments like `generate` does."""
+
+    def __init__(self, router: Any, *, defaults: dict[str, Any]):
+        self.router = router
+        self.defaults = defaults
+
+    def _data(self, request: Any) -> dict[str, Any]:
+        from dspy.clients.lm15_boundary import request_kwargs
+
+        data = request_kwargs(request, "chat")
+        return {**self.defaults, **{k: v for k, v in data.items() if v is not None}}
+
+    def complete(self, request: Any) -> Any:
+        from dspy.clients.lm15_boundary import response_value
+
+        raw = self.router.completion(model=request.model, **self._data(request))
+        return response_value(raw, "chat", request)
+
+    def close(self) -> None:
+        pass
+
+
+class _AsyncRouterEngine(_RouterEngine):
+    async def complete(self, request: Any) -> Any:  # type: ignore[override]
+        from dspy.clients.lm15_boundary import response_value
+
+        raw = await self.router.acompletion(model=request.model, **self._data(request))
+        return response_value(raw, "chat", request)
+
+    async def aclose(self) -> None:
+        pass
+
+
+# --------------------------------------------------------------------------- open
+
+
+@contextmanager
+def open_teacher(
+    teacher: str | None,
+    *,
+    api_base: str | None = None,
+    api_key: str | None = None,
+    temperature: float = 0.0,
+    max_tokens: int | None = None,
+    router: Path | None = None,
+    num_retries: int = 0,
+    timeout: float | None = None,
+) -> Iterator[Teacher]:
+    """Open a teacher for the duration of a `with` block.
+
+    `teacher` is any LiteLLM model string (`gpt-4o`, `anthropic/claude-...`, `ollama_chat/llama3.1`,
+    `hosted_vllm/<name>` with `api_base`), or with `router` a model group of the router config; None
+    starts the embedded offline teacher (SmolLM2-135M behind llama.cpp's OpenAI-compatible server,
+    reached through LiteLLM) and stops it on exit. `api_key` is passed to LiteLLM and never recorded.
+    """
+    quiet_litellm()
+    if router is not None:
+        yield _open_router(teacher, router=router, temperature=temperature, max_tokens=max_tokens,
+                           num_retries=num_retries, timeout=timeout)
+        return
+    if teacher is None:
+        from r2r_synth.teacher import embedded
+
+        with embedded.open_embedded_teacher(temperature=temperature, max_tokens=max_tokens, timeout=timeout) as t:
+            yield t
+        return
+    if not teacher.strip():
+        raise ConfigError("--teacher is empty", hint="give a LiteLLM model string such as gpt-4o, or omit --teacher")
+    yield make_teacher(teacher, api_base=api_base, api_key=api_key, temperature=temperature,
+                       max_tokens=max_tokens, num_retries=num_retries, timeout=timeout)
+
+
+def make_teacher(
+    model: str,
+    *,
+    name: str | None = None,
+    api_base: str | None = None,
+    api_key: str | None = None,
+    temperature: float = 0.0,
+    max_tokens: int | None = None,
+    num_retries: int = 0,
+    timeout: float | None = None,
+    adapter: dspy.Adapter | None = None,
+    extra: dict[str, Any] | None = None,
+    embedded: bool = False,
+) -> Teacher:
+    """A `Teacher` for a LiteLLM model string (no server lifecycle: see `open_teacher`)."""
+    client: dict[str, Any] = {}
+    if api_base:
+        client["api_base"] = api_base
+    if api_key:
+        client["api_key"] = api_key
+    if timeout is not None:
+        client["timeout"] = timeout
+    gen: dict[str, Any] = {"temperature": temperature}
+    if max_tokens is not None:
+        gen["max_tokens"] = max_tokens
+    gen.update(extra or {})
+    # engine="litellm": every teacher goes through LiteLLM, the same door `generate` uses.
+    lm = dspy.LM(model, engine="litellm", num_retries=num_retries, cache=False, **gen, **client)
+    return Teacher(
+        name=name or model,
+        lm=lm,
+        adapter=adapter,
+        model=model,
+        completion_kwargs={**gen, **client},
+        embedded=embedded,
+    )
+
+
+def _open_router(teacher: str | None, *, router: Path, temperature: float, max_tokens: int | None,
+                 num_retries: int, timeout: float | None) -> Teacher:
+    import litellm
+
+    data = read_router_config(router)
+    names = _router_model_names(data)
+    name = teacher or names[0]
+    if name not in names:
+        raise ConfigError(
+            f"--teacher {name!r} is not a model_name in {router} (it has: {', '.join(names)})",
+            hint="pass --teacher with one of the router's model_name values, or omit it to use the first",
+        )
+    settings = dict(data.get("router_settings") or {})
+    settings.setdefault("num_retries", num_retries)
+    if timeout is not None:
+        settings.setdefault("timeout", timeout)
+    try:
+        r = litellm.Router(model_list=data["model_list"], **settings)
+    except Exception as e:
+        raise ConfigError(f"{router}: LiteLLM could not build a Router from it ({e})",
+                          hint="see https://docs.litellm.ai/docs/routing for the config format") from None
+    gen: dict[str, Any] = {"temperature": temperature}
+    if max_tokens is not None:
+        gen["max_tokens"] = max_tokens
+    lm = dspy.LM(name, cache=False, num_retries=0, engine=_RouterEngine(r, defaults=gen),
+                 async_engine=_AsyncRouterEngine(r, defaults=gen))
+    models = sorted({d["litellm_params"]["model"] for d in data["model_list"] if d["model_name"] == name})
+    return Teacher(name=name, lm=lm, adapter=None, model=models[0] if len(models) == 1 else None,
+                   router=r, completion_kwargs=gen)
