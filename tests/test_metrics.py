@@ -140,9 +140,10 @@ def test_gepa_feedback_metrics_explain_the_miss():
 
 
 def test_gepa_metric_signature_matches_installed_gepa():
-    """GEPA calls metric(gold, pred, trace, pred_name, pred_trace): our signature must accept exactly that."""
+    """GEPA calls metric(gold, pred, trace, pred_name, pred_trace): bind it the way GEPA checks it, and
+    keep GEPA's parameter names (it may pass them by keyword)."""
     gepa_mod = pytest.importorskip("dspy.teleprompt.gepa.gepa")
-    proto = gepa_mod.GEPAFeedbackMetric.__call__
-    wanted = [p for p in inspect.signature(proto).parameters if p != "self"]
+    proto = [p for p in inspect.signature(gepa_mod.GEPAFeedbackMetric.__call__).parameters if p != "self"]
     for fn in (M.direct_feedback_metric, M.comparison_feedback_metric):
-        assert list(inspect.signature(fn).parameters) == wanted
+        inspect.signature(fn).bind(None, None, None, None, None)
+        assert list(inspect.signature(fn).parameters) == proto[:5]
