@@ -92,3 +92,103 @@ class EvaluateConfig(CommandConfig):
     programs_dir: Path = DEFAULT_PROGRAMS_DIR
     concurrency: int = 8
     device: str | None = None
+
+
+class ImportConfig(CommandConfig):
+    """`r2r-synth import`: R2R listwise files -> a run directory of listwise records."""
+
+    paths: list[Path]
+    out: Path
+    name: str = "imported:r2r-gpt4"  # provenance teacher string; must start with "imported:"
+    overwrite: bool = False
+
+
+class PublishConfig(CommandConfig):
+    """`r2r-synth publish`: a run directory -> one HF Hub dataset repo (one config per record kind)."""
+
+    run_dir: Path
+    repo_id: str
+    license: str | None = None  # asked for, never assumed
+    split: str = "train=1"  # e.g. "train=0.9,test=0.1"; by query, by a hash of (seed, qid)
+    seed: int = 0
+    private: bool = False
+    revision: str | None = None
+    token: str | None = None  # never saved: public_dict() masks it
+    dry_run: bool = False
+    out: Path | None = None
+    optimize_report: Path | None = None  # default: <programs_dir>/optimize_report.json when it exists
+    programs_dir: Path = DEFAULT_PROGRAMS_DIR  # where the card looks for the prompt texts the run used
+    shard_rows: int = 100_000
+
+
+class ReportConfig(CommandConfig):
+    """`r2r-synth report`: a run directory -> report.html + plots/*.png."""
+
+    run_dir: Path
+    out: Path | None = None  # default: <run_dir>/report
+    evaluation: Path | None = None
+
+
+class GenerateConfig(CommandConfig):
+    """`r2r-synth generate`: candidates -> a run directory of teacher reasoning (see r2r_synth.generate)."""
+
+    input: str
+    out: Path
+    qrels: Path | None = None
+    limit: int | None = None
+    teacher: str | None = None  # None: the embedded offline teacher
+    api_base: str | None = None
+    api_key: str | None = None  # passed to LiteLLM, shown as *** in manifests
+    router: Path | None = None
+    programs_dir: Path = DEFAULT_PROGRAMS_DIR
+    depth: int = 10
+    direct: bool = True
+    pairs: str = "adjacent"  # adjacent | gold | topk | none
+    max_pairs_per_query: int | None = 10
+    rollouts: int = 1
+    temperature: float = 0.0
+    max_tokens: int | None = None
+    concurrency: int = 16
+    rpm: int | None = None
+    tpm: int | None = None
+    max_retries: int = 5
+    parse_retries: int = 1
+    timeout: float = 120.0
+    max_cost: float | None = None
+    dry_run: bool = False
+    shard: str | None = None
+    retry_rejects: bool = False
+    seed: int = 0
+
+
+class OptimizeConfig(CommandConfig):
+    """`r2r-synth optimize`: a labeled set (candidates + qrels) -> optimized programs/<name>.json."""
+
+    input: str
+    qrels: Path | None = None
+    limit: int | None = None
+    depth: int | None = 10
+    teacher: str | None = None  # None: the embedded offline teacher
+    api_base: str | None = None
+    api_key: str | None = None  # passed to LiteLLM, shown as *** in reports
+    prompt_model: str | None = None  # MIPROv2's prompt model / GEPA's reflection LM; None: the teacher
+    prompt_api_base: str | None = None
+    optimizer: str = "bootstrap"  # bootstrap | mipro | gepa
+    auto: str | None = None  # light | medium | heavy (MIPROv2 / GEPA presets)
+    max_calls: int | None = None  # budget of teacher calls for the optimizer itself
+    max_demos: int = 4  # bootstrapped demos per program
+    labeled_demos: int = 0  # raw labeled examples added as demos (they carry no reasoning)
+    candidates: int = 0  # bootstrap: >0 uses random search over this many candidate programs
+    program: str = "both"  # direct | comparison | both
+    programs_dir: Path = DEFAULT_PROGRAMS_DIR
+    report: Path | None = None  # default: <programs_dir>/optimize_report.json
+    seed: int = 0
+    val_fraction: float = 0.25
+    max_pairs_per_query: int = 10
+    swap: bool = True  # comparison validation also asks each pair in the swapped order
+    concurrency: int = 4
+    temperature: float = 0.0
+    max_tokens: int | None = None
+    timeout: float | None = 120.0
+    cache: bool = True  # DSPy's request cache: a rerun of the same optimization is cheap
+    evaluate_only: bool = False

@@ -1,0 +1,209 @@
+"""`r2r-synth import`: bring corpora that others released in R2R's listwise format into a run directory.
+
+R2R's release (Ji et al., arXiv 2410.05168; e.g. `msmarco_500.jsonl`) holds, per query, a window of
+BM25 passages, GPT-4's permutation of them and a reason per passage. Each good row becomes one
+`ListwiseRecord` whose provenance says it was imported (`teacher="imported:<name>"`,
+`program="r2r-listwise"`). The record kind stays *listwise*: the release has no graded labels and no
+pairwise answers, so deriving direct or comparison records from it would invent labels the teacher
+never gave. The trainer reads listwise records directly (and its per-passage `reason` as the
+explanation text).
+
+The result is an ordinary run directory — `listwise.jsonl`, `rejects.jsonl`, `manifest.json`,
+`config.json` — so `publish`, `report` and `train` treat it like a generated one. A row that cannot
+be converted goes to `rejects.jsonl` with the file, line and error; a row that repeats an earlier one
+(same query, window and ranking — R2R's `msmarco_100.jsonl` is a subset of `msmarco_500.jsonl`) is
+rejected as a duplicate, naming the line it repeats. Nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from r2r_synth import __version__
+from r2r_synth.errors import InputError
+from r2r_synth.io.jsonl import dump_line
+from r2r_synth.io.r2r import IMPORTED_TEACHER, iter_r2r
+from r2r_synth.schemas import (
+    MANIFEST_FILE,
+    RECORD_FILES,
+    REJECTS_FILE,
+    Counts,
+    Manifest,
+    Reject,
+    Usage,
+    stable_hash,
+)
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+
+
+@dataclass
+class ImportResult:
+    """What `import_r2r` wrote: the run directory and how many rows became records or rejects."""
+
+    out: Path
+    records: int
+    rejects: int
+    queries: int
+    files: list[dict[str, Any]] = field(default_factory=list)
+    reject_reasons: dict[str, int] = field(default_factory=dict)
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {"python": platform.python_version(), "r2r-synth": __version__}
+    for dist in ("pydantic",):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _file_sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def import_r2r(
+    paths: list[Path],
+    *,
+    out: Path,
+    name: str = IMPORTED_TEACHER,
+    overwrite: bool = False,
+    command: str = "r2r-synth import",
+    config: dict[str, Any] | None = None,
+) -> ImportResult:
+    """Convert R2R listwise files into the run directory `out`.
+
+    `name` is the provenance teacher string of every record (it must start with ``imported:`` so no
+    reader mistakes an imported corpus for one this toolkit generated). `command` and `config` are
+    recorded in the manifest as given (the CLI passes them with secrets removed). Files are written
+    to temporary names and renamed at the end, so a failure leaves no half-written run directory.
+    """
+    if not paths:
+        raise InputError("no input files given", hint="pass one or more R2R .jsonl files, e.g. msmarco_500.jsonl")
+    if not name.startswith("imported:"):
+        raise InputError(f"--name {name!r} must start with 'imported:'",
+                         hint="e.g. --name imported:r2r-gpt4, so readers see the corpus was not generated here")
+    paths = [Path(p) for p in paths]
+    for p in paths:
+        if not p.is_file():
+            raise InputError(f"{p}: no such file", hint="check the path (relative paths start in the current directory)")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out} exists and is not a directory", hint="choose another --out")
+    existing = [f for f in (*RECORD_FILES.values(), REJECTS_FILE, MANIFEST_FILE) if (out / f).exists()]
+    if existing and not overwrite:
+        raise InputError(
+            f"{out} already holds a run ({', '.join(existing)})",
+            hint="choose a new --out, or pass --overwrite to replace that run",
+        )
+    out.mkdir(parents=True, exist_ok=True)
+
+    started = datetime.now(timezone.utc)
+    t0 = time.monotonic()
+    rec_path, rej_path = out / RECORD_FILES["listwise"], out / REJECTS_FILE
+    tmp_rec, tmp_rej = rec_path.with_name(rec_path.name + ".tmp"), rej_path.with_name(rej_path.name + ".tmp")
+    n_rec = n_rej = 0
+    qids: set[str] = set()
+    reasons: dict[str, int] = {}
+    seen: dict[str, str] = {}  # content hash -> "file:line" of its first occurrence
+    files: list[dict[str, Any]] = []
+    program_hash = prompt_hash = None
+    try:
+        with tmp_rec.open("w", encoding="utf-8") as fr, tmp_rej.open("w", encoding="utf-8") as fj:
+            for path in paths:
+                raw_lines = path.read_text(encoding="utf-8").splitlines()
+                n_file = n_file_rej = 0
+                for line, rec, err in iter_r2r(path, teacher=name):
+                    where = f"{path}:{line}"
+                    if rec is not None:
+                        # Same query, same passages, same order: the same teacher output seen twice.
+                        content = stable_hash(
+                            {"q": rec.query.text, "qid": rec.query.qid,
+                             "docs": [d.text for d in rec.documents], "ranking": rec.ranking}
+                        )
+                        if content in seen:
+                            err = f"duplicate: same query, window and ranking as {seen[content]}"
+                        else:
+                            seen[content] = where
+                    if err is not None:
+                        category = "duplicate" if err.startswith("duplicate") else "invalid R2R row"
+                        reasons[category] = reasons.get(category, 0) + 1
+                        raw = raw_lines[line - 1] if line - 1 < len(raw_lines) else None
+                        qid = None
+                        try:
+                            qid = json.loads(raw).get("qid") if raw else None
+                        except (ValueError, AttributeError):
+                            pass
+                        fj.write(dump_line(Reject(
+                            kind="listwise",
+                            key=stable_hash({"file": path.name, "line": line}, n=24),
+                            # `iter_r2r` already names path:line in its errors; duplicates need it added.
+                            reason=err if err.startswith(str(path)) else f"{where}: {err}",
+                            inputs={"file": str(path), "line": line, "qid": None if qid is None else str(qid)},
+                            raw=raw,
+                            teacher=name,
+                        )))
+                        n_rej += 1
+                        n_file_rej += 1
+                        continue
+                    fr.write(dump_line(rec))
+                    program_hash, prompt_hash = rec.provenance.program_hash, rec.provenance.prompt_hash
+                    qids.add(rec.query.qid)
+                    n_rec += 1
+                    n_file += 1
+                files.append({"path": str(path), "sha256": _file_sha256(path), "records": n_file, "rejects": n_file_rej})
+                log.info("%s: %d records, %d rejects", path, n_file, n_file_rej)
+    except BaseException:
+        for t in (tmp_rec, tmp_rej):
+            t.unlink(missing_ok=True)
+        raise
+
+    finished = datetime.now(timezone.utc)
+    manifest = Manifest(
+        r2r_synth_version=__version__,
+        command=command,
+        config=config or {"paths": [str(p) for p in paths], "out": str(out), "name": name},
+        teacher=name,
+        programs={"r2r-listwise": program_hash} if program_hash else {},
+        prompts={"r2r-listwise": prompt_hash} if prompt_hash else {},
+        counts={"listwise": Counts(requested=n_rec + n_rej, records=n_rec, rejects=n_rej)},
+        usage=Usage(),
+        cost=None,  # what the original teacher cost is unknown; never a guess
+        versions=_versions(),
+        started_at=started,
+        finished_at=finished,
+        wall_s=round(time.monotonic() - t0, 3),
+        status="complete",
+        extra={"provenance": "imported", "format": "r2r-listwise", "sources": files,
+               "reject_reasons": reasons, "queries": len(qids)},
+    )
+    os.replace(tmp_rec, rec_path)
+    os.replace(tmp_rej, rej_path)
+    _write_json_atomic(out / CONFIG_FILE, manifest.config)
+    _write_json_atomic(out / MANIFEST_FILE, json.loads(manifest.model_dump_json()))
+    return ImportResult(out=out, records=n_rec, rejects=n_rej, queries=len(qids), files=files, reject_reasons=reasons)
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,405 @@
+"""`r2r-synth report`: one self-contained HTML page about a run directory, for people to look at before
+they train on it or publish it.
+
+The page (`report.html`) embeds its plots as base64 PNGs, so it can be mailed or attached as one file;
+the same PNGs are written beside it in `plots/`. Plots are made with matplotlib's Agg backend (no
+display needed):
+
+- label distribution: the teacher's grades beside the gold grades (direct), A/B preferences
+  (comparison), and first-stage position against the teacher's rank (listwise: position bias shows
+  as a bright diagonal);
+- teacher-vs-gold confusion matrix (direct records with a gold grade);
+- swap consistency (comparison pairs asked in both orders);
+- reasoning length in words, per kind;
+- rejects by reason;
+- tokens and cost per kind;
+- nDCG@10 per system, when an `evaluate` result JSON is given (`--evaluation`).
+
+Numbers come from `r2r_synth.runstats`, the same summary the dataset card is written from.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from r2r_synth import __version__
+from r2r_synth.config import scrub
+from r2r_synth.errors import InputError
+from r2r_synth.runstats import KIND_ORDER, KindSummary, Run, load_run, summarize
+
+log = logging.getLogger(__name__)
+
+REPORT_FILE = "report.html"
+PLOTS_DIR = "plots"
+PRIMARY_MEASURE = "nDCG@10"
+_COLORS = {"direct": "#4C72B0", "comparison": "#DD8452", "listwise": "#55A868", "input": "#8172B3"}
+
+
+# ----------------------------------------------------------------------------- evaluation results
+
+
+def read_evaluation(path: Path) -> dict[str, dict[str, float]]:
+    """Read an `evaluate` result as ``{system: {measure: value}}``.
+
+    Accepted shapes (the reader is tolerant; the error says what it expected):
+    ``{system: {measure: value}}``; the same under a top-level ``"systems"``, ``"results"`` or
+    ``"metrics"`` key (other top-level keys such as ``"config"`` are ignored); or a list of
+    ``{"system": name, measure: value, ...}`` rows. Non-numeric values are skipped.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file", hint="pass the JSON that `r2r-synth evaluate` wrote")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise InputError(f"{path}: not valid JSON ({e})", hint="pass the JSON that `r2r-synth evaluate` wrote") from None
+    expected = ('expected {"system": {"nDCG@10": 0.5, ...}, ...}, the same under "systems"/"results"/"metrics", '
+                'or a list of {"system": ..., "nDCG@10": ...} rows')
+
+    def numeric(d: dict[str, Any]) -> dict[str, float]:
+        return {str(k): float(v) for k, v in d.items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+    table: dict[str, dict[str, float]] = {}
+    if isinstance(data, dict):
+        for key in ("systems", "results", "metrics"):
+            if isinstance(data.get(key), (dict, list)):
+                data = data[key]
+                break
+    if isinstance(data, list):
+        for i, row in enumerate(data):
+            if not isinstance(row, dict) or not isinstance(row.get("system", row.get("name")), str):
+                raise InputError(f"{path}: row {i} has no 'system' name", hint=expected)
+            name = row.get("system", row.get("name"))
+            inner = row.get("measures") if isinstance(row.get("measures"), dict) else row
+            table[name] = numeric(inner)
+    elif isinstance(data, dict):
+        for name, measures in data.items():
+            if isinstance(measures, dict):
+                vals = numeric(measures)
+                if vals:
+                    table[str(name)] = vals
+    if not any(table.values()):
+        raise InputError(f"{path}: found no system with numeric measures", hint=expected)
+    return table
+
+
+# ----------------------------------------------------------------------------- plots
+
+
+def _fig_png(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_labels(summary: dict[str, KindSummary]) -> bytes | None:
+    kinds = [k for k in KIND_ORDER if k in summary and summary[k].records]
+    if not kinds:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5.2 * len(kinds), 3.8), squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
+        s = summary[kind]
+        if kind == "direct":
+            grades = [0, 1, 2, 3]
+            t = [s.label_counts.get(g, 0) for g in grades]
+            g = [s.gold_counts.get(x, 0) for x in grades]
+            w = 0.38
+            ax.bar([x - w / 2 for x in grades], t, w, label="teacher", color=_COLORS["direct"])
+            if any(g):
+                ax.bar([x + w / 2 for x in grades], g, w, label="gold (judged only)", color="#999999")
+            ax.set_xticks(grades)
+            ax.set_xlabel("relevance grade")
+            ax.set_ylabel("records")
+            ax.set_title(f"direct: labels ({s.records} records)")
+            ax.legend()
+        elif kind == "comparison":
+            labels = ["A", "B"]
+            ax.bar(labels, [s.preferred_counts.get(x, 0) for x in labels], color=_COLORS["comparison"])
+            ax.set_xlabel("preferred document (A is shown first)")
+            ax.set_ylabel("pairs")
+            ax.set_title(f"comparison: preferences ({s.records} pairs)")
+        else:
+            grid = s.position_rank or [[0]]
+            n = len(grid)
+            im = ax.imshow(grid, cmap="Greens")
+            ax.set_xticks(range(n), [str(i + 1) for i in range(n)])
+            ax.set_yticks(range(n), [str(i + 1) for i in range(n)])
+            ax.set_xlabel("teacher's rank")
+            ax.set_ylabel("position in the window shown")
+            ax.set_title(f"listwise: position vs rank ({s.records} windows)")
+            if n <= 12:
+                for i in range(n):
+                    for j in range(n):
+                        ax.text(j, i, str(grid[i][j]), ha="center", va="center", fontsize=8)
+            fig.colorbar(im, ax=ax, fraction=0.046)
+    return _fig_png(fig)
+
+
+def plot_confusion(s: KindSummary | None) -> bytes | None:
+    if s is None or not s.confusion:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.2, 4.4))
+    im = ax.imshow(s.confusion, cmap="Blues")
+    ax.set_xticks(range(4))
+    ax.set_yticks(range(4))
+    ax.set_xlabel("teacher grade")
+    ax.set_ylabel("gold grade")
+    agree = s.agreement.get("exact")
+    title = f"teacher vs gold ({s.judged} judged)"
+    if agree is not None and not math.isnan(agree):
+        title += f": exact {agree:.2f}"
+    ax.set_title(title)
+    top = max(max(r) for r in s.confusion) or 1
+    for i in range(4):
+        for j in range(4):
+            v = s.confusion[i][j]
+            ax.text(j, i, str(v), ha="center", va="center", color="white" if v > top / 2 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    return _fig_png(fig)
+
+
+def plot_swap(s: KindSummary | None) -> bytes | None:
+    if s is None or not s.swap_checked:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.6, 3.0))
+    agree, disagree = s.swap_agree, s.swap_checked - s.swap_agree
+    ax.barh(["pairs"], [agree], color="#55A868", label=f"same document both orders ({agree})")
+    ax.barh(["pairs"], [disagree], left=[agree], color="#C44E52", label=f"position-biased ({disagree})")
+    ax.set_xlim(0, s.swap_checked)
+    ax.set_xlabel("comparison pairs asked in both orders")
+    ax.set_title(f"swap consistency: {agree / s.swap_checked:.2f}")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=2, fontsize=8)
+    return _fig_png(fig)
+
+
+def plot_reasoning(summary: dict[str, KindSummary]) -> bytes | None:
+    kinds = [k for k in KIND_ORDER if k in summary and summary[k].reasoning_words]
+    if not kinds:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.0, 3.8))
+    top = max(max(summary[k].reasoning_words) for k in kinds)
+    bins = min(40, max(5, top // 5 + 1))
+    for k in kinds:
+        words = summary[k].reasoning_words
+        med = sorted(words)[len(words) // 2]
+        ax.hist(words, bins=bins, range=(0, top + 1), alpha=0.6, color=_COLORS[k],
+                label=f"{k} (n={len(words)}, median {med} words)")
+    ax.set_xlabel("words per reasoning" + (" (listwise: per-passage reason)" if "listwise" in kinds else ""))
+    ax.set_ylabel("count")
+    ax.set_title("reasoning length")
+    ax.legend(fontsize=8)
+    return _fig_png(fig)
+
+
+def plot_rejects(summary: dict[str, KindSummary]) -> bytes | None:
+    rows = [(f"{k}: {reason}", n, k) for k, s in summary.items() for reason, n in s.reject_reasons]
+    if not rows:
+        return None
+    rows.sort(key=lambda r: r[1])
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.5, 0.5 * len(rows) + 1.4))
+    labels = [r[0] if len(r[0]) <= 60 else r[0][:57] + "..." for r in rows]
+    ax.barh(labels, [r[1] for r in rows], color=[_COLORS.get(r[2], "#888888") for r in rows])
+    for i, r in enumerate(rows):
+        ax.text(r[1], i, f" {r[1]}", va="center", fontsize=8)
+    ax.set_xlabel("rejected requests")
+    ax.set_title("rejects by reason")
+    return _fig_png(fig)
+
+
+def plot_tokens(summary: dict[str, KindSummary]) -> bytes | None:
+    kinds = [k for k in KIND_ORDER if k in summary and summary[k].total_tokens]
+    if not kinds:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.0, 3.6))
+    p = [summary[k].prompt_tokens for k in kinds]
+    c = [summary[k].completion_tokens for k in kinds]
+    ax.bar(kinds, p, label="prompt", color="#4C72B0")
+    ax.bar(kinds, c, bottom=p, label="completion", color="#DD8452")
+    for i, k in enumerate(kinds):
+        s = summary[k]
+        cost = "cost unknown" if s.cost is None else f"${s.cost:.4f}"
+        ax.text(i, p[i] + c[i], f"{s.total_tokens:,}\n{cost}", ha="center", va="bottom", fontsize=8)
+    ax.set_ylabel("tokens")
+    ax.set_ylim(0, max(a + b for a, b in zip(p, c)) * 1.25)
+    ax.set_title("tokens and cost")
+    ax.legend()
+    return _fig_png(fig)
+
+
+def plot_eval(table: dict[str, dict[str, float]] | None, *, measure: str = PRIMARY_MEASURE) -> bytes | None:
+    if not table:
+        return None
+    rows = [(name, m[measure]) for name, m in table.items() if measure in m]
+    if not rows:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(rows) + 2), 3.8))
+    ax.bar([r[0] for r in rows], [r[1] for r in rows], color="#4C72B0")
+    for i, r in enumerate(rows):
+        ax.text(i, r[1], f"{r[1]:.4f}", ha="center", va="bottom", fontsize=9)
+    ax.set_ylabel(measure)
+    ax.set_ylim(0, max(1.0, max(r[1] for r in rows) * 1.15) if rows else 1)
+    ax.set_title(f"{measure} by system")
+    ax.tick_params(axis="x", rotation=15)
+    return _fig_png(fig)
+
+
+# ----------------------------------------------------------------------------- html
+
+
+@dataclass
+class ReportResult:
+    html: Path
+    plots: dict[str, Path] = field(default_factory=dict)
+    missing: dict[str, str] = field(default_factory=dict)  # plot -> why it is not there
+
+
+def _e(x: Any) -> str:
+    return html.escape(str(x))
+
+
+def _table(rows: list[list[Any]], header: list[str]) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1180px;color:#222}
+h1{font-size:1.6em;margin-bottom:0} .sub{color:#666;margin-top:4px}
+h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:28px}
+table{border-collapse:collapse;margin:8px 0} td,th{border:1px solid #ddd;padding:4px 10px;text-align:left;font-size:14px}
+th{background:#f4f4f4} code{background:#f4f4f4;padding:1px 4px;border-radius:3px}
+img{max-width:100%;border:1px solid #eee} .note{color:#666;font-style:italic}
+.grid{display:flex;flex-wrap:wrap;gap:16px} .grid>div{flex:1 1 520px}
+"""
+
+
+def build_report(run_dir: Path, *, out: Path | None = None, evaluation: Path | None = None) -> ReportResult:
+    """Write `report.html` (+ `plots/*.png`) about `run_dir` into `out` (default: `run_dir/report`)."""
+    run = load_run(run_dir, require_manifest=False)
+    table = read_evaluation(evaluation) if evaluation is not None else None
+    out = Path(out) if out is not None else Path(run_dir) / "report"
+    summary = summarize(run)
+    plots: dict[str, tuple[str, bytes | None, str]] = {
+        "labels": ("Label distribution", plot_labels(summary), "no records"),
+        "confusion": ("Teacher vs gold (direct)", plot_confusion(summary.get("direct")),
+                      "no direct record has a gold grade (run with --qrels or a judged input to see this)"),
+        "swap": ("Swap consistency (comparison)", plot_swap(summary.get("comparison")),
+                 "no comparison pair was asked in both orders"),
+        "reasoning_length": ("Reasoning length", plot_reasoning(summary), "no reasoning text"),
+        "rejects": ("Rejects by reason", plot_rejects(summary), "nothing was rejected"),
+        "tokens": ("Tokens and cost", plot_tokens(summary),
+                   "no token usage recorded (imported corpora carry none)"),
+    }
+    if evaluation is not None:
+        plots["ndcg"] = (f"{PRIMARY_MEASURE} by system", plot_eval(table),
+                         f"{evaluation} has no {PRIMARY_MEASURE} value")
+    out.mkdir(parents=True, exist_ok=True)
+    pdir = out / PLOTS_DIR
+    pdir.mkdir(exist_ok=True)
+    result = ReportResult(html=out / REPORT_FILE)
+    sections = []
+    for name, (title, png, why) in plots.items():
+        if png is None:
+            result.missing[name] = why
+            sections.append(f'<div><h2>{_e(title)}</h2><p class="note">{_e(why)}</p></div>')
+            continue
+        path = pdir / f"{name}.png"
+        path.write_bytes(png)
+        result.plots[name] = path
+        b64 = base64.b64encode(png).decode("ascii")
+        caption = _caption(name, summary, table)
+        sections.append(f'<div><h2>{_e(title)}</h2><img alt="{_e(title)}" src="data:image/png;base64,{b64}">'
+                        f"{caption}</div>")
+    page = _page(run, summary, table, sections)
+    tmp = result.html.with_name(REPORT_FILE + ".tmp")
+    tmp.write_text(scrub(page), encoding="utf-8")
+    tmp.replace(result.html)
+    log.info("wrote %s with %d plots", result.html, len(result.plots))
+    return result
+
+
+def _caption(name: str, summary: dict[str, KindSummary], table: dict[str, dict[str, float]] | None) -> str:
+    if name == "confusion" and "direct" in summary:
+        a = summary["direct"].agreement
+        return "<p>" + _e(", ".join(f"{k}: {v:.3f}" for k, v in a.items())) + "</p>"
+    if name == "ndcg" and table:
+        measures = sorted({m for v in table.values() for m in v})
+        rows = [[sys_] + [f"{v[m]:.4f}" if m in v else "" for m in measures] for sys_, v in table.items()]
+        return _table(rows, ["system", *measures])
+    return ""
+
+
+def _page(run: Run, summary: dict[str, KindSummary], table, sections: list[str]) -> str:
+    m = run.manifest
+    info: list[list[Any]] = [["run directory", str(run.path)]]
+    if m is not None:
+        info += [
+            ["teacher", m.teacher], ["status", m.status], ["command", m.command],
+            ["r2r-synth", m.r2r_synth_version],
+            ["programs", ", ".join(f"{k} ({v})" for k, v in m.programs.items()) or "none"],
+            ["started", f"{m.started_at:%Y-%m-%d %H:%M:%S} UTC"],
+            ["wall time", f"{m.wall_s:.1f} s" if m.wall_s is not None else "unknown"],
+            ["tokens", f"{m.usage.prompt_tokens:,} prompt + {m.usage.completion_tokens:,} completion "
+                       f"= {m.usage.total_tokens:,}"],
+            ["cost", "unknown" if m.cost is None else f"${m.cost:.4f}"],
+        ]
+        if m.extra.get("provenance") == "imported":
+            info.append(["imported from", ", ".join(x["path"] for x in m.extra.get("sources", []))])
+    else:
+        info.append(["manifest", "missing: the run did not finish cleanly; figures cover what is on disk"])
+    counts = []
+    for k, s in summary.items():
+        if m is not None and k in m.counts:
+            c = m.counts[k]
+            counts.append([k, s.records, s.queries, s.rejects, c.requested, c.skipped_done])
+        else:
+            counts.append([k, s.records, s.queries, s.rejects, "", ""])
+    quality = []
+    for k, s in summary.items():
+        for name, v in s.agreement.items():
+            quality.append([k, name, "n/a" if v is None or math.isnan(v) else f"{v:.3f}"])
+    now = datetime.now(timezone.utc)
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>r2r-synth report: {_e(run.path.name)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>r2r-synth report: {_e(run.path.name)}</h1>",
+        f"<p class='sub'>made by r2r-synth {_e(__version__)} on {now:%Y-%m-%d %H:%M} UTC</p>",
+        "<h2>Run</h2>", _table(info, ["", ""]),
+        "<h2>Counts</h2>",
+        _table(counts, ["kind", "records", "queries", "rejects", "requested", "skipped (already done)"]),
+    ]
+    if quality:
+        parts += ["<h2>Agreement</h2>", _table(quality, ["kind", "measure", "value"])]
+    parts += ["<div class='grid'>", *sections, "</div>", "</body></html>"]
+    return "\n".join(parts)
