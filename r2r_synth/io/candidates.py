@@ -1,0 +1,212 @@
+"""One entry point for every input: `load_candidates(source)` -> a list of `Candidates`.
+
+`source` may be
+  (a) a RankGPT-style JSON file (`[{"query", "hits": [{"qid", "docid", "content", "score"}]}]`),
+      labels from `qrels=` (TREC or BEIR qrels);
+  (b) a JSONL of `Candidates` records (`r2r-synth schema candidates`);
+  (c) a BEIR directory (corpus.jsonl, queries*.jsonl, qrels) or a TREC collection directory
+      (SGML documents and topics, a qrels file): a BM25 first stage (bm25s) makes the candidates;
+  (d) `irds:<ir_datasets id>`: documents, queries, qrels and (when the dataset has them) the
+      first-stage scoreddocs from ir_datasets, else BM25 over its documents.
+
+Queries keep their input order; `limit` keeps the first N and `depth` the top K candidates of each.
+Every problem is an `InputError` that names the file and line (or JSON entry) and says the fix.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from r2r_synth.errors import InputError
+from r2r_synth.io.jsonl import _describe as describe_validation, iter_json_lines
+from r2r_synth.io.trec import Qrels, candidates_from_run, open_text, read_qrels
+from r2r_synth.schemas import Candidates
+
+__all__ = ["load_candidates", "candidates_from_run", "apply_qrels", "truncate", "DEFAULT_DEPTH"]
+
+log = logging.getLogger(__name__)
+
+IRDS_PREFIX = "irds:"
+DEFAULT_DEPTH = 100
+
+ACCEPTED = (
+    "accepted inputs: a RankGPT JSON file ([{\"query\", \"hits\": [...]}]); a JSONL of candidate lists "
+    "(see `r2r-synth schema candidates`); a BEIR directory (corpus.jsonl, queries.jsonl, qrels/*.tsv); "
+    "a TREC collection directory (<DOC> documents, <top> topics, qrels); or irds:<ir_datasets id>"
+)
+
+
+def load_candidates(
+    source: str | Path,
+    *,
+    qrels: Path | None = None,
+    limit: int | None = None,
+    depth: int | None = None,
+) -> list[Candidates]:
+    """Load queries with their ranked candidate documents (and gold labels where known).
+
+    Args:
+        source: a file, a directory or `irds:<id>` (see the module docstring).
+        qrels: TREC or BEIR qrels. When given they are the gold labels of every query, replacing
+            any labels the source carries.
+        limit: keep only the first N queries, in input order.
+        depth: keep only the top K candidates per query. For corpus-only sources (BEIR, TREC
+            collections, ir_datasets without scoreddocs) it is also how deep BM25 retrieves
+            (default 100).
+
+    Raises:
+        InputError: the source is missing, of an unknown kind, or malformed (naming `path:line`).
+    """
+    for name, value in (("limit", limit), ("depth", depth)):
+        if value is not None and value < 1:
+            raise InputError(f"{name} must be at least 1, got {value}", hint=f"give a positive {name}, or leave it out")
+    gold = read_qrels(qrels) if qrels is not None else None
+
+    text = str(source)
+    if text.startswith(IRDS_PREFIX):
+        from r2r_synth.io.irds import load_irds
+
+        out = load_irds(text[len(IRDS_PREFIX):], limit=limit, depth=depth or DEFAULT_DEPTH)
+    else:
+        path = Path(source)
+        if path.is_dir():
+            out = _load_dir(path, limit=limit, depth=depth or DEFAULT_DEPTH)
+        elif path.is_file():
+            out = _load_file(path, qrels=gold)
+        else:
+            raise InputError(f"{path}: no such file or directory", hint=ACCEPTED)
+
+    if limit is not None:
+        out = out[:limit]
+    if depth is not None:
+        out = [truncate(c, depth) for c in out]
+    if gold is not None:
+        out = apply_qrels(out, gold, qrels_path=qrels)
+    empty = [c.query.qid for c in out if not c.documents]
+    if empty:
+        # Kept, not dropped: an evaluation must count these queries (they score zero), and generate
+        # simply has nothing to ask about them.
+        log.warning("%d of %d queries have no candidates (qids %s)", len(empty), len(out), ", ".join(empty[:10]))
+    return out
+
+
+def truncate(c: Candidates, depth: int) -> Candidates:
+    """The top `depth` candidates of `c` (scores cut alongside)."""
+    if len(c.documents) <= depth:
+        return c
+    return c.model_copy(
+        update={"documents": c.documents[:depth], "scores": c.scores[:depth] if c.scores is not None else None}
+    )
+
+
+def apply_qrels(cands: list[Candidates], qrels: Qrels, *, qrels_path: Path | str | None = None) -> list[Candidates]:
+    """Set each query's gold labels from `qrels` (replacing any it had). Qrels that judge none of the
+    queries are almost surely for another collection, so that is an error rather than a silent run
+    without labels."""
+    if cands and not any(c.query.qid in qrels for c in cands):
+        sample = ", ".join(c.query.qid for c in cands[:3])
+        raise InputError(
+            f"{qrels_path or 'qrels'}: judges none of the {len(cands)} queries (their qids start {sample}; "
+            f"the qrels' start {', '.join(list(qrels)[:3])})",
+            hint="give the qrels of the same collection as the input",
+        )
+    return [c.model_copy(update={"qrels": dict(qrels.get(c.query.qid, {}))}) for c in cands]
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _first_char(path: Path) -> str:
+    with open_text(path) as fh:
+        try:
+            for line in fh:
+                if line.strip():
+                    return line.lstrip()[0]
+        except UnicodeDecodeError:
+            raise InputError(f"{path}: not a UTF-8 text file", hint=ACCEPTED) from None
+    raise InputError(f"{path}: the file is empty", hint=ACCEPTED)
+
+
+def _load_file(path: Path, *, qrels: Qrels | None) -> list[Candidates]:
+    first = _first_char(path)
+    if first == "[":
+        from r2r_synth.io.rankgpt import read_rankgpt
+
+        return read_rankgpt(path, qrels=qrels)
+    if first == "{":
+        return _load_jsonl(path, qrels=qrels)
+    raise InputError(
+        f"{path}: not a JSON or JSONL candidates file (it starts with {first!r}). If it is a TREC run, "
+        "give it with its corpus and queries (`candidates_from_run`, `--corpus`)",
+        hint=ACCEPTED,
+    )
+
+
+def _load_jsonl(path: Path, *, qrels: Qrels | None) -> list[Candidates]:
+    lineno, obj = next(iter_json_lines(path), (1, {}))
+    if "hits" in obj and "query" in obj:
+        return _load_rankgpt_lines(path, qrels=qrels)
+    if "re_rank_id" in obj and "unsorted_docs" in obj:
+        raise InputError(
+            f"{path}:{lineno}: this is an R2R listwise corpus (teacher output), not candidate lists",
+            hint="bring it in with `r2r-synth import`",
+        )
+    if "_id" in obj and "documents" not in obj:
+        raise InputError(
+            f"{path}:{lineno}: this looks like a BEIR corpus or queries file (it has `_id`), not candidate lists",
+            hint="give the BEIR directory that holds it (corpus.jsonl, queries.jsonl, qrels) as the input",
+        )
+    out: list[Candidates] = []
+    seen: dict[str, int] = {}
+    for i, row in iter_json_lines(path):
+        try:
+            c = Candidates.model_validate(row)
+        except ValidationError as e:
+            raise InputError(f"{path}:{i}: not a valid Candidates record: {describe_validation(e)}",
+                             hint="see `r2r-synth schema candidates` for the fields a candidate list takes") from None
+        if c.query.qid in seen:
+            raise InputError(
+                f"{path}:{i}: qid {c.query.qid} already appeared on line {seen[c.query.qid]}",
+                hint="give each query one candidate list (merge their documents)",
+            )
+        seen[c.query.qid] = i
+        out.append(c)
+    return out
+
+
+def _load_rankgpt_lines(path: Path, *, qrels: Qrels | None) -> list[Candidates]:
+    """RankGPT entries one per line (JSONL) rather than in one array."""
+    from r2r_synth.io.rankgpt import _entry
+
+    out: list[Candidates] = []
+    seen: dict[str, int] = {}
+    for i, obj in iter_json_lines(path):
+        try:
+            c = _entry(path, i, obj, qrels)
+        except InputError as e:
+            # _entry names "path: entry N"; in a JSONL file the entry is a line.
+            raise InputError(e.message.replace(f"{path}: entry {i}", f"{path}:{i}", 1), hint=e.hint) from None
+        if c.query.qid in seen:
+            raise InputError(f"{path}:{i}: qid {c.query.qid} already appeared on line {seen[c.query.qid]}",
+                             hint="give each query one entry (merge their hits)")
+        seen[c.query.qid] = i
+        out.append(c)
+    return out
+
+
+# --------------------------------------------------------------------------- directories
+
+
+def _load_dir(path: Path, *, limit: int | None, depth: int) -> list[Candidates]:
+    from r2r_synth.io import beir
+
+    if beir.is_beir_dir(path):
+        return beir.load_beir(path, limit=limit, depth=depth)
+    if beir.is_trec_collection_dir(path):
+        return beir.load_trec_collection(path, limit=limit, depth=depth)
+    listing = ", ".join(sorted(p.name for p in path.iterdir())[:10]) or "nothing"
+    raise InputError(f"{path}: a directory that is neither a BEIR nor a TREC collection (it holds {listing})",
+                     hint=ACCEPTED)
