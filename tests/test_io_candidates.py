@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import ir_measures
@@ -46,12 +45,9 @@ def tiny_rankgpt(tmp_path) -> Path:
 
 
 def test_dl19_rankgpt_bm25_order_gives_published_ndcg(dl19):
-    t0 = time.perf_counter()
     cands = load_candidates(dl19 / "bm25_top100.json", qrels=dl19 / "qrels.txt")
-    elapsed = time.perf_counter() - t0
     assert len(cands) == 43 and all(len(c.documents) == 100 for c in cands)
     assert all(c.qrels for c in cands)
-    assert elapsed < 1.0, f"loading DL19 took {elapsed:.2f}s"
     # Rank by position (the BM25 order), not by the stored scores, so ties cannot reorder.
     run = {c.query.qid: {d.docid: -float(i) for i, d in enumerate(c.documents)} for c in cands}
     ndcg = ir_measures.calc_aggregate([nDCG @ 10], read_qrels(dl19 / "qrels.txt"), run)[nDCG @ 10]
