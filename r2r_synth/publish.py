@@ -351,9 +351,37 @@ def _kind_section(kind: str, s: KindSummary, run: Run, *, rows: dict[str, int], 
             lines.append(f"- **Imported** from {srcs}: the teacher output is someone else's, not generated here")
     lines.append(f"- **Published by:** r2r-synth {__version__}: `{command}`")
     if optimize is not None:
+        lines += _optimize_lines(optimize, s.programs)
         lines += ["", f"<details><summary>Optimize report ({optimize_path})</summary>", "", "```json",
                   json.dumps(optimize, indent=2, ensure_ascii=False, default=str)[:20_000], "```", "", "</details>"]
     return "\n".join(lines)
+
+
+def _fmt3(v: Any) -> str:
+    return f"{v:.3f}" if isinstance(v, (int, float)) else "n/a"
+
+
+def _optimize_lines(report: dict[str, Any], programs: dict[str, str]) -> list[str]:
+    """What `optimize` did to the programs of this config: the primary metric before and after, and
+    whether the optimized program is the one this run used (same program hash)."""
+    out = []
+    progs = report.get("programs") if isinstance(report.get("programs"), dict) else {}
+    for name, used_hash in programs.items():
+        p = progs.get(name)
+        if not isinstance(p, dict):
+            continue
+        metric = p.get("primary_metric")
+        before = (p.get("before") or {}).get(metric)
+        after = (p.get("after") or {}).get(metric)
+        same = used_hash in {p.get("program_hash_after"), p.get("program_hash_before")}
+        out.append(
+            f"- **Optimized** (`{report.get('optimizer') or 'evaluate only'}`, "
+            f"{p.get('train_examples', '?')} train / {p.get('val_examples', '?')} validation examples): "
+            f"{metric} {_fmt3(before)} -> {_fmt3(after)}; "
+            + ("this run used that program" if same else
+               f"**this run's program hash `{used_hash}` is not the one optimized** — the report may not apply")
+        )
+    return out
 
 
 def _read_optimize_report(path: Path | None) -> dict[str, Any] | None:

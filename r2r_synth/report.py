@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 REPORT_FILE = "report.html"
 PLOTS_DIR = "plots"
 PRIMARY_MEASURE = "nDCG@10"
+WIDE_PLOTS = {"labels"}  # one panel per record kind: gets the page's full width
 _COLORS = {"direct": "#4C72B0", "comparison": "#DD8452", "listwise": "#55A868", "input": "#8172B3"}
 
 
@@ -53,7 +54,8 @@ def read_evaluation(path: Path) -> dict[str, dict[str, float]]:
     Accepted shapes (the reader is tolerant; the error says what it expected):
     ``{system: {measure: value}}``; the same under a top-level ``"systems"``, ``"results"`` or
     ``"metrics"`` key (other top-level keys such as ``"config"`` are ignored); or a list of
-    ``{"system": name, measure: value, ...}`` rows. Non-numeric values are skipped.
+    ``{"system": name, measure: value, ...}`` rows. Non-numeric values are skipped, and when the file
+    lists its ``"measures"`` (as `evaluate` does) only those are kept.
     """
     path = Path(path)
     if not path.is_file():
@@ -70,6 +72,8 @@ def read_evaluation(path: Path) -> dict[str, dict[str, float]]:
                 if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
     table: dict[str, dict[str, float]] = {}
+    # `evaluate` lists its measures; other numbers of a system (pairs, seconds, ...) are not measures.
+    measures = data.get("measures") if isinstance(data, dict) and isinstance(data.get("measures"), list) else None
     if isinstance(data, dict):
         for key in ("systems", "results", "metrics"):
             if isinstance(data.get(key), (dict, list)):
@@ -88,6 +92,8 @@ def read_evaluation(path: Path) -> dict[str, dict[str, float]]:
                 vals = numeric(measures)
                 if vals:
                     table[str(name)] = vals
+    if measures:
+        table = {name: {m: v for m, v in vals.items() if m in measures} for name, vals in table.items()}
     if not any(table.values()):
         raise InputError(f"{path}: found no system with numeric measures", hint=expected)
     return table
@@ -120,7 +126,7 @@ def plot_labels(summary: dict[str, KindSummary]) -> bytes | None:
     if not kinds:
         return None
     plt = _plt()
-    fig, axes = plt.subplots(1, len(kinds), figsize=(5.2 * len(kinds), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(kinds), figsize=(max(7.0, 5.0 * len(kinds)), 4.0), squeeze=False)
     for ax, kind in zip(axes[0], kinds):
         s = summary[kind]
         if kind == "direct":
@@ -135,7 +141,7 @@ def plot_labels(summary: dict[str, KindSummary]) -> bytes | None:
             ax.set_xlabel("relevance grade")
             ax.set_ylabel("records")
             ax.set_title(f"direct: labels ({s.records} records)")
-            ax.legend()
+            ax.legend(fontsize=8)
         elif kind == "comparison":
             labels = ["A", "B"]
             ax.bar(labels, [s.preferred_counts.get(x, 0) for x in labels], color=_COLORS["comparison"])
@@ -164,7 +170,7 @@ def plot_confusion(s: KindSummary | None) -> bytes | None:
         return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.2, 4.4))
-    im = ax.imshow(s.confusion, cmap="Blues")
+    im = ax.imshow(s.confusion, cmap="Blues", vmin=0)
     ax.set_xticks(range(4))
     ax.set_yticks(range(4))
     ax.set_xlabel("teacher grade")
@@ -300,7 +306,7 @@ h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:28px}
 table{border-collapse:collapse;margin:8px 0} td,th{border:1px solid #ddd;padding:4px 10px;text-align:left;font-size:14px}
 th{background:#f4f4f4} code{background:#f4f4f4;padding:1px 4px;border-radius:3px}
 img{max-width:100%;border:1px solid #eee} .note{color:#666;font-style:italic}
-.grid{display:flex;flex-wrap:wrap;gap:16px} .grid>div{flex:1 1 520px}
+.grid{display:flex;flex-wrap:wrap;gap:16px} .grid>div{flex:1 1 520px} .grid>div.wide{flex-basis:100%}
 """
 
 
@@ -339,7 +345,8 @@ def build_report(run_dir: Path, *, out: Path | None = None, evaluation: Path | N
         result.plots[name] = path
         b64 = base64.b64encode(png).decode("ascii")
         caption = _caption(name, summary, table)
-        sections.append(f'<div><h2>{_e(title)}</h2><img alt="{_e(title)}" src="data:image/png;base64,{b64}">'
+        wide = ' class="wide"' if name in WIDE_PLOTS else ""
+        sections.append(f'<div{wide}><h2>{_e(title)}</h2><img alt="{_e(title)}" src="data:image/png;base64,{b64}">'
                         f"{caption}</div>")
     page = _page(run, summary, table, sections)
     tmp = result.html.with_name(REPORT_FILE + ".tmp")
