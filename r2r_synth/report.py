@@ -293,10 +293,10 @@ def _e(x: Any) -> str:
     return html.escape(str(x))
 
 
-def _table(rows: list[list[Any]], header: list[str]) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+def _table(rows: list[list[Any]], header: list[str] | None = None) -> str:
+    head = "<thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in header) + "</tr></thead>" if header else ""
     body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<table>{head}<tbody>{body}</tbody></table>"
 
 
 _CSS = """
@@ -402,7 +402,7 @@ def _page(run: Run, summary: dict[str, KindSummary], table, sections: list[str])
         f"<title>r2r-synth report: {_e(run.path.name)}</title><style>{_CSS}</style></head><body>",
         f"<h1>r2r-synth report: {_e(run.path.name)}</h1>",
         f"<p class='sub'>made by r2r-synth {_e(__version__)} on {now:%Y-%m-%d %H:%M} UTC</p>",
-        "<h2>Run</h2>", _table(info, ["", ""]),
+        "<h2>Run</h2>", _table(info),
         "<h2>Counts</h2>",
         _table(counts, ["kind", "records", "queries", "rejects", "requested", "skipped (already done)"]),
     ]
