@@ -49,6 +49,13 @@ def check_card_configs(folder: Path) -> dict:
             claimed += hits
     on_disk = sorted(glob.glob(str(folder / "data" / "**" / "*.parquet"), recursive=True))
     assert sorted(claimed) == on_disk
+    # The `datasets` library's own validator of the card's `configs` metadata.
+    from datasets.utils.metadata import MetadataConfigs
+    from huggingface_hub import DatasetCard
+
+    parsed = MetadataConfigs.from_dataset_card_data(DatasetCard.load(folder / "README.md").data)
+    assert list(parsed) == [c["config_name"] for c in meta["configs"]]
+    assert parsed.get_default_config_name() == meta["configs"][0]["config_name"]
     return meta
 
 
@@ -199,6 +206,17 @@ def test_second_run_adds_configs_and_keeps_the_others(tmp_path):
     assert text.count("<!-- r2r-synth:begin -->") == 1
     assert len(load(out, "direct", tmp_path)["train"]) + len(load(out, "direct", tmp_path)["test"]) == 40
     assert sum(len(v) for v in load(out, "listwise", tmp_path).values()) == 5
+
+
+def test_a_hand_written_card_without_metadata_is_kept(tmp_path):
+    out = tmp_path / "hub"
+    out.mkdir()
+    (out / "README.md").write_text("# My corpus\n\nWritten by hand.\n")
+    run = make_run(tmp_path / "run", queries=3, kinds=("direct",))
+    publish(run, repo_id="alice/x", license="mit", dry_run=True, out=out)
+    text = (out / "README.md").read_text()
+    assert text.startswith("---\nlicense: mit\n") and "# My corpus\n\nWritten by hand." in text
+    assert [c["config_name"] for c in check_card_configs(out)["configs"]] == ["direct"]
 
 
 def test_republishing_a_kind_replaces_its_shards(tmp_path):
