@@ -188,3 +188,18 @@ def test_scifact_bm25_all_queries():
     run = {c.query.qid: dict(zip((d.docid for d in c.documents), c.scores)) for c in cands}
     ndcg = ir_measures.calc_aggregate([nDCG @ 10], read_qrels(root / "qrels.train.tsv"), run)[nDCG @ 10]
     assert ndcg > 0.60, ndcg  # measured 0.6965 (BEIR's published BM25 on SciFact test: 0.665)
+
+
+
+def test_foreign_qrels_with_a_limit_warn_rather_than_fail(beir_dir, tmp_path, caplog):
+    # The first slice of a BEIR collection may hold only queries of another split: not an error.
+    qrels = tmp_path / "test.tsv"
+    qrels.write_text("query-id\tcorpus-id\tscore\nq3\td4\t1\n")
+    [c] = load_candidates(beir_dir, qrels=qrels, limit=1)
+    assert c.qrels == {} and "test.tsv: judges none of the 1 queries" in caplog.text
+    assert load_candidates(beir_dir, qrels=qrels)[2].qrels == {"d4": 1}
+    # Over the whole input, qrels that judge nothing are for another collection: an error.
+    foreign = tmp_path / "foreign.tsv"
+    foreign.write_text("query-id\tcorpus-id\tscore\nq9\td4\t1\n")
+    with pytest.raises(InputError, match=r"foreign.tsv: judges none of the 3 queries"):
+        load_candidates(beir_dir, qrels=foreign)

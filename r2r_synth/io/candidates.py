@@ -66,6 +66,9 @@ def load_candidates(
     gold = read_qrels(qrels) if qrels is not None else None
 
     text = str(source)
+    # Corpus-only sources rank only the first `limit` queries (BM25 is the costly part), so they
+    # return an already limited list; files are read whole and cut here.
+    whole = limit is None
     if text.startswith(IRDS_PREFIX):
         from r2r_synth.io.irds import load_irds
 
@@ -75,16 +78,17 @@ def load_candidates(
         if path.is_dir():
             out = _load_dir(path, limit=limit, depth=depth or DEFAULT_DEPTH)
         elif path.is_file():
-            out = _load_file(path, qrels=gold)
+            out = _load_file(path, qrels=None)
+            whole = True
         else:
             raise InputError(f"{path}: no such file or directory", hint=ACCEPTED)
 
+    if gold is not None:
+        out = apply_qrels(out, gold, qrels_path=qrels, strict=whole)
     if limit is not None:
         out = out[:limit]
     if depth is not None:
         out = [truncate(c, depth) for c in out]
-    if gold is not None:
-        out = apply_qrels(out, gold, qrels_path=qrels)
     empty = [c.query.qid for c in out if not c.documents]
     if empty:
         # Kept, not dropped: an evaluation must count these queries (they score zero), and generate
@@ -102,17 +106,24 @@ def truncate(c: Candidates, depth: int) -> Candidates:
     )
 
 
-def apply_qrels(cands: list[Candidates], qrels: Qrels, *, qrels_path: Path | str | None = None) -> list[Candidates]:
-    """Set each query's gold labels from `qrels` (replacing any it had). Qrels that judge none of the
-    queries are almost surely for another collection, so that is an error rather than a silent run
-    without labels."""
+def apply_qrels(
+    cands: list[Candidates], qrels: Qrels, *, qrels_path: Path | str | None = None, strict: bool = True
+) -> list[Candidates]:
+    """Set each query's gold labels from `qrels` (replacing any it had).
+
+    Qrels that judge none of the queries are almost surely for another collection: with `strict`
+    (the queries are the whole input) that is an error rather than a silent run without labels;
+    without it (a first slice, which may hold only unjudged queries) it is a logged warning.
+    """
     if cands and not any(c.query.qid in qrels for c in cands):
         sample = ", ".join(c.query.qid for c in cands[:3])
-        raise InputError(
+        message = (
             f"{qrels_path or 'qrels'}: judges none of the {len(cands)} queries (their qids start {sample}; "
-            f"the qrels' start {', '.join(list(qrels)[:3])})",
-            hint="give the qrels of the same collection as the input",
+            f"the qrels' start {', '.join(list(qrels)[:3])})"
         )
+        if strict:
+            raise InputError(message, hint="give the qrels of the same collection as the input")
+        log.warning("%s", message)
     return [c.model_copy(update={"qrels": dict(qrels.get(c.query.qid, {}))}) for c in cands]
 
 
