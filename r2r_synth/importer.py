@@ -23,7 +23,7 @@ import os
 import platform
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +117,7 @@ def import_r2r(
         )
     out.mkdir(parents=True, exist_ok=True)
 
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     t0 = time.monotonic()
     rec_path, rej_path = out / RECORD_FILES["listwise"], out / REJECTS_FILE
     tmp_rec, tmp_rej = rec_path.with_name(rec_path.name + ".tmp"), rej_path.with_name(rej_path.name + ".tmp")
@@ -177,7 +177,7 @@ def import_r2r(
             t.unlink(missing_ok=True)
         raise
 
-    finished = datetime.now(timezone.utc)
+    finished = datetime.now(UTC)
     manifest = Manifest(
         r2r_synth_version=__version__,
         command=command,

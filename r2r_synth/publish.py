@@ -285,7 +285,7 @@ def _section(kind: str, body: str) -> str:
     return f"<!-- r2r-synth:config {kind} -->\n{body.rstrip()}\n<!-- /r2r-synth:config {kind} -->"
 
 
-_SECTION_RE = re.compile(r"<!-- r2r-synth:config (\S+) -->\n.*?\n<!-- /r2r-synth:config \1 -->", re.S)
+_SECTION_RE = re.compile(r"<!-- r2r-synth:config (\S+) -->\n.*?\n<!-- /r2r-synth:config \1 -->", re.DOTALL)
 
 
 def _fmt_cost(cost: float | None, unknown: int) -> str:
@@ -437,9 +437,9 @@ def build_card(run: Run, *, repo_id: str, license: str, splits: dict[str, float]
         before, rest = old_body.split(BEGIN, 1)
         managed, after = rest.split(END, 1)
         sections = {m.group(1): m.group(0) for m in _SECTION_RE.finditer(managed)}
-    for k in rows:
+    for k, per_split in rows.items():
         sections[k] = _section(k, _kind_section(
-            k, summary[k], run, rows=rows[k], splits=splits, seed=seed, command=command,
+            k, summary[k], run, rows=per_split, splits=splits, seed=seed, command=command,
             optimize=optimize, optimize_path=str(optimize_report) if optimize is not None else None,
             prompt_texts=prompt_texts or {}))
     names = [c["config_name"] for c in configs]
@@ -448,9 +448,9 @@ def build_card(run: Run, *, repo_id: str, license: str, splits: dict[str, float]
         f"| `{k}` | {_KIND_DOC.get(k, 'see its section below')} |" for k in names])
     managed = "\n\n".join([
         f"# {data.pretty_name}",
-        "Reasoning-about-relevance data for training explainable rerankers, after Reason-to-Rank "
-        "(R2R, arXiv 2410.05168), made with [r2r-synth](https://pypi.org/project/r2r-synth/). "
-        "Every row carries its provenance: teacher model, program and prompt hashes, tokens and cost.",
+        ("Reasoning-about-relevance data for training explainable rerankers, after Reason-to-Rank "
+         "(R2R, arXiv 2410.05168), made with r2r-synth. "
+         "Every row carries its provenance: teacher model, program and prompt hashes, tokens and cost."),
         "## Configs\n\n" + table,
         "Splits are by query (no query is in two splits, in any config).\n\n```python\n"
         "from datasets import load_dataset\n\n" + load + "\n```",
@@ -476,7 +476,13 @@ def find_prompt_texts(hashes: dict[str, str], *, programs_dir: Path | None = Non
     """Instruction text of each program whose prompt hash matches the run's: the optimized program in
     `programs_dir` or the fresh one from `prompts/<name>.md`. A text whose hash differs is never shown
     (it is not what the teacher saw)."""
-    from r2r_synth.teacher.programs import PROGRAM_NAMES, build_program, load_program, predictor_of, prompt_hash
+    from r2r_synth.teacher.programs import (
+        PROGRAM_NAMES,
+        build_program,
+        load_program,
+        predictor_of,
+        prompt_hash,
+    )
 
     out: dict[str, str] = {}
     for name, h in hashes.items():

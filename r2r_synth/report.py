@@ -27,7 +27,7 @@ import json
 import logging
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -377,8 +377,8 @@ def _page(run: Run, summary: dict[str, KindSummary], table, sections: list[str])
             ["programs", ", ".join(f"{k} ({v})" for k, v in m.programs.items()) or "none"],
             ["started", f"{m.started_at:%Y-%m-%d %H:%M:%S} UTC"],
             ["wall time", f"{m.wall_s:.1f} s" if m.wall_s is not None else "unknown"],
-            ["tokens", f"{m.usage.prompt_tokens:,} prompt + {m.usage.completion_tokens:,} completion "
-                       f"= {m.usage.total_tokens:,}"],
+            ["tokens", (f"{m.usage.prompt_tokens:,} prompt + {m.usage.completion_tokens:,} completion "
+                        f"= {m.usage.total_tokens:,}")],
             ["cost", "unknown" if m.cost is None else f"${m.cost:.4f}"],
         ]
         if m.extra.get("provenance") == "imported":
@@ -396,7 +396,7 @@ def _page(run: Run, summary: dict[str, KindSummary], table, sections: list[str])
     for k, s in summary.items():
         for name, v in s.agreement.items():
             quality.append([k, name, "n/a" if v is None or math.isnan(v) else f"{v:.3f}"])
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>r2r-synth report: {_e(run.path.name)}</title><style>{_CSS}</style></head><body>",

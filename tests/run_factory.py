@@ -5,7 +5,7 @@ disagree, usage and cost, rejects of several reasons."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from r2r_synth.io.jsonl import write_jsonl_atomic
@@ -32,7 +32,7 @@ def _prov(program: str, i: int, *, teacher: str = TEACHER) -> Provenance:
     return Provenance(
         teacher=teacher, program=program, program_hash=f"{program}-ph0123456789", prompt_hash=f"{program}-pr0123",
         usage=Usage(prompt_tokens=100 + i, completion_tokens=40 + i % 7, total_tokens=140 + i + i % 7),
-        cost=0.0001 * (1 + i % 3), latency_s=0.5, created_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
+        cost=0.0001 * (1 + i % 3), latency_s=0.5, created_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
         r2r_synth_version="0.1.0",
     )
 
@@ -107,8 +107,8 @@ def make_run(
         programs={k: f"{k}-ph0123456789" for k in kinds},
         prompts={k: f"{k}-pr0123" for k in kinds},
         counts=counts, usage=usage, cost=cost, versions={"dspy": "3.0"},
-        started_at=datetime(2026, 1, 2, 3, 0, 0, tzinfo=timezone.utc),
-        finished_at=datetime(2026, 1, 2, 3, 10, 0, tzinfo=timezone.utc), wall_s=600.0,
+        started_at=datetime(2026, 1, 2, 3, 0, 0, tzinfo=UTC),
+        finished_at=datetime(2026, 1, 2, 3, 10, 0, tzinfo=UTC), wall_s=600.0,
     )
     (root / "manifest.json").write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
     (root / "config.json").write_text(json.dumps(manifest.config), encoding="utf-8")

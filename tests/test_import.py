@@ -106,14 +106,14 @@ def test_cli_import_then_publish_dry_run_loads(tmp_path, r2r_corpus):
 
     run = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-m", "r2r_synth.cli", "import", str(r2r_corpus / "msmarco_100.jsonl"),
-                           "--out", str(run)], capture_output=True, text=True, timeout=300)
+                           "--out", str(run)], check=False, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "100 listwise records from 100 queries, 0 rejects" in proc.stdout
     m = Manifest.model_validate_json((run / "manifest.json").read_text())
     assert m.command.startswith("r2r-synth import ") and m.config["name"] == "imported:r2r-gpt4"
     proc = subprocess.run([sys.executable, "-m", "r2r_synth.cli", "publish", str(run), "--repo-id", "alice/r2r100",
                            "--license", "other", "--dry-run", "--out", str(tmp_path / "hub"),
-                           "--split", "train=0.9,test=0.1"], capture_output=True, text=True, timeout=300)
+                           "--split", "train=0.9,test=0.1"], check=False, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     ds = datasets.load_dataset(str(tmp_path / "hub"), name="listwise", cache_dir=str(tmp_path / "cache"))
     assert len(ds["train"]) + len(ds["test"]) == 100
@@ -123,5 +123,5 @@ def test_cli_import_then_publish_dry_run_loads(tmp_path, r2r_corpus):
 
 def test_cli_import_of_a_missing_file_exits_2(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "r2r_synth.cli", "import", str(tmp_path / "nope.jsonl"),
-                           "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=300)
+                           "--out", str(tmp_path / "run")], check=False, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "nope.jsonl" in proc.stderr

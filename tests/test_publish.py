@@ -355,7 +355,7 @@ def test_tokens_never_reach_folder_card_or_logs(tmp_path):
         [sys.executable, "-m", "r2r_synth.cli", "-v", "publish", str(run), "--repo-id", "alice/secret-test",
          "--license", "cc-by-4.0", "--dry-run", "--out", str(out), "--token", FAKE_CLI_TOKEN,
          "--split", "train=0.5,test=0.5"],
-        capture_output=True, text=True, env=env, timeout=300,
+        check=False, capture_output=True, text=True, env=env, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     secrets = [FAKE_HF, FAKE_OPENAI, FAKE_CLI_TOKEN]
@@ -401,7 +401,7 @@ def test_cli_without_license_exits_2_with_the_choices(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "r2r_synth.cli", "publish", str(run), "--repo-id", "alice/x", "--dry-run",
          "--out", str(tmp_path / "o")],
-        capture_output=True, text=True, timeout=300,
+        check=False, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 2
     assert "--license is required" in proc.stderr and "cc-by-4.0" in proc.stderr

@@ -118,11 +118,11 @@ def test_read_evaluation_errors_say_what_was_expected(tmp_path):
 def test_cli_report(tmp_path):
     run = make_run(tmp_path / "run", queries=5, kinds=("direct", "comparison"))
     proc = subprocess.run([sys.executable, "-m", "r2r_synth.cli", "report", str(run), "--out", str(tmp_path / "r")],
-                          capture_output=True, text=True, timeout=300)
+                          check=False, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "r" / "report.html").exists() and "(6 plots)" in proc.stdout
     proc = subprocess.run([sys.executable, "-m", "r2r_synth.cli", "report", str(tmp_path)],
-                          capture_output=True, text=True, timeout=300)
+                          check=False, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "not a run directory" in proc.stderr
 
 
@@ -134,7 +134,7 @@ def test_report_renders_in_headless_chromium(tmp_path):
     res = build_report(run)
     shot = tmp_path / "shot.png"
     proc = subprocess.run(["bash", str(REPO / "scripts" / "screenshot_report.sh"), str(res.html), str(shot),
-                           "1280x2400"], capture_output=True, text=True, timeout=180)
+                           "1280x2400"], check=False, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr
     img = mpimg.imread(shot)
     assert img.shape[:2] == (2400, 1280)
