@@ -129,6 +129,17 @@ def test_dry_run_folder_loads_with_datasets_for_every_kind(tmp_path):
             assert [d["docid"] for d in row["documents"]] == [d.docid for d in rec.documents]
 
 
+def test_a_split_without_queries_is_left_out_of_the_config(tmp_path, caplog):
+    run = make_run(tmp_path / "run", queries=1, kinds=("direct",))
+    (only,) = {split_of("q0", splits={"a": 0.5, "b": 0.5}, seed=0)}
+    res = publish(run, repo_id="alice/x", license="mit", split="a=0.5,b=0.5", dry_run=True, out=tmp_path / "hub")
+    assert res.rows == {"direct": {only: 4}}
+    assert "gets no query of this run" in caplog.text
+    meta = check_card_configs(tmp_path / "hub")
+    assert [d["split"] for d in meta["configs"][0]["data_files"]] == [only]
+    assert list(load(tmp_path / "hub", "direct", tmp_path)) == [only]
+
+
 def test_card_tells_the_provenance(tmp_path):
     run = make_run(tmp_path / "run", queries=12, kinds=("direct", "comparison"))
     report = tmp_path / "optimize_report.json"
