@@ -203,3 +203,14 @@ def test_foreign_qrels_with_a_limit_warn_rather_than_fail(beir_dir, tmp_path, ca
     foreign.write_text("query-id\tcorpus-id\tscore\nq9\td4\t1\n")
     with pytest.raises(InputError, match=r"foreign.tsv: judges none of the 3 queries"):
         load_candidates(beir_dir, qrels=foreign)
+
+
+def test_gzipped_beir_corpus(beir_dir):
+    import gzip
+
+    raw = (beir_dir / "corpus.jsonl").read_bytes()
+    (beir_dir / "corpus.jsonl").unlink()
+    with gzip.open(beir_dir / "corpus.jsonl.gz", "wb") as fh:
+        fh.write(raw)
+    cands = load_candidates(beir_dir, limit=1)
+    assert cands[0].documents[0].docid == "d3"

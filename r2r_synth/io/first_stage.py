@@ -23,6 +23,17 @@ K1 = 0.9
 B = 0.4
 
 
+def _import_bm25s() -> Any:
+    import bm25s
+
+    # bm25s sets its own logger to DEBUG on import, which makes every index build print a debug line
+    # whatever level the application chose; hand the level back to the application's logging config.
+    bm25s_log = logging.getLogger("bm25s")
+    if bm25s_log.level == logging.DEBUG:
+        bm25s_log.setLevel(logging.NOTSET)
+    return bm25s
+
+
 def _tokenizer() -> Any:
     import Stemmer
     from bm25s.tokenization import Tokenizer
@@ -41,8 +52,7 @@ class BM25Index:
     @classmethod
     def build(cls, docs: Mapping[str, Document] | Iterable[Document], *, k1: float = K1, b: float = B) -> "BM25Index":
         """Index `docs` (a mapping docid -> Document, or Documents) by their `full_text()`."""
-        import bm25s
-
+        bm25s = _import_bm25s()
         documents = list(docs.values()) if isinstance(docs, Mapping) else list(docs)
         if not documents:
             raise InputError("cannot build a BM25 index over an empty corpus", hint="give a corpus with documents")

@@ -8,6 +8,7 @@ ignores such a torn last line on resume).
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from collections.abc import Iterator
@@ -37,7 +38,9 @@ def iter_json_lines(path: Path | str, *, tolerate_torn_tail: bool = False) -> It
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file", hint="check the path (relative paths are taken from the current directory)")
-    with path.open("r", encoding="utf-8") as fh:
+    # `.jsonl.gz` is how corpora are often shipped (BEIR mirrors, HF exports): read it as is.
+    opener = gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else path.open("r", encoding="utf-8")
+    with opener as fh:
         lines = fh.readlines()
     for i, line in enumerate(lines, start=1):
         if not line.strip():
