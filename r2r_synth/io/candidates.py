@@ -190,16 +190,12 @@ def _load_jsonl(path: Path, *, qrels: Qrels | None) -> list[Candidates]:
 
 def _load_rankgpt_lines(path: Path, *, qrels: Qrels | None) -> list[Candidates]:
     """RankGPT entries one per line (JSONL) rather than in one array."""
-    from r2r_synth.io.rankgpt import _entry
+    from r2r_synth.io.rankgpt import parse_entry
 
     out: list[Candidates] = []
     seen: dict[str, int] = {}
     for i, obj in iter_json_lines(path):
-        try:
-            c = _entry(path, i, obj, qrels)
-        except InputError as e:
-            # _entry names "path: entry N"; in a JSONL file the entry is a line.
-            raise InputError(e.message.replace(f"{path}: entry {i}", f"{path}:{i}", 1), hint=e.hint) from None
+        c = parse_entry(obj, where=f"{path}:{i}", qrels=qrels)
         if c.query.qid in seen:
             raise InputError(f"{path}:{i}: qid {c.query.qid} already appeared on line {seen[c.query.qid]}",
                              hint="give each query one entry (merge their hits)")

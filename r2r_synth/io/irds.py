@@ -2,7 +2,9 @@
 
 Queries (in the dataset's order) and qrels come from the dataset. Candidates come from the dataset's
 `scoreddocs` (its official first-stage run) when it has them, with texts from its `docs_store`;
-otherwise BM25 (`r2r_synth.io.first_stage`) ranks all of its documents. ir_datasets downloads a
+otherwise BM25 (`r2r_synth.io.first_stage`) ranks all of its documents, held in memory (fine for
+collections up to a few million short passages; for MS MARCO-sized ones pick a subset that has
+scoreddocs, e.g. `msmarco-passage/trec-dl-2019/judged`). ir_datasets downloads a
 dataset the first time it is used (into `IR_DATASETS_HOME`, default `~/.ir_datasets`); offline, it
 must already be there. A dataset registered in code (`ir_datasets.registry.register(name,
 ir_datasets.create_dataset(...))`) works the same way.

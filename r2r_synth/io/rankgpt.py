@@ -25,8 +25,9 @@ from r2r_synth.schemas import Candidates, Document, Query
 HINT = 'each entry is {"query": str, "hits": [{"qid", "docid", "content", "score"}, ...]} (RankGPT layout)'
 
 
-def _entry(path: Path, n: int, entry: Any, qrels: Qrels | None) -> Candidates:
-    where = f"{path}: entry {n}"
+def parse_entry(entry: Any, *, where: str, qrels: Qrels | None = None) -> Candidates:
+    """One RankGPT entry as `Candidates`; `where` (e.g. `file.json: entry 3` or `file.jsonl:4`)
+    starts every error message."""
     if not isinstance(entry, dict):
         raise InputError(f"{where}: expected an object, got {type(entry).__name__}", hint=HINT)
     query = entry.get("query")
@@ -100,7 +101,7 @@ def read_rankgpt(path: Path | str, *, qrels: Qrels | None = None) -> list[Candid
     out: list[Candidates] = []
     first_entry: dict[str, int] = {}
     for n, entry in enumerate(data):
-        c = _entry(path, n, entry, qrels)
+        c = parse_entry(entry, where=f"{path}: entry {n}", qrels=qrels)
         if c.query.qid in first_entry:
             raise InputError(
                 f"{path}: entry {n}: qid {c.query.qid} already appeared in entry {first_entry[c.query.qid]}",

@@ -87,12 +87,10 @@ def read_qrels(path: Path | str) -> Qrels:
                 )
             qid, docid, grade_s = (parts[0], parts[1], parts[2]) if ncols == 3 else (parts[0], parts[2], parts[3])
             grade = _parse_int(grade_s)
-            if grade is None or not qid or not docid:
-                raise InputError(
-                    f"{path}:{lineno}: relevance grade {grade_s!r} is not an integer" if grade is None
-                    else f"{path}:{lineno}: empty qid or docid",
-                    hint=QRELS_HINT,
-                )
+            if grade is None:
+                raise InputError(f"{path}:{lineno}: relevance grade {grade_s!r} is not an integer", hint=QRELS_HINT)
+            if not qid or not docid:
+                raise InputError(f"{path}:{lineno}: empty qid or docid", hint=QRELS_HINT)
             judged = qrels.setdefault(qid, {})
             if docid in judged and judged[docid] != grade:
                 raise InputError(
