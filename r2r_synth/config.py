@@ -140,6 +140,7 @@ class GenerateConfig(CommandConfig):
     api_base: str | None = None
     api_key: str | None = None  # passed to LiteLLM, shown as *** in manifests
     router: Path | None = None
+    transport: str = "auto"  # auto | litellm | http (see r2r_synth.teacher.lm)
     programs_dir: Path = DEFAULT_PROGRAMS_DIR
     depth: int = 10
     direct: bool = True

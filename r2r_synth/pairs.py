@@ -1,0 +1,95 @@
+"""Which documents the teacher is asked about, and which pairs it compares.
+
+`--depth K` takes the top K candidates of each query (first-stage order) for direct reasoning, and
+the pair strategies choose comparisons among the same top K:
+
+- `adjacent`: neighbours in the first-stage order (1-2, 2-3, ...): the swaps a reranker must get right;
+- `gold`: a judged document against one judged lower (needs qrels), largest grade gap first;
+- `topk`: every pair within the top K, nearest ranks first;
+- `none`: no comparisons.
+
+`--max-pairs-per-query` caps each query's pairs (taken in the order above). Document A of a pair is
+the one ranked higher by the first stage; every pair is asked in both orders by `generate`, so the
+order shown carries no label. Sharding (`--shard I/N`) is by a hash of the qid, so N machines
+running the same command split a job without talking to each other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from enum import Enum
+
+from r2r_synth.errors import ConfigError
+from r2r_synth.schemas import Candidates, Document
+
+
+class PairStrategy(str, Enum):
+    adjacent = "adjacent"
+    gold = "gold"
+    topk = "topk"
+    none = "none"
+
+
+def select_documents(candidates: Candidates, *, depth: int | None) -> list[tuple[int, Document]]:
+    """The (1-based first-stage rank, document) pairs that get direct reasoning: the top `depth`."""
+    docs = candidates.documents if depth is None else candidates.documents[:depth]
+    return [(i + 1, d) for i, d in enumerate(docs)]
+
+
+def select_pairs(
+    candidates: Candidates,
+    *,
+    strategy: PairStrategy | str,
+    depth: int | None,
+    max_pairs: int | None = None,
+) -> list[tuple[Document, Document]]:
+    """Pairs (doc_a, doc_b) to compare for one query; doc_a is the higher first-stage rank."""
+    strategy = PairStrategy(strategy)
+    top = [d for _, d in select_documents(candidates, depth=depth)]
+    idx: list[tuple[int, int]]
+    if strategy is PairStrategy.none or len(top) < 2:
+        return []
+    if strategy is PairStrategy.adjacent:
+        idx = [(i, i + 1) for i in range(len(top) - 1)]
+    elif strategy is PairStrategy.topk:
+        idx = sorted(((i, j) for i in range(len(top)) for j in range(i + 1, len(top))), key=lambda p: (p[1] - p[0], p[0]))
+    else:  # gold
+        grades = [candidates.qrels.get(d.docid) for d in top]
+        judged = [(i, g) for i, g in enumerate(grades) if g is not None]
+        idx = [(i, j) for a, (i, gi) in enumerate(judged) for (j, gj) in judged[a + 1:] if gi != gj]
+        idx.sort(key=lambda p: (-abs(grades[p[0]] - grades[p[1]]), p[0], p[1]))  # type: ignore[operator]
+    if max_pairs is not None:
+        idx = idx[:max_pairs]
+    return [(top[i], top[j]) for i, j in idx]
+
+
+def check_pairs_possible(all_candidates: list[Candidates], strategy: PairStrategy | str) -> None:
+    """`gold` pairs need qrels: fail before any request when no query has any."""
+    if PairStrategy(strategy) is PairStrategy.gold and not any(c.qrels for c in all_candidates):
+        raise ConfigError(
+            "--pairs gold needs gold labels, and none of the input queries has qrels",
+            hint="pass --qrels FILE (TREC qrels), or choose --pairs adjacent / topk",
+        )
+
+
+def parse_shard(spec: str | None) -> tuple[int, int] | None:
+    """`"I/N"` -> (I, N) with 0 <= I < N; None -> None."""
+    if spec is None:
+        return None
+    try:
+        i_s, n_s = spec.split("/")
+        i, n = int(i_s), int(n_s)
+    except ValueError:
+        raise ConfigError(f"--shard {spec!r} is not of the form I/N", hint="e.g. --shard 0/4 ... --shard 3/4") from None
+    if n < 1 or not 0 <= i < n:
+        raise ConfigError(f"--shard {spec!r}: need 0 <= I < N", hint=f"shards of {max(n, 1)} are numbered 0..{max(n, 1) - 1}")
+    return i, n
+
+
+def shard_of(qid: str, n: int) -> int:
+    """The shard (0..n-1) a query belongs to: a stable hash, the same on every machine."""
+    return int(hashlib.sha256(qid.encode("utf-8")).hexdigest()[:12], 16) % n
+
+
+def in_shard(qid: str, shard: tuple[int, int] | None) -> bool:
+    return shard is None or shard_of(qid, shard[1]) == shard[0]

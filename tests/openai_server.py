@@ -1,0 +1,317 @@
+"""A loopback OpenAI-compatible chat-completions server for tests and benchmarks.
+
+It speaks just enough HTTP/1.1 (keep-alive, Content-Length bodies) and the OpenAI
+`POST /v1/chat/completions` API for LiteLLM's `openai/<model>` provider (with `api_base`) to talk to
+it like to any remote backend. Nothing is faked on the client side: requests go through LiteLLM's
+real HTTP stack.
+
+Behaviour, per request:
+- latency: every reply waits `latency` seconds (asyncio.sleep: a remote model's think time);
+- scripted actions: `script(match, *actions)` — the next request whose prompt contains `match`
+  takes the next action; actions are `"ok"` (a valid answer), `{"status": 429}` / `{"status": 500}`
+  (an OpenAI-shaped error), `{"sleep": 5}` (hold the reply: a client timeout), `{"content": "..."}`
+  (this exact assistant text, e.g. garbage), `{"drop": True}` (close the connection);
+- default: `"ok"`: a valid answer for r2r-synth's DirectRelevance or Comparison signature, in the
+  format the prompt asked for (DSPy's ChatAdapter field markers, or a JSON object when the request
+  has a `response_format`). Answers are deterministic functions of the prompt.
+- request log: `requests` (in process) or one JSON line per request in `log_path` (flushed at once,
+  so it survives a SIGKILLed client).
+
+In-process use (tests): `with OpenAIServer(latency=0.01) as srv: ... srv.url ...` (a thread runs
+its event loop). Separate-process use (benchmarks, so the server's CPU does not count against the
+client): `with spawn_server(latency=0.1, log_path=...) as url: ...`, or
+`python tests/openai_server.py --latency 0.1 --log requests.jsonl` (prints `PORT <n>` on stdout).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from typing import Any
+
+Action = str | dict[str, Any]
+
+_FIELD = re.compile(r"\[\[ ## (\w+) ## \]\]")
+
+
+def _fields_in_prompt(text: str) -> set[str]:
+    return set(_FIELD.findall(text))
+
+
+def _user_text(body: dict[str, Any]) -> str:
+    msgs = body.get("messages") or []
+    for m in reversed(msgs):
+        if m.get("role") == "user":
+            c = m.get("content")
+            return c if isinstance(c, str) else json.dumps(c)
+    return ""
+
+
+def _all_text(body: dict[str, Any]) -> str:
+    parts = []
+    for m in body.get("messages") or []:
+        c = m.get("content")
+        parts.append(c if isinstance(c, str) else json.dumps(c))
+    return "\n".join(parts)
+
+
+def auto_answer(body: dict[str, Any]) -> str:
+    """A valid, deterministic answer to a DirectRelevance or Comparison prompt."""
+    user = _user_text(body)
+    h = int(hashlib.sha256(user.encode()).hexdigest()[:8], 16)
+    fields = _fields_in_prompt(user)
+    if "document_a" in fields:
+        out: dict[str, Any] = {
+            "reasoning": "Passage A states the answer directly; Passage B is only on the topic.",
+            "preferred": "A" if h % 2 == 0 else "B",
+            "confidence": round(0.5 + (h % 50) / 100, 2),
+        }
+    else:
+        rel = h % 4
+        out = {
+            "reasoning": "The passage is about the query's subject and names the fact the searcher wants.",
+            "relevance": rel,
+            "score": round(min(1.0, rel / 3 * 0.9 + 0.05), 2),
+        }
+    if body.get("response_format"):
+        return json.dumps(out)
+    return "".join(f"[[ ## {k} ## ]]\n{v}\n\n" for k, v in out.items()) + "[[ ## completed ## ]]"
+
+
+class Behaviour:
+    """What the server does: latency, scripted actions by prompt substring, a request log."""
+
+    def __init__(self, *, latency: float = 0.0, log_path: str | None = None):
+        self.latency = latency
+        self.rules: list[tuple[str, deque[Action]]] = []
+        self.requests: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._log = open(log_path, "a", encoding="utf-8") if log_path else None
+        self._n = 0
+
+    def script(self, match: str, *actions: Action) -> None:
+        with self._lock:
+            self.rules.append((match, deque(actions)))
+
+    def next_action(self, body: dict[str, Any]) -> Action:
+        text = _all_text(body)
+        with self._lock:
+            for match, actions in self.rules:
+                if actions and match in text:
+                    return actions.popleft()
+        return "ok"
+
+    def record(self, body: dict[str, Any], action: Action) -> None:
+        entry = {
+            "n": self._n,
+            "t": time.time(),
+            "model": body.get("model"),
+            "user": _user_text(body),
+            "response_format": body.get("response_format"),
+            "temperature": body.get("temperature"),
+            "action": action if isinstance(action, str) else {k: v for k, v in action.items() if k != "content"},
+            "authorization": None,  # never logged: tests assert that keys do not leak elsewhere
+        }
+        with self._lock:
+            self._n += 1
+            self.requests.append(entry)
+            if self._log:
+                self._log.write(json.dumps(entry) + "\n")
+                self._log.flush()
+
+
+def _completion(body: dict[str, Any], content: str) -> dict[str, Any]:
+    prompt_chars = len(_all_text(body))
+    p, c = max(1, prompt_chars // 4), max(1, len(content) // 4)
+    return {
+        "id": "chatcmpl-" + hashlib.sha1(content.encode()).hexdigest()[:12],
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body.get("model") or "loopback",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c},
+    }
+
+
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests",
+            500: "Internal Server Error", 503: "Service Unavailable"}
+
+
+async def _write(writer: asyncio.StreamWriter, status: int, payload: dict[str, Any]) -> None:
+    data = json.dumps(payload).encode()
+    head = (f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(data)}\r\nConnection: keep-alive\r\n\r\n").encode()
+    writer.write(head + data)
+    await writer.drain()
+
+
+async def _handle(behaviour: Behaviour, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return
+            lines = head.decode("latin-1").split("\r\n")
+            method, path, _ = (lines[0].split(" ") + ["", "", ""])[:3]
+            headers = {}
+            for line in lines[1:]:
+                if ":" in line:
+                    k, v = line.split(":", 1)
+                    headers[k.strip().lower()] = v.strip()
+            n = int(headers.get("content-length", "0") or 0)
+            raw = await reader.readexactly(n) if n else b""
+            if method == "GET" and path.rstrip("/").endswith("/models"):
+                await _write(writer, 200, {"object": "list", "data": [{"id": "loopback", "object": "model"}]})
+                continue
+            if method != "POST" or not path.rstrip("/").endswith("/chat/completions"):
+                await _write(writer, 404, {"error": {"message": f"no route {method} {path}", "type": "not_found"}})
+                continue
+            body = json.loads(raw or b"{}")
+            action = behaviour.next_action(body)
+            behaviour.record(body, action)
+            if behaviour.latency:
+                await asyncio.sleep(behaviour.latency)
+            if isinstance(action, dict) and action.get("drop"):
+                writer.close()
+                return
+            if isinstance(action, dict) and "sleep" in action:
+                await asyncio.sleep(float(action["sleep"]))
+            if isinstance(action, dict) and "status" in action:
+                status = int(action["status"])
+                err_type = "rate_limit_error" if status == 429 else "server_error"
+                await _write(writer, status, {"error": {"message": action.get("message", f"scripted {status}"),
+                                                        "type": err_type, "code": status}})
+                continue
+            content = action["content"] if isinstance(action, dict) and "content" in action else auto_answer(body)
+            await _write(writer, 200, _completion(body, content))
+    except (ConnectionError, asyncio.CancelledError):
+        return
+    finally:
+        with contextlib.suppress(Exception):
+            writer.close()
+
+
+class OpenAIServer:
+    """The server in a background thread of this process (for tests). Use as a context manager."""
+
+    def __init__(self, *, latency: float = 0.0, log_path: str | None = None, host: str = "127.0.0.1"):
+        self.behaviour = Behaviour(latency=latency, log_path=log_path)
+        self.host = host
+        self.port: int | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._server: asyncio.AbstractServer | None = None
+
+    @property
+    def url(self) -> str:
+        """The `api_base` to give LiteLLM (`openai/<model>` provider)."""
+        return f"http://{self.host}:{self.port}/v1"
+
+    @property
+    def requests(self) -> list[dict[str, Any]]:
+        return self.behaviour.requests
+
+    def script(self, match: str, *actions: Action) -> None:
+        """The next requests whose prompt contains `match` take `actions`, in order."""
+        self.behaviour.script(match, *actions)
+
+    def _run(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self._loop)
+
+        async def start() -> None:
+            self._server = await asyncio.start_server(
+                lambda r, w: _handle(self.behaviour, r, w), self.host, 0, backlog=1024)
+            self.port = self._server.sockets[0].getsockname()[1]
+            self._ready.set()
+
+        self._loop.run_until_complete(start())
+        self._loop.run_forever()
+        self._loop.close()
+
+    def start(self) -> "OpenAIServer":
+        self._thread = threading.Thread(target=self._run, name="openai-loopback", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("loopback OpenAI server did not start within 10 s")
+        return self
+
+    def stop(self) -> None:
+        if self._loop and self._server:
+            async def close() -> None:
+                self._server.close()
+                for task in [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]:
+                    task.cancel()
+
+            asyncio.run_coroutine_threadsafe(close(), self._loop).result(5)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread:
+            self._thread.join(5)
+
+    def __enter__(self) -> "OpenAIServer":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def spawn_server(*, latency: float = 0.0, log_path: str | None = None,
+                 script: list[tuple[str, list[Action]]] | None = None) -> Iterator[str]:
+    """Run the server in a separate process (its CPU is not the client's); yields its api_base."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--latency", str(latency)]
+    if log_path:
+        cmd += ["--log", log_path]
+    if script:
+        cmd += ["--script", json.dumps(script)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline() if proc.stdout else ""
+        if not line.startswith("PORT "):
+            raise RuntimeError(f"loopback server failed to start: {line!r}")
+        yield f"http://127.0.0.1:{int(line.split()[1])}/v1"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--latency", type=float, default=0.0)
+    ap.add_argument("--log", default=None)
+    ap.add_argument("--script", default=None, help='JSON list of [match, [actions...]]')
+    args = ap.parse_args()
+    behaviour = Behaviour(latency=args.latency, log_path=args.log)
+    for match, actions in json.loads(args.script or "[]"):
+        behaviour.script(match, *actions)
+
+    async def serve() -> None:
+        server = await asyncio.start_server(lambda r, w: _handle(behaviour, r, w), "127.0.0.1", args.port,
+                                            backlog=1024)
+        print(f"PORT {server.sockets[0].getsockname()[1]}", flush=True)
+        async with server:
+            await server.serve_forever()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    _main()
