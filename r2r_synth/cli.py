@@ -134,7 +134,8 @@ def generate(
                                           "--temperature > 0).")] = 1,
     temperature: Annotated[float, typer.Option("--temperature", min=0.0, help="Sampling temperature.")] = 0.0,
     max_tokens: Annotated[int | None, typer.Option("--max-tokens", min=1, help="Cap on reply tokens.")] = None,
-    concurrency: ConcurrencyOpt = 16,
+    concurrency: Annotated[int | None, typer.Option("--concurrency", "-c", min=1, help="Requests in flight at "
+                                                    "once (default 16; 2 for the embedded teacher).")] = None,
     rpm: Annotated[int | None, typer.Option("--rpm", min=1, help="Requests per minute, at most.")] = None,
     tpm: Annotated[int | None, typer.Option("--tpm", min=1, help="Tokens per minute, at most.")] = None,
     max_retries: Annotated[int, typer.Option("--max-retries", min=0, help="Retries on 429/5xx/timeouts "

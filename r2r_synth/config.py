@@ -149,7 +149,7 @@ class GenerateConfig(CommandConfig):
     rollouts: int = 1
     temperature: float = 0.0
     max_tokens: int | None = None
-    concurrency: int = 16
+    concurrency: int | None = None  # None: 16 for a remote teacher, 2 for the embedded one
     rpm: int | None = None
     tpm: int | None = None
     max_retries: int = 5

@@ -265,13 +265,14 @@ class _Engine:
         self.on_progress = on_progress
         self.adapter = teacher.adapter or dspy.ChatAdapter()
         self.limiter = RateLimiter(rpm=config.rpm, tpm=config.tpm)
-        self.slots = asyncio.Semaphore(config.concurrency)
+        self.concurrency = resolved_concurrency(config, teacher)
+        self.slots = asyncio.Semaphore(self.concurrency)
         self.backoff_base, self.backoff_cap = backoff_base, backoff_cap
         self.spent_before = spent_before
         self.stop: str | None = None
         self.fatal: BaseException | None = None
         self.consecutive_transient = 0
-        self.breaker = max(16, 2 * config.concurrency)
+        self.breaker = max(16, 2 * self.concurrency)
         self.costs_known = True
         self.files = {k: JsonlAppender(run_dir / RECORD_FILES[k]) for k in KINDS}
         self.rejects = JsonlAppender(run_dir / REJECTS_FILE)
@@ -476,7 +477,7 @@ class _Engine:
                     return
                 await self.run_job(job)
 
-        n_workers = min(self.config.concurrency, max(1, len(jobs)))
+        n_workers = min(self.concurrency, max(1, len(jobs)))
         try:
             await asyncio.gather(*(worker() for _ in range(n_workers)))
         finally:
@@ -576,6 +577,17 @@ def _write_manifest(run_dir: Path, m: Manifest) -> None:
 
 
 # --------------------------------------------------------------------------- entry points
+
+
+EMBEDDED_CONCURRENCY = 2  # llama.cpp's server decodes one request at a time: one queued keeps it busy
+DEFAULT_CONCURRENCY = 16
+
+
+def resolved_concurrency(config: GenerateConfig, teacher: Any) -> int:
+    """`--concurrency`, or its default: 16 for a remote teacher, 2 for the embedded one."""
+    if config.concurrency:
+        return config.concurrency
+    return EMBEDDED_CONCURRENCY if getattr(teacher, "embedded", False) else DEFAULT_CONCURRENCY
 
 
 def _check_config(config: GenerateConfig) -> None:
@@ -747,6 +759,7 @@ def _manifest(config: GenerateConfig, run_dir: Path, teacher: Any, programs: dic
         status=status,  # type: ignore[arg-type]
         shard=config.shard,
         extra={"sessions": sessions, "teacher": teacher.public_dict(),
+               "concurrency": resolved_concurrency(config, teacher),
                "optimized": {k: p.optimized for k, p in programs.items()}},
     )
 
