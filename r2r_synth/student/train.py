@@ -1,0 +1,54 @@
+"""`r2r-synth train`: read the corpus into its training view, dispatch on `--student`, save the model.
+
+Each student kind lives in its own module with `train_student(view, *, config, out_dir) -> Student`
+(see `r2r_synth.student.base`). Lines of the corpus that could not be converted are written to
+`<out>/rejects.jsonl`, so nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from r2r_synth.config import TrainConfig
+from r2r_synth.errors import ConfigError
+from r2r_synth.io.jsonl import write_jsonl_atomic
+from r2r_synth.schemas import REJECTS_FILE, Reject, stable_hash
+from r2r_synth.student.base import STUDENT_CLASSES, STUDENT_KINDS, Student
+from r2r_synth.student.corpus import TrainingView, load_training_view
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    student: Student
+    out: Path
+    view: TrainingView
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Train the student `config.student` on `config.corpus` into `config.out`."""
+    if config.student not in STUDENT_CLASSES:
+        raise ConfigError(f"unknown --student {config.student!r}", hint=f"use one of: {', '.join(STUDENT_KINDS)}")
+    if config.labels not in ("teacher", "gold"):
+        raise ConfigError(f"unknown --labels {config.labels!r}", hint="use 'teacher' (default) or 'gold'")
+    for name in ("pointwise_weight", "pairwise_weight", "listwise_weight", "generation_weight"):
+        w = getattr(config, name)
+        if w is not None and w < 0:
+            raise ConfigError(f"--{name.replace('_', '-')} is {w}", hint="loss weights are >= 0 (0 switches it off)")
+    view = load_training_view(config.corpus).limit(config.limit)
+    log.info("training view: %s", view.summary())
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if view.rejects:
+        write_jsonl_atomic(
+            out / REJECTS_FILE,
+            (Reject(kind="input", key=stable_hash([where, reason]), reason=reason, inputs={"where": where})
+             for where, reason in view.rejects),
+        )
+    module = importlib.import_module(STUDENT_CLASSES[config.student][0])
+    student = module.train_student(view, config=config, out_dir=out)
+    return TrainResult(student=student, out=out, view=view)

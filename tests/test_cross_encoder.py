@@ -1,0 +1,143 @@
+"""The cross-encoder student: labels chosen from the data, real training through sentence-transformers'
+CrossEncoderTrainer on a tiny BERT built in code, and a saved model that plain `CrossEncoder(DIR)` loads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from r2r_synth.config import TrainConfig
+from r2r_synth.errors import ConfigError, InputError
+from r2r_synth.schemas import DirectRecord, Document, Provenance, Query
+from r2r_synth.student.base import R2R_CONFIG_FILE, load_student
+from r2r_synth.student.corpus import load_training_view
+from r2r_synth.student.cross_encoder import DEFAULTS, build_datasets, resolve, teacher_grades
+from r2r_synth.student.train import train
+
+pytest.importorskip("sentence_transformers")
+
+TOPICS = ["solar panels", "coffee brewing", "river otters", "tax returns", "jazz piano", "glacier melt"]
+
+
+def _r2r_file(path: Path) -> Path:
+    rows = []
+    for i, topic in enumerate(TOPICS):
+        docs = [f"{topic} explained in detail with examples", f"a note that mentions {topic} once",
+                f"an unrelated page about cooking pasta {i}"]
+        rows.append({"query": f"what is {topic}", "qid": str(100 + i), "unsorted_docs": docs, "re_rank_id": [1, 2, 3],
+                     "reason": {"ranked_passages": [{"identifier": 1, "direct_reason": "answers it"}]}})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _config(tmp_path: Path, corpus: Path, base: Path, **kw) -> TrainConfig:
+    return TrainConfig(student="cross-encoder", corpus=[corpus], out=tmp_path / "model", base=str(base),
+                       max_steps=3, batch_size=2, negatives=2, max_length=64, device="cpu", **kw)
+
+
+def test_grades_follow_the_teacher_permutation(tmp_path):
+    view = load_training_view([_r2r_file(tmp_path / "c.jsonl")])
+    q = view.queries[0]
+    g = teacher_grades(q)
+    first, middle, last = q.permutations[0]
+    assert g[first] == 3.0 and g[middle] == 2.0 and g[last] == 1.0
+
+
+def test_datasets_add_other_query_negatives_only(tmp_path):
+    view = load_training_view([_r2r_file(tmp_path / "c.jsonl")])
+    knobs = {**DEFAULTS, "labels": "teacher", "negatives": 4}
+    cols = build_datasets(view, knobs=knobs, seed=1)
+    assert set(cols) == {"listwise", "pointwise"}  # no comparison records -> no pairwise objective
+    lw = cols["listwise"]
+    assert len(lw["query"]) == len(TOPICS)
+    for query, docs, labels in zip(lw["query"], lw["docs"], lw["labels"]):
+        assert len(docs) == 3 + 4 and labels[:3] == [3.0, 2.0, 1.0] and labels[3:] == [0.0] * 4
+        own = next(q for q in view.queries if q.text == query)
+        assert not set(docs[3:]) & {d.text for d in own.docs.values()}  # negatives come from other queries
+    pw = cols["pointwise"]
+    assert pw["label"][:3] == [1.0, 1.0, 0.0]  # teacher's top two relevant, its last not
+
+
+def test_gold_labels_are_used_only_when_asked(tmp_path):
+    prov = Provenance(teacher="t", program="direct", program_hash="p", prompt_hash="h")
+    f = tmp_path / "direct.jsonl"
+    recs = [DirectRecord(key=f"k{i}", query=Query(qid="q", text="q"), document=Document(docid=f"d{i}", text=f"t{i}"),
+                         reasoning="r", relevance=3 - i, score=0.9 - 0.3 * i, gold=i, provenance=prov) for i in range(3)]
+    f.write_text("".join(r.model_dump_json() + "\n" for r in recs))
+    q = load_training_view([f]).queries[0]
+    assert teacher_grades(q) == {"d0": 3.0, "d1": 2.0, "d2": 1.0}
+    assert teacher_grades(q, labels="gold") == {"d0": 0.0, "d1": 1.0, "d2": 2.0}
+
+
+def test_train_saves_a_model_that_plain_crossencoder_loads(tmp_path, tiny_bert):
+    from sentence_transformers import CrossEncoder
+
+    corpus = _r2r_file(tmp_path / "c.jsonl")
+    result = train(_config(tmp_path, corpus, tiny_bert))
+    out = tmp_path / "model"
+    saved = json.loads((out / R2R_CONFIG_FILE).read_text())
+    assert saved["student"] == "cross-encoder"
+    assert saved["config"]["base"] == str(tiny_bert) and saved["config"]["negatives"] == 2
+    assert saved["train"]["steps"] == 3 and saved["examples"] == {"listwise": 6, "pointwise": 24}
+    assert saved["data"]["queries"] == len(TOPICS)
+
+    plain = CrossEncoder(str(out))
+    pairs = [("what is solar panels", "solar panels explained"), ("what is solar panels", "pasta")]
+    ours = result.student.score(pairs[0][0], [p[1] for p in pairs])
+    assert list(plain.predict(pairs)) == pytest.approx(ours, rel=1e-5)
+    again = load_student(out)
+    assert again.kind == "cross-encoder" and again.score(pairs[0][0], [p[1] for p in pairs]) == pytest.approx(ours, rel=1e-5)
+
+
+def test_training_moves_the_weights(tmp_path, tiny_bert):
+    from sentence_transformers import CrossEncoder
+
+    corpus = _r2r_file(tmp_path / "c.jsonl")
+    train(_config(tmp_path, corpus, tiny_bert, seed=3))
+    trained = CrossEncoder(str(tmp_path / "model"))
+    fresh = CrossEncoder(str(tiny_bert), num_labels=1)
+    w_trained = dict(trained.named_parameters())
+    w_fresh = dict(fresh.named_parameters())
+    key = next(k for k in w_trained if "encoder.layer.0.attention.self.query.weight" in k)
+    assert not w_trained[key].detach().equal(w_fresh[key].detach())
+
+
+def test_explain_is_refused_with_the_fix(tmp_path, tiny_bert):
+    train(_config(tmp_path, _r2r_file(tmp_path / "c.jsonl"), tiny_bert))
+    student = load_student(tmp_path / "model")
+    with pytest.raises(InputError, match="cannot explain its scores"):
+        student.explain("q", "d")
+
+
+def test_unknown_student_kind(tmp_path, tiny_bert):
+    cfg = _config(tmp_path, _r2r_file(tmp_path / "c.jsonl"), tiny_bert).model_copy(update={"student": "svm"})
+    with pytest.raises(ConfigError, match="unknown --student 'svm'"):
+        train(cfg)
+
+
+def test_all_objectives_switched_off_is_an_error(tmp_path, tiny_bert):
+    cfg = _config(tmp_path, _r2r_file(tmp_path / "c.jsonl"), tiny_bert, listwise_weight=0, pointwise_weight=0,
+                  pairwise_weight=0)
+    with pytest.raises(InputError, match="gives the cross-encoder nothing to learn from"):
+        train(cfg)
+
+
+def test_missing_base_model_is_a_clear_error(tmp_path):
+    cfg = _config(tmp_path, _r2r_file(tmp_path / "c.jsonl"), tmp_path / "no-such-model")
+    cfg = cfg.model_copy(update={"base": str(tmp_path / "empty")})
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="cannot load the base model"):
+        train(cfg)
+
+
+def test_not_a_model_directory(tmp_path):
+    with pytest.raises(InputError, match="no r2r_config.json; not a model written by `r2r-synth train`"):
+        load_student(tmp_path)
+
+
+def test_resolve_fills_defaults_and_keeps_user_values(tmp_path, tiny_bert):
+    cfg = _config(tmp_path, tmp_path, tiny_bert, learning_rate=1e-4)
+    knobs = resolve(cfg)
+    assert knobs["learning_rate"] == 1e-4 and knobs["head_learning_rate"] == DEFAULTS["head_learning_rate"]
