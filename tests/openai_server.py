@@ -171,7 +171,10 @@ async def _handle(behaviour: Behaviour, reader: asyncio.StreamReader, writer: as
                     k, v = line.split(":", 1)
                     headers[k.strip().lower()] = v.strip()
             n = int(headers.get("content-length", "0") or 0)
-            raw = await reader.readexactly(n) if n else b""
+            try:
+                raw = await reader.readexactly(n) if n else b""
+            except asyncio.IncompleteReadError:  # the client died mid-request (e.g. SIGKILL)
+                return
             if method == "GET" and path.rstrip("/").endswith("/models"):
                 await _write(writer, 200, {"object": "list", "data": [{"id": "loopback", "object": "model"}]})
                 continue
