@@ -307,6 +307,16 @@ def test_lora_training_merges_into_a_plain_checkpoint(tiny_base, corpus_file, tm
     assert changed and all("lora" not in n for n in plain.state_dict())
 
 
+def test_train_layers_freezes_the_lower_blocks(tiny_base, corpus_file, tmp_path):
+    cfg = _config(corpus_file, tiny_base, tmp_path, max_steps=3, negatives=0)
+    student = train_student(load_training_view([corpus_file]), config=cfg, out_dir=tmp_path, train_layers=1)
+    assert student.config["options"]["train_layers"] == 1
+    base = transformers.AutoModelForCausalLM.from_pretrained(tiny_base).state_dict()
+    after = student.model.state_dict()
+    changed = {n for n, p in after.items() if not torch.equal(p, base[n])}
+    assert changed and all(n.startswith(("model.layers.1.", "model.norm.")) for n in changed), changed
+
+
 def test_load_refuses_a_directory_of_another_student(tmp_path):
     (tmp_path / "r2r_config.json").write_text(json.dumps({"student": "reasoning", "config": {}}))
     with pytest.raises(InputError, match="not a reasoning student's config"):

@@ -301,10 +301,14 @@ class ReasoningOptions(BaseModel):
     max_query_tokens: int = 64
     max_doc_tokens: int = 192
     max_reason_tokens: int = 96
+    #: Train only the top N transformer blocks (and the final norm); None = every weight. A knob for
+    #: small CPU budgets: frozen lower blocks need no backward pass and no optimizer state.
+    train_layers: int | None = None
     device: str | None = None
 
 
-def resolve_options(config: TrainConfig, *, base: str, n_params: int | None = None) -> ReasoningOptions:
+def resolve_options(config: TrainConfig, *, base: str, n_params: int | None = None,
+                    **overrides: Any) -> ReasoningOptions:
     """Map the command's `TrainConfig` onto the reasoning student's knobs (None -> defaults)."""
     if config.pointwise_weight:
         raise ConfigError(
@@ -332,7 +336,7 @@ def resolve_options(config: TrainConfig, *, base: str, n_params: int | None = No
             kw[name] = getattr(config, name)
     if config.max_length is not None:
         kw["max_doc_tokens"] = config.max_length
-    opts = ReasoningOptions(**kw)
+    opts = ReasoningOptions(**(kw | overrides))
     if min(opts.pairwise_weight, opts.listwise_weight, opts.generation_weight) < 0:
         raise ConfigError("loss weights must be >= 0")
     if opts.pairwise_weight + opts.listwise_weight + opts.generation_weight == 0:
@@ -767,12 +771,27 @@ def _trainer_class():
     return ReasoningTrainer
 
 
+def _freeze_below(model: nn.Module, train_layers: int) -> None:
+    """Leave only the top `train_layers` decoder blocks and the final norm trainable."""
+    decoder = model.get_decoder()
+    blocks = getattr(decoder, "layers", None)
+    if blocks is None:
+        raise ConfigError("train_layers needs a decoder with a `layers` list (Llama-style)",
+                          hint="leave train_layers unset to train every weight")
+    keep = {id(p) for b in list(blocks)[-train_layers:] for p in b.parameters()}
+    keep |= {id(p) for p in getattr(decoder, "norm", nn.Identity()).parameters()}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in keep)
+
+
 def train_student(view: TrainingView, *, config: TrainConfig, out_dir: Path,
-                  callbacks: list[Any] | None = None) -> ReasoningStudent:
+                  callbacks: list[Any] | None = None, **options: Any) -> ReasoningStudent:
     """Train a reasoning student on `view` and save it into `out_dir` (see the module docstring).
 
-    The saved directory holds the full model (LoRA merged), the tokenizer and `r2r_config.json` with
-    the resolved options, the template and training statistics."""
+    `options` override `ReasoningOptions` fields that `TrainConfig` does not carry (e.g.
+    `train_layers`, `max_reason_tokens`, `lora_r`). The saved directory holds the full model (LoRA
+    merged), the tokenizer and `r2r_config.json` with the resolved options, the template and training
+    statistics."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments, set_seed
 
     out_dir = Path(out_dir)
@@ -780,7 +799,7 @@ def train_student(view: TrainingView, *, config: TrainConfig, out_dir: Path,
     tok = AutoTokenizer.from_pretrained(src)
     model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
     n_params = sum(p.numel() for p in model.parameters())
-    opts = resolve_options(config, base=config.base or f"gguf:{DEFAULT_BASE_NAME}", n_params=n_params)
+    opts = resolve_options(config, base=config.base or f"gguf:{DEFAULT_BASE_NAME}", n_params=n_params, **options)
     set_seed(opts.seed)
     template = Template.for_tokenizer(tok, max_query_tokens=opts.max_query_tokens,
                                       max_doc_tokens=opts.max_doc_tokens, max_reason_tokens=opts.max_reason_tokens)
@@ -792,6 +811,8 @@ def train_student(view: TrainingView, *, config: TrainConfig, out_dir: Path,
         model = get_peft_model(model, LoraConfig(r=opts.lora_r, lora_alpha=opts.lora_alpha,
                                                  lora_dropout=opts.lora_dropout,
                                                  target_modules=opts.lora_target_modules, task_type="CAUSAL_LM"))
+    elif opts.train_layers is not None:
+        _freeze_below(model, opts.train_layers)
     wrapped = VerdictModel(model, yes_id=encoder.yes_id, no_id=encoder.no_id)
     pad = tok.pad_token_id if tok.pad_token_id is not None else encoder.eos_id
     dev = opts.device or ("cuda" if torch.cuda.is_available() else "cpu")
