@@ -675,10 +675,10 @@ def rerank(
     for col, kw in (("rank", {"justify": "right"}), ("score", {"justify": "right"}), ("docid", {}), ("document", {})):
         table.add_column(col, **kw)
     for r in ranked:
-        text = r.text if len(r.text) <= 160 else r.text[:157] + "..."
+        text = escape(r.text if len(r.text) <= 160 else r.text[:157] + "...")
         if r.explanation:
             text += f"\n[italic]why:[/] {escape(r.explanation)}"
-        table.add_row(str(r.rank), f"{r.score:.4f}", escape(r.docid), text if r.explanation else escape(text))
+        table.add_row(str(r.rank), f"{r.score:.4f}", escape(r.docid), text)
     Console().print(table)
 
 

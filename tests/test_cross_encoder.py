@@ -82,6 +82,7 @@ def test_train_saves_a_model_that_plain_crossencoder_loads(tmp_path, tiny_bert):
     assert saved["config"]["base"] == str(tiny_bert) and saved["config"]["negatives"] == 2
     assert saved["train"]["steps"] == 3 and saved["examples"] == {"listwise": 6, "pointwise": 24}
     assert saved["data"]["queries"] == len(TOPICS)
+    assert saved["probe"]["pairs"] == 24  # the head was fitted on frozen features first (LP-FT)
 
     plain = CrossEncoder(str(out))
     pairs = [("what is solar panels", "solar panels explained"), ("what is solar panels", "pasta")]
@@ -141,3 +142,23 @@ def test_resolve_fills_defaults_and_keeps_user_values(tmp_path, tiny_bert):
     cfg = _config(tmp_path, tmp_path, tiny_bert, learning_rate=1e-4)
     knobs = resolve(cfg)
     assert knobs["learning_rate"] == 1e-4 and knobs["head_learning_rate"] == DEFAULTS["head_learning_rate"]
+
+
+def test_probe_init_fits_the_head_on_frozen_features(tiny_bert):
+    import math
+
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    from r2r_synth.student.cross_encoder import probe_init
+
+    torch.manual_seed(0)
+    model = CrossEncoder(str(tiny_bert), num_labels=1, max_length=32)
+    pairs = [(f"what is {t}", f"{t} explained") for t in TOPICS] + [(f"what is {t}", "cooking pasta") for t in TOPICS]
+    targets = [1.0] * len(TOPICS) + [0.0] * len(TOPICS)
+    info = probe_init(model, pairs, targets)
+    assert info["pairs"] == 12 and info["train_accuracy"] >= 0.75
+    model.eval()
+    p = torch.tensor(model.predict(pairs, convert_to_numpy=True)).clamp(1e-6, 1 - 1e-6)
+    bce = float(torch.nn.functional.binary_cross_entropy(p, torch.tensor(targets)))
+    assert bce < math.log(2)  # better than the uninformed head
