@@ -144,4 +144,5 @@ def test_one_docid_with_two_texts_is_refused(tmp_path):
 def test_limit_keeps_the_first_queries(tmp_path):
     f = tmp_path / "r2r.jsonl"
     f.write_text("".join(json.dumps(_r2r_row(str(i))) + "\n" for i in range(5)))
-    assert [q.qid for q in load_training_view([f]).limit(2).queries] == ["0", "1"]
+    view = load_training_view([f]).limit(2)
+    assert [q.qid for q in view.queries] == ["0", "1"] and view.summary()["listwise_records"] == 2

@@ -139,8 +139,13 @@ class TrainingView:
         """The first `n` queries (for pilots); the same view when `n` is None."""
         if n is None or n >= len(self.queries):
             return self
-        return TrainingView(queries=self.queries[:n], sources=self.sources, rejects=self.rejects,
-                            counts=dict(self.counts))
+        kept = self.queries[:n]
+        counts = {
+            "direct": sum(len(d.teacher_scores) for q in kept for d in q.docs.values()),
+            "comparison": sum(len(q.preferences) for q in kept),
+            "listwise": sum(len(q.permutations) for q in kept),
+        }
+        return TrainingView(queries=kept, sources=self.sources, rejects=self.rejects, counts=counts)
 
     def summary(self) -> dict[str, int]:
         return {
