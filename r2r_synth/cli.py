@@ -142,7 +142,8 @@ def generate(
                                              "(exponential backoff with jitter).")] = 5,
     parse_retries: Annotated[int, typer.Option("--parse-retries", min=0, help="Asks again after an "
                                                "unparseable or invalid reply before it is rejected.")] = 1,
-    timeout: Annotated[float, typer.Option("--timeout", min=0.1, help="Seconds per request.")] = 120.0,
+    timeout: Annotated[float | None, typer.Option("--timeout", min=0.1, help="Seconds per request (default "
+                                                  "120; 600 for the embedded teacher).")] = None,
     max_cost: Annotated[float | None, typer.Option("--max-cost", min=0.0, help="Stop cleanly at this many USD "
                                                    "(the run dir's total; exit code 3; rerun to resume).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Estimate requests, tokens and cost; ask "

@@ -154,7 +154,7 @@ class GenerateConfig(CommandConfig):
     tpm: int | None = None
     max_retries: int = 5
     parse_retries: int = 1
-    timeout: float = 120.0
+    timeout: float | None = None  # None: 120 s for a remote teacher, 600 s for the embedded one
     max_cost: float | None = None
     dry_run: bool = False
     shard: str | None = None

@@ -267,6 +267,8 @@ class _Engine:
         self.limiter = RateLimiter(rpm=config.rpm, tpm=config.tpm)
         self.concurrency = resolved_concurrency(config, teacher)
         self.slots = asyncio.Semaphore(self.concurrency)
+        if hasattr(teacher, "set_pool_size"):
+            teacher.set_pool_size(self.concurrency)
         self.backoff_base, self.backoff_cap = backoff_base, backoff_cap
         self.spent_before = spent_before
         self.stop: str | None = None
@@ -590,6 +592,17 @@ def resolved_concurrency(config: GenerateConfig, teacher: Any) -> int:
     return EMBEDDED_CONCURRENCY if getattr(teacher, "embedded", False) else DEFAULT_CONCURRENCY
 
 
+EMBEDDED_TIMEOUT_S = 600.0  # a local CPU model under load can take minutes; a timeout would only re-queue it
+DEFAULT_TIMEOUT_S = 120.0
+
+
+def resolved_timeout(config: GenerateConfig) -> float:
+    """`--timeout`, or its default: 120 s for a remote teacher, 600 s for the embedded one."""
+    if config.timeout:
+        return config.timeout
+    return EMBEDDED_TIMEOUT_S if config.teacher is None and config.router is None else DEFAULT_TIMEOUT_S
+
+
 def _check_config(config: GenerateConfig) -> None:
     if config.rollouts > 1 and config.temperature == 0:
         raise ConfigError(
@@ -643,7 +656,7 @@ def generate(
 
     with open_teacher(config.teacher, api_base=config.api_base, api_key=config.api_key,
                       temperature=config.temperature, max_tokens=config.max_tokens, router=config.router,
-                      timeout=config.timeout, transport=config.transport) as t:
+                      timeout=resolved_timeout(config), transport=config.transport) as t:
         return _generate_with(config, candidates, programs, t, on_progress, command, backoff_base, backoff_cap)
 
 

@@ -352,10 +352,11 @@ def test_embedded_teacher_end_to_end_on_two_queries(tmp_path):
     except ConfigError as e:
         pytest.skip(str(e))
     out = tmp_path / "run"
-    res = generate(GenerateConfig(input=str(SAMPLE), out=out, limit=2, depth=3, pairs="adjacent",
+    res = generate(GenerateConfig(input=str(SAMPLE), out=out, limit=2, depth=2, pairs="adjacent",
                                   programs_dir=REPO / "programs"))
     m = res.manifest
     assert m.teacher == EMBEDDED_NAME and m.status == "complete"
+    assert m.extra["teacher"]["transport"] == "litellm"  # the embedded teacher is reached through LiteLLM
     keys = check_run_dir(out)
-    assert len(keys) == 2 * 3 + 2 * 2
+    assert len(keys) == 2 * 2 + 2 * 1
     assert m.counts["direct"].records + m.counts["comparison"].records >= 0.9 * len(keys)

@@ -93,6 +93,7 @@ class _HTTPTransport:
         if api_key:
             self.headers["Authorization"] = f"Bearer {api_key}"
         self.timeout = timeout
+        self.pool_size = 64  # the engine sets it to its concurrency
         self._clients: dict[Any, Any] = {}
 
     def _client(self) -> Any:
@@ -107,7 +108,9 @@ class _HTTPTransport:
                 self._clients.pop(old)
             client = httpx.AsyncClient(
                 timeout=httpx.Timeout(self.timeout) if self.timeout else httpx.Timeout(600.0),
-                limits=httpx.Limits(max_connections=None, max_keepalive_connections=1024),
+                # A bounded pool the size of the concurrency: httpcore scans its whole pool for every
+                # request, so an unbounded pool of idle connections costs CPU on each call.
+                limits=httpx.Limits(max_connections=self.pool_size, max_keepalive_connections=self.pool_size),
             )
             self._clients[loop] = client
         return client
@@ -198,6 +201,11 @@ class Teacher:
         return Completion(text=text, prompt_tokens=int(getattr(u, "prompt_tokens", 0) or 0),
                           completion_tokens=int(getattr(u, "completion_tokens", 0) or 0),
                           cost=completion_cost(resp, model=self.model))
+
+    def set_pool_size(self, n: int) -> None:
+        """Connections the direct transport keeps (the engine passes its concurrency)."""
+        if self._http is not None:
+            self._http.pool_size = max(1, n)
 
     async def aclose(self) -> None:
         """Close this event loop's connections (the direct transport's pool)."""
