@@ -314,10 +314,15 @@ class _Engine:
 
     # -- one LM call with retries; returns the parsed, validated answer
     async def ask(self, kind: str, inputs: dict[str, Any], validate: Callable[[dict[str, Any]], Any],
-                  acc: dict[str, Any]) -> Any:
+                  acc: dict[str, Any], rollout: int = 0) -> Any:
         from dspy.utils.exceptions import AdapterParseError
 
         messages = self.messages(kind, inputs)
+        call_kwargs = dict(self.extra[kind])
+        if self.config.temperature > 0:
+            # Samples differ by rollout and are reproducible where the provider honours `seed`
+            # (LiteLLM drops it for providers that do not take it).
+            call_kwargs["seed"] = self.config.seed * 1_000_003 + rollout
         est = sum(len(m["content"]) for m in messages) // 4 + (self.config.max_tokens or 256)
         transient = 0
         bad = 0
@@ -331,7 +336,7 @@ class _Engine:
             try:
                 async with self.slots:
                     self.progress.calls += 1
-                    resp = await self.teacher.acomplete(messages, **self.extra[kind])
+                    resp = await self.teacher.acomplete(messages, **call_kwargs)
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # LiteLLM maps every provider error onto its exception classes
@@ -425,7 +430,7 @@ class _Engine:
                 score=f["score"], first_stage_rank=job.rank, gold=job.cand.qrels.get(job.doc.docid),
                 provenance=_PLACEHOLDER)
 
-        rec = await self.ask("direct", {"query": q.text, "document": job.doc.full_text()}, validate, acc)
+        rec = await self.ask("direct", {"query": q.text, "document": job.doc.full_text()}, validate, acc, job.rollout)
         return rec.model_copy(update={"provenance": self._provenance(job, acc)})
 
     async def _comparison(self, job: Job, acc: dict[str, Any]) -> ComparisonRecord:
@@ -439,9 +444,9 @@ class _Engine:
         # them is as unlikely as possible (its key is written only when both are back).
         ab, ba = await asyncio.gather(
             self.ask("comparison", {"query": q.text, "document_a": a.full_text(), "document_b": b.full_text()},
-                     answer, acc),
+                     answer, acc, job.rollout),
             self.ask("comparison", {"query": q.text, "document_a": b.full_text(), "document_b": a.full_text()},
-                     answer, acc),
+                     answer, acc, job.rollout),
             return_exceptions=True,
         )
         for res in (ab, ba):

@@ -120,6 +120,7 @@ class Behaviour:
             "user": _user_text(body),
             "response_format": body.get("response_format"),
             "temperature": body.get("temperature"),
+            "seed": body.get("seed"),
             "action": action if isinstance(action, str) else {k: v for k, v in action.items() if k != "content"},
             "authorization": None,  # never logged: tests assert that keys do not leak elsewhere
         }

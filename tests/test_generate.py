@@ -235,6 +235,7 @@ def test_rollouts_are_distinct_keys(openai_server, tmp_path):
     assert sorted(r["provenance"]["rollout_id"] for r in recs) == [0] * 5 + [1] * 5
     assert len({r["key"] for r in recs}) == 10
     assert {r["temperature"] for r in openai_server.requests} == {0.7}
+    assert len({r["seed"] for r in openai_server.requests}) == 2  # one seed per rollout
 
 
 def test_shards_merge_into_the_full_run(openai_server, tmp_path):
@@ -360,3 +361,39 @@ def test_embedded_teacher_end_to_end_on_two_queries(tmp_path):
     keys = check_run_dir(out)
     assert len(keys) == 2 * 2 + 2 * 1
     assert m.counts["direct"].records + m.counts["comparison"].records >= 0.9 * len(keys)
+
+
+# --------------------------------------------------------------------------- open_teacher for DSPy code
+
+
+@pytest.mark.parametrize("use_router", [False, True])
+def test_open_teacher_lm_runs_a_dspy_program(openai_server, tmp_path, use_router):
+    import dspy
+
+    from r2r_synth.teacher.lm import open_teacher
+    from r2r_synth.teacher.programs import build_program
+
+    router = None
+    if use_router:
+        router = tmp_path / "router.yaml"
+        router.write_text(f"model_list:\n  - model_name: t\n    litellm_params:\n      model: openai/replica\n"
+                          f"      api_base: {openai_server.url}\n      api_key: {KEY}\n")
+    with open_teacher(None if use_router else "openai/loopback", api_base=None if use_router else openai_server.url,
+                      api_key=None if use_router else KEY, router=router) as t:
+        assert KEY not in json.dumps(t.public_dict())
+        with dspy.context(lm=t.lm, adapter=t.adapter):
+            pred = build_program("direct")(query="how long to boil an egg", document="Six minutes for a soft yolk.")
+    assert pred.relevance in (0, 1, 2, 3) and 0 <= pred.score <= 1
+    assert openai_server.requests[-1]["model"] == ("replica" if use_router else "loopback")
+
+
+def test_bad_router_config(tmp_path):
+    from r2r_synth.teacher.lm import read_router_config
+
+    p = tmp_path / "r.yaml"
+    p.write_text("model_list: []\n")
+    with pytest.raises(ConfigError, match="needs a non-empty `model_list`"):
+        read_router_config(p)
+    p.write_text("model_list:\n  - model_name: t\n")
+    with pytest.raises(ConfigError, match=r"model_list\[0\] needs `model_name` and `litellm_params.model`"):
+        read_router_config(p)
