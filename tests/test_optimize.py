@@ -293,3 +293,39 @@ def test_dl19_labeled_set_splits_by_query(dl19):
     for name in ("direct", "comparison"):
         train, val = split.of(examples[name])
         assert train and val and not {e.qid for e in train} & {e.qid for e in val}
+
+
+def _prompt_lm(adapter=None) -> DummyLM:
+    """A prompt model / reflection LM that answers every proposal signature with a fixed instruction."""
+    answer = {"observations": "Short passages.", "summary": "Passages about numbered subjects.",
+              "proposed_instruction": "Grade the passage 0-3. PROPOSED.", "new_instruction": "Grade 0-3. REFLECTED."}
+    return DummyLM([answer] * 500, adapter=adapter)
+
+
+def test_mipro_uses_a_separate_prompt_model_within_budget(tmp_path):
+    cands = make_candidates(8)
+    prompt = _prompt_lm()
+    cfg = OptimizeConfig(input="mem", programs_dir=tmp_path, program="direct", optimizer="mipro", max_calls=40,
+                         max_demos=1, concurrency=1)
+    rep = run_optimize(cfg, candidates=cands, lm=oracle_lm(cands, miss={1: 0}), prompt_lm=prompt)
+    pr = rep.programs["direct"]
+    assert pr.optimizer_settings["kind"] == "MIPROv2" and pr.optimizer_settings["num_trials"] >= 1
+    assert pr.calls["optimize"]["prompt_model"] > 0  # instructions were proposed by the prompt model
+    assert pr.calls["optimize"]["prompt_model"] == len(prompt.history)
+    assert 0 < pr.calls["optimize"]["teacher"] <= 40
+    assert load_program("direct", programs_dir=tmp_path).program_hash == pr.program_hash_after
+
+
+def test_gepa_reflects_on_textual_feedback(tmp_path):
+    cands = make_candidates(8)
+    reflection = _prompt_lm(adapter=dspy.JSONAdapter())  # GEPA's proposer parses with the JSON adapter
+    cfg = OptimizeConfig(input="mem", programs_dir=tmp_path, program="direct", optimizer="gepa", max_calls=40,
+                         concurrency=1)
+    rep = run_optimize(cfg, candidates=cands, lm=oracle_lm(cands, miss={1: 0}), prompt_lm=reflection)
+    pr = rep.programs["direct"]
+    assert pr.optimizer_settings == {"optimizer": "gepa", "kind": "GEPA", "train_examples": pr.optimizer_settings[
+        "train_examples"], "dev_examples": pr.optimizer_settings["dev_examples"], "max_metric_calls": 40}
+    assert pr.calls["optimize"]["teacher"] <= 40 and pr.calls["optimize"]["prompt_model"] > 0
+    # the reflection LM read our metric's feedback on the passages the teacher got wrong
+    seen = "\n".join(m["content"] for h in reflection.history for m in h["messages"])
+    assert "You rated a grade-1 (related but not answering) passage as 0 (irrelevant), too low, because you reasoned:" in seen
