@@ -267,9 +267,8 @@ def merge(
     """Merge run directories (e.g. shards) into one corpus; fails on conflicting records for one key."""
     from r2r_synth.generate import merge_runs
 
-    manifest = merge_runs(out, run_dirs, command=_command_line(), force=force)
+    merge_runs(out, run_dirs, command=_command_line(), force=force)
     _print_run_summary(out)
-    del manifest
 
 
 # ----------------------------------------------------------------- optimize
@@ -359,6 +358,8 @@ def optimize(
     ] = False,
 ) -> None:
     """Tune the teacher programs against labeled data (qrels); writes programs/<name>.json + .meta.json."""
+    import math
+
     from rich.table import Table
 
     from r2r_synth.config import OptimizeConfig
@@ -389,7 +390,7 @@ def optimize(
             table.add_column("first stage", justify="right")
 
         def fmt(v: float | None) -> str:
-            return "-" if v is None or v != v else f"{v:.3f}"
+            return "-" if v is None or math.isnan(v) else f"{v:.3f}"
 
         for metric, b in pr.before.items():
             if metric == "n":
@@ -397,13 +398,17 @@ def optimize(
             row = [metric + (" *" if metric == pr.primary_metric else ""), fmt(b)]
             if pr.after is not None:
                 a = pr.after.get(metric)
-                row += [fmt(a), "-" if a is None or a != a or b != b else f"{a - b:+.3f}"]
+                row += [fmt(a), "-" if a is None or math.isnan(a) or math.isnan(b) else f"{a - b:+.3f}"]
             if pr.first_stage:
                 row.append(fmt(pr.first_stage.get(metric)))
             table.add_row(*row)
         out.print(table)
-        calls = ", ".join(f"{k} {v}" for k, v in pr.calls.items())
-        out.print(f"  calls: {calls}")
+        calls = ", ".join(
+            f"{k.replace('_', ' ')} {v['teacher']}" + (f" (+{v['prompt_model']} prompt model)" if v["prompt_model"] else "")
+            if isinstance(v, dict) else f"{k.replace('_', ' ')} {v}"
+            for k, v in pr.calls.items()
+        )
+        out.print(f"  teacher calls: {calls}")
         if pr.path:
             out.print(f"  {pr.path} ({pr.demos} demos, hash {pr.program_hash_after})")
         if pr.improved is False and not rep.evaluate_only:

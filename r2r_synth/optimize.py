@@ -211,7 +211,7 @@ def _predict_all(module: dspy.Module, inputs: list[dict[str, Any]], *, num_threa
     def one(kwargs: dict[str, Any]) -> Any:
         try:
             return module(**kwargs)
-        except Exception as e:  # every failure is counted as a miss below; none is dropped
+        except Exception as e:  # noqa: BLE001 - every failure is counted as a miss below; none is dropped
             return _Failed(e)
 
     # timeout=0: no straggler resubmission (a slow local teacher is not a stuck one).

@@ -84,9 +84,9 @@ def test_ndcg_matches_ir_measures_on_random_rankings_with_ties():
         run[f"q{q}"] = {d: float(rng.randint(0, 4)) for d in docs}
     per_query = M.ir_eval_per_query(qrels, run, measures=["nDCG@10", "nDCG@5"])
     assert len(per_query) == 30
-    for qid in run:
-        assert M.ndcg_at_k(qrels[qid], run[qid]) == pytest.approx(per_query[qid]["nDCG@10"], abs=1e-6), qid
-        assert M.ndcg_at_k(qrels[qid], run[qid], k=5) == pytest.approx(per_query[qid]["nDCG@5"], abs=1e-6), qid
+    for qid, ranked in run.items():
+        assert M.ndcg_at_k(qrels[qid], ranked) == pytest.approx(per_query[qid]["nDCG@10"], abs=1e-6), qid
+        assert M.ndcg_at_k(qrels[qid], ranked, k=5) == pytest.approx(per_query[qid]["nDCG@5"], abs=1e-6), qid
     mean = M.ir_eval(qrels, run, measures=["nDCG@10"])
     assert mean["nDCG@10"] == pytest.approx(M.nanmean(M.ndcg_at_k(qrels[q], run[q]) for q in run), abs=1e-6)
 
