@@ -574,8 +574,8 @@ def train(
                                                           help="Weight of the listwise loss (0 = off).")] = None,
     generation_weight: Annotated[float | None, typer.Option("--generation-weight", min=0.0,
                                                             help="Reasoning student: weight of the generation loss.")] = None,
-    negatives: Annotated[int | None, typer.Option("--negatives", min=0, help="Cross-encoder: passages of other "
-                                                  "queries per query, as not relevant.")] = None,
+    negatives: Annotated[int | None, typer.Option("--negatives", min=0, help="Passages of other "
+                                                  "queries per query, as not relevant (both students).")] = None,
     lora: Annotated[bool | None, typer.Option("--lora/--no-lora", help="Reasoning student: LoRA adapters "
                                               "(default: when the base is large).")] = None,
     device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:1, mps (default: best available).")] = None,
