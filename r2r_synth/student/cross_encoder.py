@@ -383,7 +383,7 @@ def train_student(view: TrainingView, *, config: TrainConfig, out_dir: Path) -> 
         per_device_train_batch_size=int(knobs["batch_size"]),
         learning_rate=float(knobs["learning_rate"]),
         learning_rate_mapping={_head_pattern(model): float(knobs["head_learning_rate"])},
-        warmup_ratio=0.1,
+        warmup_steps=0.1,  # a float is a ratio of the total steps (transformers v5)
         weight_decay=0.01,
         logging_steps=10,
         save_strategy="no",
