@@ -28,9 +28,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from openai_server import spawn_server  # noqa: E402
+from openai_server import spawn_server
 
-from r2r_synth.schemas import Candidates, Document, Query  # noqa: E402
+from r2r_synth.schemas import Candidates, Document, Query
 
 CLI = str(REPO / ".venv" / "bin" / "r2r-synth") if (REPO / ".venv" / "bin" / "r2r-synth").exists() else "r2r-synth"
 PASSAGE = re.compile(r"Passage (r\d+-\d+):")

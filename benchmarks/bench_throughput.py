@@ -25,16 +25,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from openai_server import spawn_server  # noqa: E402
+from openai_server import spawn_server
 
-from r2r_synth.config import GenerateConfig  # noqa: E402
-from r2r_synth.generate import _Engine, build_jobs, generate  # noqa: E402,F401
-from r2r_synth.schemas import Candidates, Document, Query  # noqa: E402
-from r2r_synth.teacher.lm import make_teacher, quiet_litellm  # noqa: E402
-from r2r_synth.teacher.programs import load_program  # noqa: E402
+from r2r_synth.config import GenerateConfig
+from r2r_synth.generate import _Engine, build_jobs, generate  # noqa: F401
+from r2r_synth.schemas import Candidates, Document, Query
+from r2r_synth.teacher.lm import make_teacher, quiet_litellm
+from r2r_synth.teacher.programs import load_program
 
-WORDS = ("river delta sediment tide estuary marsh channel flood plain salt water current bank erosion "
-         "harbor basin dune reef lagoon inlet shore").split()
+WORDS = ["river", "delta", "sediment", "tide", "estuary", "marsh", "channel", "flood", "plain", "salt", "water", "current", "bank", "erosion", "harbor", "basin", "dune", "reef", "lagoon", "inlet", "shore"]
 
 
 def synthetic_candidates(n_queries: int, depth: int) -> list[Candidates]:

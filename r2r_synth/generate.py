@@ -46,7 +46,14 @@ from r2r_synth import __version__
 from r2r_synth.config import GenerateConfig, scrub
 from r2r_synth.errors import BudgetExceeded, ConfigError, InputError, TeacherError
 from r2r_synth.io.jsonl import JsonlAppender, iter_json_lines, truncate_torn_tail, write_jsonl_atomic
-from r2r_synth.pairs import PairStrategy, check_pairs_possible, in_shard, parse_shard, select_documents, select_pairs
+from r2r_synth.pairs import (
+    PairStrategy,
+    check_pairs_possible,
+    in_shard,
+    parse_shard,
+    select_documents,
+    select_pairs,
+)
 from r2r_synth.schemas import (
     MANIFEST_FILE,
     RECORD_FILES,
@@ -339,7 +346,7 @@ class _Engine:
                     resp = await self.teacher.acomplete(messages, **call_kwargs)
             except asyncio.CancelledError:
                 raise
-            except Exception as e:  # LiteLLM maps every provider error onto its exception classes
+            except Exception as e:  # noqa: BLE001 - LiteLLM maps every provider error onto its exception classes
                 verdict = _classify(e)
                 msg = scrub(f"{type(e).__name__}: {e}", [self.config.api_key or ""])[:500]
                 if verdict == "fatal":
@@ -832,7 +839,7 @@ def _count_tokens(model: str | None, messages: list[dict[str, Any]]) -> int:
         import litellm
 
         return int(litellm.token_counter(model=model or "gpt-4o", messages=messages))
-    except Exception:  # an unknown tokenizer: ~4 characters a token
+    except Exception:  # noqa: BLE001 - an unknown tokenizer: ~4 characters a token
         return sum(len(m["content"]) for m in messages) // 4
 
 
@@ -929,5 +936,13 @@ def merge_runs(out: Path | str, run_dirs: list[Path], *, command: str = "", forc
     return manifest
 
 
-__all__ = ["generate", "GenerateResult", "Progress", "DryRunEstimate", "RateLimiter", "build_jobs", "load_inputs",
-           "merge_runs"]
+__all__ = [
+    "DryRunEstimate",
+    "GenerateResult",
+    "Progress",
+    "RateLimiter",
+    "build_jobs",
+    "generate",
+    "load_inputs",
+    "merge_runs",
+]

@@ -97,7 +97,7 @@ class Behaviour:
         self.rules: list[tuple[str, deque[Action]]] = []
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
-        self._log = open(log_path, "a", encoding="utf-8") if log_path else None
+        self._log = open(log_path, "a", encoding="utf-8") if log_path else None  # noqa: SIM115 - lives as long as the server
         self._n = 0
 
     def script(self, match: str, *actions: Action) -> None:
@@ -246,7 +246,7 @@ class OpenAIServer:
         self._loop.run_forever()
         self._loop.close()
 
-    def start(self) -> "OpenAIServer":
+    def start(self) -> OpenAIServer:
         self._thread = threading.Thread(target=self._run, name="openai-loopback", daemon=True)
         self._thread.start()
         if not self._ready.wait(10):
@@ -265,10 +265,10 @@ class OpenAIServer:
         if self._thread:
             self._thread.join(5)
 
-    def __enter__(self) -> "OpenAIServer":
+    def __enter__(self) -> OpenAIServer:  # noqa: PYI034
         return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
 

@@ -21,9 +21,9 @@ KEY = "sk-test-secret-0123456789"
 
 
 def cfg(srv, out: Path, **kw) -> GenerateConfig:
-    base = dict(input=str(SAMPLE), out=out, teacher="openai/loopback", api_base=srv.url, api_key=KEY, depth=5,
-                pairs="adjacent", concurrency=8, programs_dir=REPO / "programs", transport="litellm",
-                max_retries=3, timeout=10)
+    base = {"input": str(SAMPLE), "out": out, "teacher": "openai/loopback", "api_base": srv.url, "api_key": KEY,
+            "depth": 5, "pairs": "adjacent", "concurrency": 8, "programs_dir": REPO / "programs",
+            "transport": "litellm", "max_retries": 3, "timeout": 10}
     base.update(kw)
     return GenerateConfig(**base)
 
@@ -336,7 +336,7 @@ def test_cli_budget_exit_code_3(openai_server, tmp_path, monkeypatch, capsys):
 def test_cli_merge(openai_server, tmp_path, monkeypatch, capsys):
     for i in range(2):
         run(cfg(openai_server, tmp_path / f"s{i}", shard=f"{i}/2", pairs="none"))
-    code, stdout, _ = cli(monkeypatch, capsys, "merge", str(tmp_path / "m"), str(tmp_path / "s0"), str(tmp_path / "s1"))
+    code, _, _ = cli(monkeypatch, capsys, "merge", str(tmp_path / "m"), str(tmp_path / "s0"), str(tmp_path / "s1"))
     assert code == 0 and manifest(tmp_path / "m").counts["direct"].records == 15
 
 

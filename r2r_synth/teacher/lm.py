@@ -236,12 +236,12 @@ def completion_cost(response: Any, *, model: str | None = None) -> float | None:
         return float(known)
     try:
         cost = litellm.completion_cost(completion_response=response)
-    except Exception:  # litellm raises a bare Exception ("model isn't mapped yet") for unknown models
+    except Exception:  # noqa: BLE001 - litellm raises a bare Exception ("model isn't mapped yet") for unknown models
         if model is None:
             return None
         try:
             cost = litellm.completion_cost(completion_response=response, model=model)
-        except Exception:
+        except Exception:  # noqa: BLE001 - litellm's cost calculator raises bare Exception for unknown models
             return None
     return float(cost) if isinstance(cost, (int, float)) else None
 
@@ -266,7 +266,7 @@ def read_router_config(path: Path) -> dict[str, Any]:
             data = yaml.safe_load(text)
     except json.JSONDecodeError as e:
         raise InputError(f"{path}:{e.lineno}: not valid JSON ({e.msg})", hint="fix the router config") from None
-    except Exception as e:  # yaml.YAMLError carries its own line/column in the message
+    except Exception as e:  # noqa: BLE001 - yaml.YAMLError carries its own line/column in the message
         raise InputError(f"{path}: not valid YAML ({e})", hint="fix the router config") from None
     if not isinstance(data, dict) or not isinstance(data.get("model_list"), list) or not data["model_list"]:
         raise ConfigError(
@@ -403,7 +403,7 @@ def make_teacher(
 
         try:
             wire_model, provider, _, resolved_base = litellm.get_llm_provider(model, api_base=api_base)
-        except Exception as e:  # LiteLLM raises BadRequestError for a model string it cannot route
+        except Exception as e:  # noqa: BLE001 - LiteLLM raises BadRequestError for a model string it cannot route
             raise ConfigError(f"LiteLLM does not know how to reach {model!r}: {e}",
                               hint="use a LiteLLM model string such as gpt-4o, anthropic/claude-..., "
                                    "hosted_vllm/<name> with --api-base") from None
@@ -428,7 +428,7 @@ def _per_token_prices(model: str) -> tuple[float, float] | None:
 
     try:
         info = litellm.get_model_info(model)
-    except Exception:
+    except Exception:  # noqa: BLE001 - the cost map raises bare Exception for an unknown model
         return None
     p, c = info.get("input_cost_per_token"), info.get("output_cost_per_token")
     return (float(p), float(c)) if isinstance(p, (int, float)) and isinstance(c, (int, float)) else None
@@ -452,7 +452,7 @@ def _open_router(teacher: str | None, *, router: Path, temperature: float, max_t
         settings.setdefault("timeout", timeout)
     try:
         r = litellm.Router(model_list=data["model_list"], **settings)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - LiteLLM's Router validates with many exception types
         raise ConfigError(f"{router}: LiteLLM could not build a Router from it ({e})",
                           hint="see https://docs.litellm.ai/docs/routing for the config format") from None
     gen: dict[str, Any] = {"temperature": temperature}
@@ -484,7 +484,7 @@ def price(teacher: Teacher, *, prompt_tokens: int, completion_tokens: int) -> fl
         return None
     try:
         p, c = litellm.cost_per_token(model=models[0], prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
-    except Exception:  # "model isn't mapped yet"
+    except Exception:  # noqa: BLE001 - "model isn't mapped yet"
         return None
     return float(p + c)
 
@@ -498,6 +498,6 @@ def is_priced(teacher: Teacher) -> bool:
             return all(
                 litellm.cost_per_token(model=d["litellm_params"]["model"], prompt_tokens=1, completion_tokens=1)
                 for d in teacher.router.model_list if d.get("model_name") == teacher.name)
-        except Exception:
+        except Exception:  # noqa: BLE001 - an unpriced deployment
             return False
     return price(teacher, prompt_tokens=1000, completion_tokens=1000) is not None
