@@ -377,10 +377,19 @@ def _page(run: Run, summary: dict[str, KindSummary], table, sections: list[str])
             ["programs", ", ".join(f"{k} ({v})" for k, v in m.programs.items()) or "none"],
             ["started", f"{m.started_at:%Y-%m-%d %H:%M:%S} UTC"],
             ["wall time", f"{m.wall_s:.1f} s" if m.wall_s is not None else "unknown"],
-            ["tokens", (f"{m.usage.prompt_tokens:,} prompt + {m.usage.completion_tokens:,} completion "
-                        f"= {m.usage.total_tokens:,}")],
-            ["cost", "unknown" if m.cost is None else f"${m.cost:.4f}"],
         ]
+    # Tokens and cost are summed over the records on disk: a manifest counts the sessions it saw, and a
+    # session killed without a clean stop never reaches it.
+    kinds = [s for s in summary.values() if s.records]
+    prompt, completion = sum(s.prompt_tokens for s in kinds), sum(s.completion_tokens for s in kinds)
+    costs = [s.cost for s in kinds if s.cost is not None]
+    unknown = sum(s.cost_unknown for s in kinds)
+    info.append(["tokens (all records)", f"{prompt:,} prompt + {completion:,} completion = {prompt + completion:,}"])
+    info.append(["cost (all records)", (f"${sum(costs):.4f}" if costs else "unknown")
+                 + (f" ({unknown} records with unknown cost)" if costs and unknown else "")])
+    if m is not None and m.usage.total_tokens != sum(s.total_tokens for s in kinds):
+        info.append(["tokens (manifest)", f"{m.usage.total_tokens:,} (the sessions the manifest recorded)"])
+    if m is not None:
         if m.extra.get("provenance") == "imported":
             info.append(["imported from", ", ".join(x["path"] for x in m.extra.get("sources", []))])
     else:

@@ -1,0 +1,38 @@
+#!/usr/bin/env python3
+"""Usage: scripts/check_publish_folder.py RUN_DIR FOLDER  (FOLDER from `r2r-synth publish RUN_DIR --dry-run --out FOLDER`)
+
+Checks the dry-run folder loads with datasets for every config, row counts equal the run's record
+files, the card's YAML configs validate (datasets' MetadataConfigs) and match the configs present."""
+import glob
+import sys
+import tempfile
+from pathlib import Path
+
+import datasets
+import yaml
+from datasets.utils.metadata import MetadataConfigs
+from huggingface_hub import DatasetCard
+
+run, folder = Path(sys.argv[1]), Path(sys.argv[2])
+card = DatasetCard.load(folder / "README.md")
+meta = yaml.safe_load((folder / "README.md").read_text().split("---\n")[1])
+configs = MetadataConfigs.from_dataset_card_data(card.data)
+present = sorted(p.stem for p in run.glob("*.jsonl") if p.stem != "rejects" and p.stat().st_size)
+print("configs in card:", list(configs), "| record files with rows:", present)
+assert sorted(configs) == present
+ok = True
+with tempfile.TemporaryDirectory() as cache:
+    for c in meta["configs"]:
+        for df in c["data_files"]:
+            assert glob.glob(str(folder / df["path"])), df
+        kind = c["config_name"]
+        ds = datasets.load_dataset(str(folder), name=kind, cache_dir=cache)
+        lines = sum(1 for line in (run / f"{kind}.jsonl").open() if line.strip())
+        rows = {s: len(ds[s]) for s in ds}
+        qs = [set(ds[s]["qid"]) for s in ds]
+        disjoint = all(not (a & b) for i, a in enumerate(qs) for b in qs[i + 1:])
+        print(f"{kind:11s} file lines {lines:5d}  loaded rows {sum(rows.values()):5d} {rows}  query-disjoint splits: {disjoint}")
+        ok &= lines == sum(rows.values()) and disjoint
+print("license:", meta["license"], "| task_categories:", meta["task_categories"], "| size:", meta["size_categories"])
+print("BAR", "PASS" if ok else "FAIL")
+sys.exit(0 if ok else 1)
