@@ -579,7 +579,8 @@ def publish(
 
     api = HfApi(token=token)
     log.info("creating (or reusing) dataset repo %s", repo_id)
-    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+    # private=None (not False) leaves an organization's default visibility alone.
+    api.create_repo(repo_id, repo_type="dataset", private=True if private else None, exist_ok=True)
     if revision:
         api.create_branch(repo_id, branch=revision, repo_type="dataset", exist_ok=True)
     try:
