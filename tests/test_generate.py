@@ -397,3 +397,9 @@ def test_bad_router_config(tmp_path):
     p.write_text("model_list:\n  - model_name: t\n")
     with pytest.raises(ConfigError, match=r"model_list\[0\] needs `model_name` and `litellm_params.model`"):
         read_router_config(p)
+
+
+def test_self_hosted_server_without_a_key_through_litellm(openai_server, tmp_path, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    res = run(cfg(openai_server, tmp_path / "run", api_key=None, transport="litellm", pairs="none", limit=1))
+    assert res.manifest.counts["direct"].records == 5

@@ -384,6 +384,10 @@ def make_teacher(
     client: dict[str, Any] = {}
     if api_base:
         client["api_base"] = api_base
+    if api_key is None and api_base and _needs_placeholder_key(model):
+        # A self-hosted OpenAI-compatible server (vLLM, llama.cpp, TGI) usually takes no key, but
+        # LiteLLM's OpenAI client refuses to send a request without one (and reports it as a 500).
+        api_key = "EMPTY"
     if api_key:
         client["api_key"] = api_key
     if timeout is not None:
@@ -420,6 +424,16 @@ def make_teacher(
                                            wire_model=wire_model, api_key=api_key, timeout=timeout)
             teacher._prices = _per_token_prices(model)
     return teacher
+
+
+def _needs_placeholder_key(model: str) -> bool:
+    """An OpenAI-compatible provider whose key variable is unset (e.g. OPENAI_API_KEY for `openai/`)."""
+    from r2r_synth.config import env
+
+    provider = model.split("/", 1)[0] if "/" in model else "openai"
+    if provider not in OPENAI_COMPATIBLE:
+        return False
+    return not env(f"{provider.upper()}_API_KEY")
 
 
 def _per_token_prices(model: str) -> tuple[float, float] | None:
