@@ -252,7 +252,7 @@ def _print_estimate(est) -> None:  # r2r_synth.generate.DryRunEstimate
     t.add_row("already done (skipped)", f"{est.skipped_done:,}")
     t.add_row("LM calls (comparisons ask both orders)", f"{est.calls:,}")
     t.add_row("prompt tokens", f"{est.prompt_tokens:,}")
-    t.add_row(f"completion tokens (≤{est.completion_tokens_assumed_per_call}/call)", f"{est.completion_tokens:,}")
+    t.add_row(f"completion tokens (assumed {est.completion_tokens_assumed_per_call}/call)", f"{est.completion_tokens:,}")
     t.add_row("cost", "unknown (not in LiteLLM's cost map)" if est.cost is None else f"${est.cost:.4f}")
     console.print(t)
 

@@ -664,6 +664,15 @@ def generate(
     if teacher is not None:
         return _generate_with(config, candidates, programs, teacher, on_progress, command, backoff_base, backoff_cap)
 
+    if config.dry_run and config.teacher is None and config.router is None:
+        # Counting needs the embedded teacher's prompts (its adapter), not its server: do not start it.
+        from r2r_synth.teacher.embedded import EMBEDDED_NAME, MODEL_ALIAS, EmbeddedJSONAdapter
+        from r2r_synth.teacher.lm import make_teacher
+
+        offline = make_teacher(f"openai/{MODEL_ALIAS}", name=EMBEDDED_NAME, adapter=EmbeddedJSONAdapter(),
+                               embedded=True, transport="litellm")
+        return _generate_with(config, candidates, programs, offline, on_progress, command, backoff_base, backoff_cap)
+
     from r2r_synth.teacher.lm import open_teacher
 
     with open_teacher(config.teacher, api_base=config.api_base, api_key=config.api_key,
