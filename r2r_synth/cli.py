@@ -186,7 +186,14 @@ class _GenerateProgress:
     """Rich progress for `generate`: done / rejected / cost / rate / ETA (the library only calls back)."""
 
     def __init__(self) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self._p = Progress(
             TextColumn("[bold]generate"), BarColumn(), MofNCompleteColumn(),
@@ -197,7 +204,7 @@ class _GenerateProgress:
         self._task = None
         self._stopped = False
 
-    def __enter__(self) -> "_GenerateProgress":
+    def __enter__(self) -> _GenerateProgress:  # noqa: PYI034
         self._p.start()
         return self
 
@@ -210,8 +217,8 @@ class _GenerateProgress:
             self._stopped = True
 
     def update(self, pr) -> None:  # r2r_synth.generate.Progress
-        fields = dict(done=pr.done, rejected=pr.rejected,
-                      cost="cost n/a" if pr.cost is None else f"${pr.cost:.4f}", rate=f"{pr.rate:.1f} req/s")
+        fields = {"done": pr.done, "rejected": pr.rejected,
+                  "cost": "cost n/a" if pr.cost is None else f"${pr.cost:.4f}", "rate": f"{pr.rate:.1f} req/s"}
         if self._task is None:
             self._task = self._p.add_task("generate", total=pr.total, completed=pr.skipped + pr.finished, **fields)
         else:
