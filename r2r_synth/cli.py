@@ -622,6 +622,9 @@ def evaluate(
                                                       "nDCG@10, RR@10, R@100.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Pairs per model call.")] = 32,
     api_base: ApiBaseOpt = None,
+    api_key: Annotated[str | None, typer.Option("--api-key", show_default=False,
+                                                help="API key for teacher systems (default: the provider's env var). "
+                                                "Never written out.")] = None,
     programs_dir: ProgramsDirOpt = Path("programs"),
     concurrency: ConcurrencyOpt = 8,
     device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, ... (default: best available).")] = None,
@@ -635,7 +638,7 @@ def evaluate(
     from r2r_synth.evaluate import evaluate as run_evaluate
 
     config = EvaluateConfig(input=input, qrels=qrels, systems=system, out=out, limit=limit, depth=depth,
-                            batch_size=batch_size, api_base=api_base, programs_dir=programs_dir,
+                            batch_size=batch_size, api_base=api_base, api_key=api_key, programs_dir=programs_dir,
                             concurrency=concurrency, device=device,
                             **({"measures": measure} if measure else {}))
     tasks: dict[str, int] = {}

@@ -89,6 +89,7 @@ class EvaluateConfig(CommandConfig):
     measures: list[str] = ["nDCG@10", "RR@10", "R@100"]
     batch_size: int = 32
     api_base: str | None = None
+    api_key: str | None = None  # passed to LiteLLM for teacher systems; never written out
     programs_dir: Path = DEFAULT_PROGRAMS_DIR
     concurrency: int = 8
     device: str | None = None

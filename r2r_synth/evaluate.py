@@ -120,7 +120,7 @@ def _teacher(name: str, spec: str, model: str, *, config: EvaluateConfig) -> Sys
 
     stack = contextlib.ExitStack()
     teacher = stack.enter_context(
-        open_teacher(None if model == "embedded" else model, api_base=config.api_base)
+        open_teacher(None if model == "embedded" else model, api_base=config.api_base, api_key=config.api_key)
     )
     program = load_program("direct", programs_dir=config.programs_dir)
     system = System(name=name, spec=spec, score=lambda q, d: [], close=stack.close)

@@ -154,3 +154,15 @@ def test_cli_bad_system_exits_2(rankgpt, tmp_path):
     proc = subprocess.run([R2R, "evaluate", "-i", str(cands), "--qrels", str(qrels), "--system", "nope",
                            "--out", str(tmp_path / "ev")], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "not a known system" in proc.stderr
+
+
+def test_teacher_system_through_litellm(rankgpt, tmp_path, openai_server):
+    cands, qrels = rankgpt
+    ev = evaluate(EvaluateConfig(input=str(cands), qrels=qrels, systems=["teacher:openai/loopback"],
+                                 api_base=openai_server.url, api_key="sk-test-key-123456", programs_dir=tmp_path,
+                                 out=tmp_path / "ev"))
+    row = ev.report["systems"]["teacher:openai/loopback"]
+    assert row["failures"] == 0 and row["pairs"] == 8 and 0 <= row["nDCG@10"] <= 1
+    assert len(openai_server.requests) == 8  # one direct call per (query, document)
+    saved = (tmp_path / "ev" / "evaluation.json").read_text()
+    assert "sk-test-key-123456" not in saved and '"api_key": "***"' in saved

@@ -403,6 +403,8 @@ def train_student(view: TrainingView, *, config: TrainConfig, out_dir: Path) -> 
     )
     result = trainer.train()
     wall = time.perf_counter() - started
+    if ckpt.is_dir() and not any(ckpt.iterdir()):
+        ckpt.rmdir()  # save_strategy="no" leaves the trainer's output_dir empty
     student = CrossEncoderStudent(model, path=Path(out_dir))
     student.save(Path(out_dir))
     write_r2r_config(
