@@ -130,7 +130,7 @@ def _teacher(name: str, spec: str, model: str, *, config: EvaluateConfig) -> Sys
             try:
                 pred = await program.module.acall(query=query, document=doc)
                 return float(pred.score)
-            except Exception as e:  # one failed call must not sink the evaluation: it ranks last
+            except Exception as e:  # noqa: BLE001 - one failed call must not sink the evaluation: it ranks last
                 log.warning("teacher call failed: %s", e)
                 system.failures += 1
                 return -1.0

@@ -61,7 +61,7 @@ class Student(ABC):
 
     @classmethod
     @abstractmethod
-    def load(cls, path: Path, *, device: str | None = None) -> "Student":
+    def load(cls, path: Path, *, device: str | None = None) -> Student:
         """Load a student that `save` wrote."""
 
 

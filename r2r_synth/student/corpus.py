@@ -135,7 +135,7 @@ class TrainingView:
     def has_permutations(self) -> bool:
         return self.counts["listwise"] > 0
 
-    def limit(self, n: int | None) -> "TrainingView":
+    def limit(self, n: int | None) -> TrainingView:
         """The first `n` queries (for pilots); the same view when `n` is None."""
         if n is None or n >= len(self.queries):
             return self

@@ -214,7 +214,7 @@ class CrossEncoderStudent(Student):
         return out_dir
 
     @classmethod
-    def load(cls, path: Path, *, device: str | None = None) -> "CrossEncoderStudent":
+    def load(cls, path: Path, *, device: str | None = None) -> CrossEncoderStudent:
         from sentence_transformers import CrossEncoder
 
         return cls(CrossEncoder(str(path), device=device, local_files_only=True), path=Path(path))

@@ -34,5 +34,5 @@ class WeightedLoss(nn.Module):
         return self.weight * self.loss(inputs, labels, **kwargs)
 
     def get_config_dict(self) -> dict[str, Any]:
-        inner = getattr(self.loss, "get_config_dict", lambda: {})()
+        inner = getattr(self.loss, "get_config_dict", dict)()
         return {"loss": type(self.loss).__name__, "weight": self.weight, **inner}
