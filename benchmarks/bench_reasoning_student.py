@@ -100,6 +100,9 @@ def main() -> int:
     # 2. rerank DL19
     qrels = read_qrels(args.dl19 / "qrels.txt")
     cands = load_candidates(args.dl19 / "bm25_top100.json", qrels=args.dl19 / "qrels.txt", limit=args.limit)
+    # ir_measures averages over every query of the qrels (a query missing from the run counts 0), so a
+    # --limit run is scored against the qrels of the queries it ranked, BM25 included.
+    qrels = {c.query.qid: qrels[c.query.qid] for c in cands if c.query.qid in qrels}
     bm25_run = {c.query.qid: {d.docid: -float(r) for r, d in enumerate(c.documents)} for c in cands}
     rows = [("BM25 (first stage)", ir_eval(qrels, bm25_run), None)]
     systems = [] if args.skip_untrained else [("untrained SmolLM2-135M judge", "untrained")]
@@ -135,8 +138,10 @@ def main() -> int:
     print(f"\nexplain: query {c.query.text!r}\n  top doc {best.docid} (gold {c.gold(best.docid)}): "
           f"{best.full_text()[:160]}...\n  student: {student.explain(c.query.text, best.full_text())}")
     trained = rows[-1][1]["nDCG@10"]
-    ok = trained > BM25_DL19
-    print(f"\nbar: trained nDCG@10 {trained:.4f} {'>' if ok else '<='} BM25 {BM25_DL19} -> {'PASS' if ok else 'MISS'}")
+    # The bar is BM25 on the same queries (0.5058 on all 43 of DL19, the published figure).
+    ok = trained > bm25
+    print(f"\nbar: trained nDCG@10 {trained:.4f} {'>' if ok else '<='} BM25 {bm25:.4f} (all 43 queries: "
+          f"{BM25_DL19}) -> {'PASS' if ok else 'MISS'}")
     return 0 if ok else 1
 
 
