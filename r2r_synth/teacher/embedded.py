@@ -216,6 +216,7 @@ def serve_embedded(
     port: int | None = None,
     startup_timeout: float = STARTUP_TIMEOUT_S,
     server_module: str = SERVER_MODULE,
+    prompt_cache: bool = True,
 ) -> Iterator[EmbeddedServer]:
     """Run llama-cpp-python's OpenAI-compatible server on 127.0.0.1 for the `with` block.
 
@@ -250,6 +251,11 @@ def serve_embedded(
         "--logits_all", "False",
         "--verbose", "False",
     ]
+    if prompt_cache:
+        # llama.cpp reuses the KV cache only for the prefix shared with the *previous* request; when
+        # direct and comparison requests alternate, each would re-read its ~600-token system prompt.
+        # The RAM cache keeps recent states and resumes from the longest matching prefix.
+        cmd += ["--cache", "True", "--cache_type", "ram", "--cache_size", str(512 << 20)]
     log = tempfile.NamedTemporaryFile(prefix="r2r-embedded-", suffix=".log", delete=False)  # noqa: SIM115
     log_path = Path(log.name)
     logger.info("starting the embedded teacher: %s (log: %s)", " ".join(cmd), log_path)
