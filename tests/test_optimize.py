@@ -227,7 +227,8 @@ def test_generate_uses_the_optimized_program_and_records_its_hash(tmp_path):
 
 def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     exe = Path(sys.executable).with_name("r2r-synth")
-    return subprocess.run([str(exe), *args], check=False, capture_output=True, text=True, timeout=300,
+    # A generous timeout: two LiteLLM imports take minutes on a loaded, shared 2-core machine.
+    return subprocess.run([str(exe), *args], check=False, capture_output=True, text=True, timeout=900,
                           env={**os.environ, **(env or {})})
 
 
