@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -59,7 +59,7 @@ class Candidates(Strict):
     qrels: dict[str, int] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _check(self) -> "Candidates":
+    def _check(self) -> Candidates:
         if self.scores is not None and len(self.scores) != len(self.documents):
             raise ValueError(
                 f"scores has {len(self.scores)} entries but documents has {len(self.documents)}; "
@@ -84,7 +84,7 @@ class Usage(Strict):
     completion_tokens: int = 0
     total_tokens: int = 0
 
-    def __add__(self, other: "Usage") -> "Usage":
+    def __add__(self, other: Usage) -> Usage:
         return Usage(
             prompt_tokens=self.prompt_tokens + other.prompt_tokens,
             completion_tokens=self.completion_tokens + other.completion_tokens,
@@ -93,7 +93,7 @@ class Usage(Strict):
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Provenance(Strict):
@@ -161,7 +161,7 @@ class ComparisonRecord(Strict):
     provenance: Provenance
 
     @model_validator(mode="after")
-    def _check(self) -> "ComparisonRecord":
+    def _check(self) -> ComparisonRecord:
         if self.doc_a.docid == self.doc_b.docid:
             raise ValueError(f"doc_a and doc_b are the same document ({self.doc_a.docid!r})")
         if self.swapped is not None and self.swap_agrees is None:
@@ -189,7 +189,7 @@ class ListwiseRecord(Strict):
     provenance: Provenance
 
     @model_validator(mode="after")
-    def _check(self) -> "ListwiseRecord":
+    def _check(self) -> ListwiseRecord:
         window = [d.docid for d in self.documents]
         if sorted(window) != sorted(self.ranking):
             raise ValueError(f"ranking {self.ranking} is not a permutation of the window {window}")
