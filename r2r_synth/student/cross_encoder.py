@@ -48,7 +48,9 @@ DEFAULTS: dict[str, Any] = {
     "pointwise_weight": 1.0,
     "pairwise_weight": 1.0,
     # "probe": fit the fresh head on frozen features before fine-tuning (LP-FT); "random": don't.
-    "head_init": "probe",
+    # Random is the default: on DL19 a linear probe of the base's frozen pair features ranked below
+    # BM25 (nDCG@10 0.40-0.44 on the top 30), so the fitted head is no better a start.
+    "head_init": "random",
     "probe_pairs": 300,
 }
 
