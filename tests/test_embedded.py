@@ -47,15 +47,14 @@ def test_missing_llama_cpp_says_how_to_install_it():
         require_server(module="no_such_llama_cpp.server")
     assert "pip install 'r2r-synth[local]'" in e.value.hint
     # serve_embedded checks before it starts anything
-    with pytest.raises(ConfigError, match="no_such_llama_cpp"):
-        with serve_embedded(server_module="no_such_llama_cpp.server"):
-            pass
+    with pytest.raises(ConfigError, match="no_such_llama_cpp"), serve_embedded(server_module="no_such_llama_cpp.server"):
+        pass
 
 
 def test_missing_model_file_is_a_config_error(tmp_path):
-    with pytest.raises(ConfigError, match=r"absent\.gguf: no such GGUF file"):
-        with serve_embedded(model_path=tmp_path / "absent.gguf"):
-            pass
+    with pytest.raises(ConfigError, match=r"absent\.gguf: no such GGUF file"), \
+            serve_embedded(model_path=tmp_path / "absent.gguf"):
+        pass
 
 
 # --------------------------------------------------------------------------- the adapter
@@ -115,9 +114,9 @@ def test_the_prompt_lists_the_output_fields_in_decoding_order():
 def test_a_server_that_dies_at_start_reports_its_log(tmp_path):
     bad = tmp_path / "broken.gguf"
     bad.write_bytes(b"this is not a GGUF file\n" * 100)
-    with pytest.raises(TeacherError, match=r"exited with code .* while starting; its log .* ends with"):
-        with serve_embedded(model_path=bad, startup_timeout=120):
-            pass
+    with pytest.raises(TeacherError, match=r"exited with code .* while starting; its log .* ends with"), \
+            serve_embedded(model_path=bad, startup_timeout=120):
+        pass
 
 
 @pytest.mark.slow
@@ -153,7 +152,7 @@ def test_embedded_teacher_judges_two_dl19_queries_through_litellm(dl19):
         # What went over the wire: LiteLLM passed the schema through to the loopback server.
         sent = teacher.lm.history[-1]["kwargs"]
         assert sent["response_format"]["type"] == "json_object"
-        assert list(sent["response_format"]["schema"]["properties"])[0] == "preferred"
+        assert next(iter(sent["response_format"]["schema"]["properties"])) == "preferred"
 
     # The server is gone once the block exits.
     with pytest.raises(httpx.HTTPError):

@@ -178,14 +178,20 @@ def _server_env() -> dict[str, str]:
     return env
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    # Linux: the server is killed when the process that started it dies, even by SIGKILL, so a
-    # killed `generate` never leaves an orphaned server holding a port and two cores. SIGKILL, not
-    # SIGTERM: uvicorn's graceful shutdown waits for the request in flight, which nobody will read.
+def _die_with_parent_fn() -> Any:
+    """Linux: a function for `preexec_fn` that has the kernel SIGKILL the server when the process
+    that started it dies (even by SIGKILL), so a killed `generate` never leaves an orphaned server
+    holding a port and two cores. SIGKILL, not SIGTERM: uvicorn's graceful shutdown waits for the
+    request in flight, which nobody will read. libc is loaded here, in the parent, so the child
+    runs no imports between fork and exec."""
+    if not sys.platform.startswith("linux"):
+        return None
     import ctypes
+    import functools
 
     PR_SET_PDEATHSIG = 1
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    return functools.partial(prctl, PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _tail(path: Path, n: int = 2000) -> str:
@@ -265,7 +271,7 @@ def serve_embedded(
         stdout=log,
         stderr=subprocess.STDOUT,
         env=_server_env(),
-        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        preexec_fn=_die_with_parent_fn(),  # noqa: PLW1509 - prctl only; no Python code runs in the child
     )
     log.close()
     api_base = f"http://127.0.0.1:{port}/v1"
