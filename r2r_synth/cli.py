@@ -701,9 +701,24 @@ def rerank(
 # ----------------------------------------------------------------- entry point
 
 
+def _terminate_as_interrupt(signum, frame) -> None:
+    # `timeout`, schedulers and `kill` send SIGTERM. Turned into KeyboardInterrupt, it runs the same
+    # cleanup as Ctrl-C: generate writes its manifest (status "interrupted"), servers are stopped.
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
-        app(standalone_mode=False)
+        # Outside standalone mode typer *returns* exit codes (typer.Exit(n), 130 after Ctrl-C) rather
+        # than exiting: pass them on, or every such exit would look like success.
+        rc = app(standalone_mode=False)
+        if isinstance(rc, int) and rc:
+            if rc == 130:
+                console.print("[yellow]interrupted[/]")
+            sys.exit(rc)
     except R2RError as e:
         console.print(f"[bold red]error:[/] {escape(e.message)}", highlight=False)
         if e.hint:
