@@ -147,3 +147,11 @@ def test_gepa_metric_signature_matches_installed_gepa():
     for fn in (M.direct_feedback_metric, M.comparison_feedback_metric):
         inspect.signature(fn).bind(None, None, None, None, None)
         assert list(inspect.signature(fn).parameters) == proto[:5]
+
+
+def test_ir_eval_averages_over_the_runs_judged_queries_only():
+    # A run over a --limit slice is scored on its own queries, not diluted by the qrels' others.
+    qrels = {"1": {"a": 1}, "2": {"b": 1}, "3": {"c": 1}}
+    run = {"1": {"a": 2.0, "x": 1.0}}
+    assert M.ir_eval(qrels, run, measures=["nDCG@10"]) == {"nDCG@10": pytest.approx(1.0)}
+    assert set(M.ir_eval_per_query(qrels, run, measures=["nDCG@10"])) == {"1"}
