@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -45,7 +44,13 @@ from pydantic import ValidationError
 from r2r_synth import __version__
 from r2r_synth.config import GenerateConfig, scrub
 from r2r_synth.errors import BudgetExceeded, ConfigError, InputError, TeacherError
-from r2r_synth.io.jsonl import JsonlAppender, iter_json_lines, truncate_torn_tail, write_jsonl_atomic
+from r2r_synth.io.jsonl import (
+    JsonlAppender,
+    describe_validation,
+    iter_json_lines,
+    truncate_torn_tail,
+    write_jsonl_atomic,
+)
 from r2r_synth.pairs import (
     PairStrategy,
     check_pairs_possible,
@@ -68,6 +73,7 @@ from r2r_synth.schemas import (
     Provenance,
     Reject,
     Usage,
+    package_versions,
     request_key,
     utcnow,
 )
@@ -508,8 +514,7 @@ _PLACEHOLDER = Provenance(teacher="-", program="-", program_hash="-", prompt_has
 
 def _short(e: BaseException) -> str:
     if isinstance(e, ValidationError):
-        errs = e.errors()[:3]
-        return "; ".join(f"{'.'.join(str(x) for x in err['loc']) or '(record)'}: {err['msg']}" for err in errs)
+        return describe_validation(e)
     text = str(e).strip().splitlines()
     return (text[0] if text else type(e).__name__)[:300]
 
@@ -559,18 +564,6 @@ def _line_counts(run_dir: Path) -> dict[str, Counts]:
             if k in counts:
                 counts[k].rejects += 1
     return counts
-
-
-def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {"python": sys.version.split()[0], "r2r-synth": __version__}
-    for pkg in ("dspy", "litellm", "pydantic"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    return out
 
 
 def _previous_manifest(run_dir: Path) -> Manifest | None:
@@ -786,7 +779,7 @@ def _manifest(config: GenerateConfig, run_dir: Path, teacher: Any, programs: dic
         counts=counts,
         usage=usage,
         cost=cost,
-        versions=_versions(),
+        versions=package_versions("dspy", "litellm", "pydantic"),
         started_at=(prev.started_at if prev else started_at),
         finished_at=utcnow(),
         wall_s=round(sum(s["wall_s"] for s in sessions), 3),
@@ -935,7 +928,7 @@ def merge_runs(out: Path | str, run_dirs: list[Path], *, command: str = "", forc
         teacher=teachers[0] if len(teachers) == 1 else "mixed:" + ",".join(teachers),
         programs=first.programs, prompts=first.prompts, counts=counts, usage=usage,
         cost=None if any(c is None for c in costs) else sum(costs),  # type: ignore[arg-type]
-        versions=_versions(), started_at=min(m.started_at for _, m in manifests), finished_at=utcnow(),
+        versions=package_versions("dspy", "litellm", "pydantic"), started_at=min(m.started_at for _, m in manifests), finished_at=utcnow(),
         wall_s=sum(m.wall_s or 0.0 for _, m in manifests), status=status,  # type: ignore[arg-type]
         shard=None,
         extra={"merged_from": [{"dir": str(d), "shard": m.shard, "status": m.status, "teacher": m.teacher,

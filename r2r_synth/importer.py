@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import platform
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -39,6 +38,7 @@ from r2r_synth.schemas import (
     Manifest,
     Reject,
     Usage,
+    package_versions,
     stable_hash,
 )
 
@@ -57,18 +57,6 @@ class ImportResult:
     queries: int
     files: list[dict[str, Any]] = field(default_factory=list)
     reject_reasons: dict[str, int] = field(default_factory=dict)
-
-
-def _versions() -> dict[str, str]:
-    from importlib import metadata
-
-    out = {"python": platform.python_version(), "r2r-synth": __version__}
-    for dist in ("pydantic",):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
 
 
 def _file_sha256(path: Path) -> str:
@@ -188,7 +176,7 @@ def import_r2r(
         counts={"listwise": Counts(requested=n_rec + n_rej, records=n_rec, rejects=n_rej)},
         usage=Usage(),
         cost=None,  # what the original teacher cost is unknown; never a guess
-        versions=_versions(),
+        versions=package_versions("pydantic"),
         started_at=started,
         finished_at=finished,
         wall_s=round(time.monotonic() - t0, 3),

@@ -257,6 +257,22 @@ class Manifest(Strict):
 # --------------------------------------------------------------------------- keys
 
 
+def package_versions(*dists: str) -> dict[str, str]:
+    """Python, r2r-synth and each installed distribution's version, for a Manifest's `versions`."""
+    import platform
+    from importlib import metadata
+
+    from r2r_synth import __version__
+
+    out = {"python": platform.python_version(), "r2r-synth": __version__}
+    for dist in dists:
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
 def stable_hash(obj: Any, n: int = 16) -> str:
     """sha256 of the canonical JSON of `obj`, truncated to `n` hex digits."""
     blob = json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)

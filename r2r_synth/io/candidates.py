@@ -21,7 +21,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from r2r_synth.errors import InputError
-from r2r_synth.io.jsonl import _describe as describe_validation, iter_json_lines
+from r2r_synth.io.jsonl import describe_validation, iter_json_lines
 from r2r_synth.io.trec import Qrels, candidates_from_run, open_text, read_qrels
 from r2r_synth.schemas import Candidates
 

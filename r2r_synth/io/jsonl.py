@@ -22,7 +22,8 @@ from r2r_synth.errors import InputError
 M = TypeVar("M", bound=BaseModel)
 
 
-def _describe(err: ValidationError) -> str:
+def describe_validation(err: ValidationError) -> str:
+    """The first three errors of a pydantic ValidationError as `field: message; ...`."""
     parts = []
     for e in err.errors()[:3]:
         loc = ".".join(str(x) for x in e["loc"]) or "(row)"
@@ -67,7 +68,7 @@ def read_jsonl(path: Path | str, model: type[M], *, tolerate_torn_tail: bool = F
             yield model.model_validate(obj)
         except ValidationError as e:
             raise InputError(
-                f"{path}:{i}: not a valid {model.__name__} record: {_describe(e)}",
+                f"{path}:{i}: not a valid {model.__name__} record: {describe_validation(e)}",
                 hint=f"see `r2r-synth schema` for the fields a {model.__name__} takes",
             ) from None
 
