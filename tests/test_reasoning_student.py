@@ -245,6 +245,14 @@ def test_options_resolve_defaults_and_refuse_what_does_not_apply(tiny_base, corp
     with pytest.raises(ConfigError, match="all loss weights are 0"):
         resolve_options(_config(corpus_file, tiny_base, Path("x"), pairwise_weight=0, listwise_weight=0,
                                 generation_weight=0), base="tiny")
+    with pytest.raises(ConfigError, match="--hard-negatives applies to the cross-encoder student only"):
+        resolve_options(_config(corpus_file, tiny_base, Path("x"), hard_negatives=4), base="tiny")
+
+
+def test_cpu_budget_knobs_come_from_the_command(tiny_base, corpus_file):
+    opts = resolve_options(_config(corpus_file, tiny_base, Path("x"), train_layers=2, max_reason_tokens=24),
+                           base="tiny")
+    assert opts.train_layers == 2 and opts.max_reason_tokens == 24
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -275,6 +283,8 @@ def test_saved_model_reloads_with_plain_transformers_and_scores_identically(trai
     got = student.score(query, docs, batch_size=2)
     again = load_student(out).score(query, docs)
     assert again == pytest.approx(got, abs=1e-5)
+    with pytest.raises(ConfigError, match="int8 loading is for the cross-encoder student"):
+        load_student(out, int8=True)
     # plain transformers, no r2r-synth code on the model side: full logits at the prompt's end
     model = transformers.AutoModelForCausalLM.from_pretrained(out)
     tok = transformers.AutoTokenizer.from_pretrained(out)

@@ -61,8 +61,9 @@ class Student(ABC):
 
     @classmethod
     @abstractmethod
-    def load(cls, path: Path, *, device: str | None = None) -> Student:
-        """Load a student that `save` wrote."""
+    def load(cls, path: Path, *, device: str | None = None, int8: bool = False) -> Student:
+        """Load a student that `save` wrote; `int8` asks for int8 weights on the CPU where the kind
+        supports it (the cross-encoder) and is a `ConfigError` where it does not."""
 
 
 def student_class(kind: str) -> type[Student]:
@@ -96,10 +97,10 @@ def read_r2r_config(path: Path) -> dict[str, Any]:
         raise InputError(f"{f}: not valid JSON ({e.msg})", hint="retrain, or restore the file") from None
 
 
-def load_student(path: Path | str, *, device: str | None = None) -> Student:
+def load_student(path: Path | str, *, device: str | None = None, int8: bool = False) -> Student:
     """Load any student `r2r-synth train` wrote, dispatching on `r2r_config.json`."""
     path = Path(path)
     if not path.is_dir():
         raise InputError(f"{path}: no such model directory", hint="pass the --out directory of `r2r-synth train`")
     kind = read_r2r_config(path).get("student")
-    return student_class(str(kind)).load(path, device=device)
+    return student_class(str(kind)).load(path, device=device, int8=int8)

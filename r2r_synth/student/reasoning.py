@@ -335,7 +335,12 @@ def resolve_options(config: TrainConfig, *, base: str, n_params: int | None = No
         "device": config.device,
         "learning_rate": config.learning_rate or (2e-4 if lora else 5e-5),
     }
-    for name in ("pairwise_weight", "listwise_weight", "generation_weight", "negatives", "batch_size"):
+    for name in ("encoder", "hard_negatives", "distill_weight", "temperature"):
+        if getattr(config, name) is not None:
+            raise ConfigError(f"--{name.replace('_', '-')} applies to the cross-encoder student only",
+                              hint=f"drop --{name.replace('_', '-')} or train --student cross-encoder")
+    for name in ("pairwise_weight", "listwise_weight", "generation_weight", "negatives", "batch_size",
+                 "train_layers", "max_reason_tokens"):
         if getattr(config, name) is not None:
             kw[name] = getattr(config, name)
     if config.max_length is not None:
@@ -715,8 +720,12 @@ class ReasoningStudent(Student):
         return out_dir
 
     @classmethod
-    def load(cls, path: Path, *, device: str | None = None) -> ReasoningStudent:
+    def load(cls, path: Path, *, device: str | None = None, int8: bool = False) -> ReasoningStudent:
         from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if int8:
+            raise ConfigError("int8 loading is for the cross-encoder student",
+                              hint="drop --int8 / the student-int8: prefix for a reasoning student")
 
         path = Path(path)
         meta = read_r2r_config(path)
@@ -871,6 +880,10 @@ def train_student(view: TrainingView, *, config: TrainConfig, out_dir: Path,
     trainer.remove_callback(PrinterCallback)  # library code does not print
     trainer.add_callback(LogCallback())
     t0 = time.perf_counter()
+    if config.max_minutes:
+        from r2r_synth.student.budget import time_budget
+
+        trainer.add_callback(time_budget(config.max_minutes, started=t0))
     result = trainer.train()
     wall = time.perf_counter() - t0
     model = wrapped.lm

@@ -35,10 +35,12 @@ def train(config: TrainConfig) -> TrainResult:
         raise ConfigError(f"unknown --student {config.student!r}", hint=f"use one of: {', '.join(STUDENT_KINDS)}")
     if config.labels not in ("teacher", "gold"):
         raise ConfigError(f"unknown --labels {config.labels!r}", hint="use 'teacher' (default) or 'gold'")
-    for name in ("pointwise_weight", "pairwise_weight", "listwise_weight", "generation_weight"):
+    for name in ("pointwise_weight", "pairwise_weight", "listwise_weight", "generation_weight", "distill_weight"):
         w = getattr(config, name)
         if w is not None and w < 0:
             raise ConfigError(f"--{name.replace('_', '-')} is {w}", hint="loss weights are >= 0 (0 switches it off)")
+    if config.temperature is not None and not config.temperature > 0:
+        raise ConfigError(f"--temperature is {config.temperature}", hint="use a value > 0 (default 0.05)")
     view = load_training_view(config.corpus).limit(config.limit)
     log.info("training view: %s", view.summary())
     out = Path(config.out)
