@@ -72,9 +72,9 @@ def main() -> int:
                                           f"student-int8=student-int8:{model}"], out=args.out / "eval"))
     rows = ev.report["systems"]
     print(f"\nDL19 (BM25 top-100, {ev.report['judged_queries']} queries); student trained on {args.corpus.name}")
-    print(f"{'system':<14}{'nDCG@10':>9}{'RR@10':>8}{'R@100':>8}{'pairs/s':>9}{'median s/query':>16}")
+    print(f"{'system':<14}{'nDCG@10':>9}{'RR@10':>8}{'R@100':>8}{'pairs/s':>12}{'median s/query':>16}")
     for name, r in rows.items():
-        print(f"{name:<14}{r['nDCG@10']:>9.4f}{r['RR@10']:>8.4f}{r['R@100']:>8.4f}{r['pairs_per_s']:>9.1f}"
+        print(f"{name:<14}{r['nDCG@10']:>9.4f}{r['RR@10']:>8.4f}{r['R@100']:>8.4f}{r['pairs_per_s']:>12.1f}"
               f"{r['median_query_s']:>16.3f}")
     s, q8, b, bi = rows["student"], rows["student-int8"], rows["bm25"], rows["bi-encoder"]
     bars = [
