@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from r2r_synth.errors import InputError
+from r2r_synth.errors import ConfigError, InputError
 
 R2R_CONFIG_FILE = "r2r_config.json"
 
@@ -64,6 +64,16 @@ class Student(ABC):
     def load(cls, path: Path, *, device: str | None = None, int8: bool = False) -> Student:
         """Load a student that `save` wrote; `int8` asks for int8 weights on the CPU where the kind
         supports it (the cross-encoder) and is a `ConfigError` where it does not."""
+
+
+def refuse_knobs(config: Any, names: Sequence[str], *, belongs_to: str) -> None:
+    """ConfigError for the first of `names` that is set on `config`: a knob of the other student kind
+    (`belongs_to` names it) must not be silently ignored."""
+    for name in names:
+        if getattr(config, name) is not None:
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag} applies to the {belongs_to} student only",
+                              hint=f"drop {flag} or train --student {belongs_to}")
 
 
 def student_class(kind: str) -> type[Student]:

@@ -34,7 +34,7 @@ from typing import Any
 
 from r2r_synth.config import TrainConfig
 from r2r_synth.errors import ConfigError, InputError
-from r2r_synth.student.base import Student, write_r2r_config
+from r2r_synth.student.base import Student, refuse_knobs, write_r2r_config
 from r2r_synth.student.budget import time_budget
 from r2r_synth.student.corpus import TrainingView, ViewQuery
 
@@ -83,10 +83,7 @@ def default_base() -> str:
 
 def resolve(config: TrainConfig) -> dict[str, Any]:
     """Every knob with its effective value (the defaults filled in), for training and r2r_config."""
-    for name in ("generation_weight", "train_layers", "max_reason_tokens"):
-        if getattr(config, name) is not None:
-            raise ConfigError(f"--{name.replace('_', '-')} applies to the reasoning student only",
-                              hint=f"drop --{name.replace('_', '-')} or train --student reasoning")
+    refuse_knobs(config, ("generation_weight", "train_layers", "max_reason_tokens"), belongs_to="reasoning")
     out = {k: v for k, v in config.model_dump(mode="json").items()}
     distilling = (config.encoder or "").lower() != "none" and (config.distill_weight is None or config.distill_weight > 0)
     for k, v in DEFAULTS.items():
@@ -162,9 +159,9 @@ def build_datasets(view: TrainingView, *, knobs: dict[str, Any], seed: int,
     if knobs["distill_weight"] > 0 and knobs.get("encoder"):
         from r2r_synth.student.distill import distill_lists, score_pool
 
-        pool = score_pool(view, encoder=knobs["encoder"], device=device)
+        scored = score_pool(view, encoder=knobs["encoder"], device=device)
         lists = distill_lists(
-            view, pool, grades_of=lambda q: teacher_grades(q, labels=knobs["labels"]),
+            view, scored, grades_of=lambda q: teacher_grades(q, labels=knobs["labels"]),
             hard_negatives=int(knobs["hard_negatives"]), negatives=int(knobs["negatives"]),
             temperature=float(knobs["temperature"]), seed=seed,
         )

@@ -49,7 +49,7 @@ from torch import nn
 
 from r2r_synth.config import DEFAULT_OUTPUTS_DIR, TrainConfig
 from r2r_synth.errors import ConfigError, InputError
-from r2r_synth.student.base import R2R_CONFIG_FILE, Student, read_r2r_config, write_r2r_config
+from r2r_synth.student.base import R2R_CONFIG_FILE, Student, read_r2r_config, refuse_knobs, write_r2r_config
 from r2r_synth.student.corpus import TrainingView, ViewQuery
 
 logger = logging.getLogger(__name__)
@@ -335,10 +335,7 @@ def resolve_options(config: TrainConfig, *, base: str, n_params: int | None = No
         "device": config.device,
         "learning_rate": config.learning_rate or (2e-4 if lora else 5e-5),
     }
-    for name in ("encoder", "hard_negatives", "distill_weight", "temperature"):
-        if getattr(config, name) is not None:
-            raise ConfigError(f"--{name.replace('_', '-')} applies to the cross-encoder student only",
-                              hint=f"drop --{name.replace('_', '-')} or train --student cross-encoder")
+    refuse_knobs(config, ("encoder", "hard_negatives", "distill_weight", "temperature"), belongs_to="cross-encoder")
     for name in ("pairwise_weight", "listwise_weight", "generation_weight", "negatives", "batch_size",
                  "train_layers", "max_reason_tokens"):
         if getattr(config, name) is not None:
