@@ -41,6 +41,9 @@ def main() -> int:
     ap.add_argument("--max-length", type=int, default=None)
     ap.add_argument("--hard-negatives", type=int, default=None)
     ap.add_argument("--negatives", type=int, default=None)
+    ap.add_argument("--train-layers", type=int, default=None, help="train only the top N layers")
+    ap.add_argument("--temperature", type=float, default=None, help="distillation labels = cosine / temperature")
+    ap.add_argument("--lexical-weight", type=float, default=None, help="share of BM25 in the distillation labels")
     ap.add_argument("--max-train-s", type=float, default=1800.0)
     ap.add_argument("--max-query-s", type=float, default=2.0)
     args = ap.parse_args()
@@ -61,7 +64,9 @@ def main() -> int:
         train(TrainConfig(student="cross-encoder", corpus=[args.corpus], out=model, epochs=args.epochs,
                           limit=args.limit, batch_size=args.batch_size, learning_rate=args.lr,
                           max_length=args.max_length, hard_negatives=args.hard_negatives,
-                          negatives=args.negatives, max_minutes=args.max_minutes))
+                          negatives=args.negatives, train_layers=args.train_layers,
+                          lexical_weight=args.lexical_weight, temperature=args.temperature,
+                          max_minutes=args.max_minutes))
         train_s = time.perf_counter() - t0
     else:
         cfg = json.loads((model / "r2r_config.json").read_text())

@@ -594,8 +594,11 @@ def train(
                                                          "weight of the distillation (ListNet) loss; 0 = off.")] = None,
     temperature: Annotated[float | None, typer.Option("--temperature", help="Cross-encoder: distillation labels "
                                                       "are cosine / temperature (default 0.05).")] = None,
-    train_layers: Annotated[int | None, typer.Option("--train-layers", min=1, help="Reasoning student: train only "
-                                                     "the top N blocks (CPU budgets).")] = None,
+    lexical_weight: Annotated[float | None, typer.Option("--lexical-weight", min=0.0, max=1.0, help="Cross-encoder: "
+                                                         "share of BM25 in the distillation labels (0 = encoder "
+                                                         "only).")] = None,
+    train_layers: Annotated[int | None, typer.Option("--train-layers", min=1, help="Train only the top N "
+                                                     "transformer layers/blocks (CPU budgets).")] = None,
     max_reason_tokens: Annotated[int | None, typer.Option("--max-reason-tokens", min=1, help="Reasoning student: "
                                                           "reasoning tokens learned per example.")] = None,
     lora: Annotated[bool | None, typer.Option("--lora/--no-lora", help="Reasoning student: LoRA adapters "
@@ -614,6 +617,7 @@ def train(
         labels=labels.value, pointwise_weight=pointwise_weight, pairwise_weight=pairwise_weight,
         listwise_weight=listwise_weight, generation_weight=generation_weight, negatives=negatives, lora=lora,
         encoder=encoder, hard_negatives=hard_negatives, distill_weight=distill_weight, temperature=temperature,
+        lexical_weight=lexical_weight,
         train_layers=train_layers, max_reason_tokens=max_reason_tokens, device=device, seed=seed,
     )
     with console.status(f"training the {student.value} student (logs with -v)"):

@@ -79,8 +79,8 @@ class TrainConfig(CommandConfig):
     hard_negatives: int | None = None  # nearest passages of other queries by the encoder
     distill_weight: float | None = None
     temperature: float | None = None
-    # Reasoning student: CPU-budget knobs.
-    train_layers: int | None = None
+    lexical_weight: float | None = None  # share of BM25 in the distillation labels (0..1)
+    train_layers: int | None = None  # train only the top N layers / blocks (CPU budgets)
     max_reason_tokens: int | None = None
     lora: bool | None = None  # reasoning student: None -> LoRA when the base is large
     device: str | None = None

@@ -109,6 +109,32 @@ def test_training_moves_the_weights(tmp_path, tiny_bert):
     assert w_trained[emb].detach().equal(w_fresh[emb].detach())  # frozen by default (freeze_embeddings)
 
 
+def test_train_layers_trains_only_the_top_layers(tmp_path, tiny_bert):
+    from sentence_transformers import CrossEncoder
+
+    corpus = _r2r_file(tmp_path / "c.jsonl")
+    train(_config(tmp_path, corpus, tiny_bert, seed=3, train_layers=1))
+    trained = dict(CrossEncoder(str(tmp_path / "model")).named_parameters())
+    fresh = dict(CrossEncoder(str(tiny_bert), num_labels=1).named_parameters())
+
+    def moved(part: str) -> bool:
+        keys = [k for k in trained if part in k]
+        assert keys, part
+        return any(not trained[k].detach().equal(fresh[k].detach()) for k in keys)
+
+    assert not moved("encoder.layer.0.") and not moved("embeddings.")  # below the top layer: frozen
+    assert moved("encoder.layer.1.") and moved("classifier.")  # the top layer and the head learn
+    cfg = json.loads((tmp_path / "model" / R2R_CONFIG_FILE).read_text())
+    assert cfg["config"]["train_layers"] == 1
+
+
+def test_train_layers_above_the_depth_is_refused(tmp_path, tiny_bert):
+    cfg = _config(tmp_path, _r2r_file(tmp_path / "c.jsonl"), tiny_bert, train_layers=5)
+    with pytest.raises(ConfigError, match="--train-layers 5 but the base has 2 layers"):
+        train(cfg)
+    assert not list((tmp_path / "model").glob("*.safetensors"))  # no half-trained model left behind
+
+
 def test_explain_is_refused_with_the_fix(tmp_path, tiny_bert):
     train(_config(tmp_path, _r2r_file(tmp_path / "c.jsonl"), tiny_bert))
     student = load_student(tmp_path / "model")
@@ -158,11 +184,16 @@ def test_resolve_distills_by_default_and_teacher_objectives_step_aside(tmp_path,
     assert both["listwise_weight"] == 0.5 and both["distill_weight"] == 1.0  # asked for: kept beside distill
 
 
-@pytest.mark.parametrize("knob", [{"generation_weight": 0.2}, {"train_layers": 2}, {"max_reason_tokens": 32}])
+@pytest.mark.parametrize("knob", [{"generation_weight": 0.2}, {"max_reason_tokens": 32}])
 def test_reasoning_knobs_are_refused_with_the_fix(tmp_path, tiny_bert, knob):
     name = next(iter(knob)).replace("_", "-")
     with pytest.raises(ConfigError, match=f"--{name} applies to the reasoning student only"):
         resolve(_config(tmp_path, tmp_path, tiny_bert, **knob))
+
+
+def test_lexical_weight_without_distillation_is_refused(tmp_path, tiny_bert):
+    with pytest.raises(ConfigError, match="--lexical-weight mixes BM25 into the distillation labels, and distillation is off"):
+        resolve(_config(tmp_path, tmp_path, tiny_bert, lexical_weight=0.3))  # _config: --encoder none
 
 
 def test_zero_temperature_is_refused(tmp_path, tiny_bert):

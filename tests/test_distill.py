@@ -11,7 +11,7 @@ import pytest
 from r2r_synth.errors import InputError
 from r2r_synth.student.corpus import load_training_view
 from r2r_synth.student.cross_encoder import teacher_grades
-from r2r_synth.student.distill import distill_lists, reorder, score_pool
+from r2r_synth.student.distill import distill_lists, fuse, reorder, score_pool
 
 pytest.importorskip("sentence_transformers")
 
@@ -75,3 +75,47 @@ def test_bad_temperature_is_refused(tmp_path, tiny_bert):
     pool = score_pool(view, encoder=str(tiny_bert), device="cpu")
     with pytest.raises(InputError, match="distillation temperature is -1"):
         distill_lists(view, pool, grades_of=teacher_grades, hard_negatives=1, negatives=1, temperature=-1, seed=0)
+
+
+def test_fuse_mixes_z_scores_on_the_cosines_scale():
+    import numpy as np
+
+    cos = np.array([0.9, 0.5, 0.1, 0.3])
+    bm25 = np.array([0.0, 12.0, 3.0, 6.0])
+    assert fuse(cos, bm25, 0.0) == pytest.approx(cos)
+    lexical = fuse(cos, bm25, 1.0)
+    assert list(np.argsort(-lexical)) == [1, 3, 2, 0]  # BM25's order ...
+    assert lexical.mean() == pytest.approx(cos.mean()) and lexical.std() == pytest.approx(cos.std())  # ... cos' scale
+    assert fuse(cos, np.zeros(4), 0.5) == pytest.approx(cos.mean() + 0.5 * (cos - cos.mean()))  # no spread: no say
+
+
+def test_lexical_weight_fuses_bm25_into_the_labels(tmp_path, tiny_bert):
+    import numpy as np
+
+    view = _view(tmp_path)
+    pool = score_pool(view, encoder=str(tiny_bert), device="cpu", lexical=True)
+    assert pool.lexical.shape == pool.sims.shape
+    q0 = [j for j, o in enumerate(pool.owners) if o == view.queries[0].qid]
+    assert pool.lexical[0][q0[0]] > 0 and pool.lexical[0][q0[2]] == 0  # "solar panels ..." vs "cooking pasta"
+    cols = distill_lists(view, pool, grades_of=lambda q: {}, hard_negatives=2, negatives=2, temperature=0.1,
+                         seed=0, lexical_weight=1.0)
+    for i in range(len(TOPICS)):
+        bm25 = [pool.lexical[i][pool.texts.index(t)] for t in cols["docs"][i]]
+        labels = cols["labels"][i]
+        for a in range(len(bm25)):
+            for b in range(len(bm25)):
+                if bm25[a] > bm25[b]:
+                    assert labels[a] > labels[b]
+    plain = distill_lists(view, pool, grades_of=lambda q: {}, hard_negatives=2, negatives=2, temperature=0.1, seed=0)
+    assert plain["docs"] == cols["docs"] and not np.allclose(plain["labels"][0], cols["labels"][0])
+
+
+def test_lexical_weight_needs_bm25_scores(tmp_path, tiny_bert):
+    view = _view(tmp_path)
+    pool = score_pool(view, encoder=str(tiny_bert), device="cpu")
+    with pytest.raises(InputError, match="a lexical weight needs BM25 scores"):
+        distill_lists(view, pool, grades_of=teacher_grades, hard_negatives=1, negatives=1, temperature=0.1, seed=0,
+                      lexical_weight=0.3)
+    with pytest.raises(InputError, match="the lexical weight is 1.5"):
+        distill_lists(view, pool, grades_of=teacher_grades, hard_negatives=1, negatives=1, temperature=0.1, seed=0,
+                      lexical_weight=1.5)

@@ -83,6 +83,19 @@ def test_bm25_k_is_validated_and_capped():
         BM25Index.build([])
 
 
+def test_bm25_score_all_is_the_search_scores_as_a_matrix():
+    docs = [Document(docid=d, title=t, text=x) for d, t, x in DOCS]
+    index = BM25Index.build(docs)
+    queries = [q for _, q in QUERIES]
+    matrix = index.score_all(queries)
+    assert matrix.shape == (len(queries), len(docs))
+    for row, hits in zip(matrix, index.search(queries, k=len(docs))):
+        expected = dict(hits)
+        for j, d in enumerate(docs):
+            assert row[j] == pytest.approx(expected.get(d.docid, 0.0))  # 0 where no term is shared
+    assert not matrix[2].any()  # the query with no corpus term
+
+
 # --------------------------------------------------------------------------- BEIR directories
 
 

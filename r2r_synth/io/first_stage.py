@@ -70,17 +70,30 @@ class BM25Index:
             raise InputError(f"k must be at least 1, got {k}", hint="ask for a positive number of candidates")
         if not queries:
             return []
-        k = min(k, len(self.docids))
-        # update_vocab=False: query words the corpus never saw cannot match anything; they are dropped
-        # (a query with none left becomes the empty token and scores 0 everywhere).
+        # update_vocab=False (in _search_idx): query words the corpus never saw cannot match anything;
+        # they are dropped (a query with none left becomes the empty token and scores 0 everywhere).
+        out: list[list[tuple[str, float]]] = []
+        for hits in self._search_idx(queries, k=min(k, len(self.docids))):
+            # Re-sort with the document's position as tie-break so equal scores come out in a stable order.
+            out.append([(self.docids[i], s) for i, s in sorted(hits, key=lambda t: (-t[1], t[0]))])
+        return out
+
+    def score_all(self, queries: Sequence[str]) -> Any:
+        """BM25 of every query against every indexed document: a numpy array, queries x documents
+        (0 where a document shares no term with the query)."""
+        import numpy as np
+
+        out = np.zeros((len(queries), len(self.docids)), dtype=np.float32)
+        for row, hits in enumerate(self._search_idx(queries, k=len(self.docids))):
+            for i, score in hits:
+                out[row, i] = score
+        return out
+
+    def _search_idx(self, queries: Sequence[str], *, k: int) -> list[list[tuple[int, float]]]:
         ids = self.tokenizer.tokenize(list(queries), update_vocab=False, return_as="ids", show_progress=False)
         idx, scores = self.retriever.retrieve(ids, k=k, show_progress=False, n_threads=0)
-        out: list[list[tuple[str, float]]] = []
-        for row_idx, row_scores in zip(idx.tolist(), scores.tolist()):
-            # Re-sort with the document's position as tie-break so equal scores come out in a stable order.
-            hits = sorted(((s, i) for i, s in zip(row_idx, row_scores) if s > 0), key=lambda t: (-t[0], t[1]))
-            out.append([(self.docids[i], float(s)) for s, i in hits])
-        return out
+        return [[(i, float(s)) for i, s in zip(r_idx, r_scores) if s > 0]
+                for r_idx, r_scores in zip(idx.tolist(), scores.tolist())]
 
 
 def bm25_run(

@@ -54,6 +54,7 @@ DEFAULTS: dict[str, Any] = {
     "hard_negatives": 8,
     "temperature": 0.05,  # cosines / 0.05: the encoder's 0.3 -> 0.7 spread becomes 6 -> 14 logits
     "distill_weight": 1.0,
+    "lexical_weight": 0.0,
     # Teacher-label objectives: on by default only when there is no encoder to distill from.
     "listwise_weight": 1.0,
     "pointwise_weight": 1.0,
@@ -83,7 +84,7 @@ def default_base() -> str:
 
 def resolve(config: TrainConfig) -> dict[str, Any]:
     """Every knob with its effective value (the defaults filled in), for training and r2r_config."""
-    refuse_knobs(config, ("generation_weight", "train_layers", "max_reason_tokens"), belongs_to="reasoning")
+    refuse_knobs(config, ("generation_weight", "max_reason_tokens"), belongs_to="reasoning")
     out = {k: v for k, v in config.model_dump(mode="json").items()}
     distilling = (config.encoder or "").lower() != "none" and (config.distill_weight is None or config.distill_weight > 0)
     for k, v in DEFAULTS.items():
@@ -92,7 +93,11 @@ def resolve(config: TrainConfig) -> dict[str, Any]:
             out[k] = 0.0 if (distilling and teacher_objective) else v
     out["base"] = config.base or default_base()
     if not distilling:
-        out["encoder"], out["distill_weight"] = None, 0.0
+        if config.lexical_weight:
+            raise ConfigError("--lexical-weight mixes BM25 into the distillation labels, and distillation is off "
+                              "(--encoder none or --distill-weight 0)",
+                              hint="drop --lexical-weight, or keep the encoder on")
+        out["encoder"], out["distill_weight"], out["lexical_weight"] = None, 0.0, 0.0
     elif not config.encoder:
         # all-MiniLM-L6-v2 scores the lists whatever the base: it ships offline and ranks well.
         out["encoder"] = default_base()
@@ -159,11 +164,12 @@ def build_datasets(view: TrainingView, *, knobs: dict[str, Any], seed: int,
     if knobs["distill_weight"] > 0 and knobs.get("encoder"):
         from r2r_synth.student.distill import distill_lists, score_pool
 
-        scored = score_pool(view, encoder=knobs["encoder"], device=device)
+        lexical = float(knobs["lexical_weight"])
+        scored = score_pool(view, encoder=knobs["encoder"], device=device, lexical=lexical > 0)
         lists = distill_lists(
             view, scored, grades_of=lambda q: teacher_grades(q, labels=knobs["labels"]),
             hard_negatives=int(knobs["hard_negatives"]), negatives=int(knobs["negatives"]),
-            temperature=float(knobs["temperature"]), seed=seed,
+            temperature=float(knobs["temperature"]), seed=seed, lexical_weight=lexical,
         )
         if lists["query"]:
             out["distill"] = lists
@@ -292,6 +298,28 @@ def build_model(base: str, *, max_length: int, device: str | None = None) -> Any
         ) from None
 
 
+def freeze_below(model: Any, train_layers: int) -> None:
+    """Freeze the embeddings and every transformer layer but the top `train_layers`; the pooler and
+    the scoring head stay trainable. The frozen layers need no backward pass."""
+    import torch
+
+    stacks = [m for n, m in model.named_modules()
+              if isinstance(m, torch.nn.ModuleList) and n.rsplit(".", 1)[-1] in ("layer", "layers")]
+    if not stacks:
+        raise ConfigError("--train-layers needs an encoder with a `layer` / `layers` list (BERT-style)",
+                          hint="leave --train-layers unset to train every layer")
+    blocks = list(stacks[0])
+    if train_layers > len(blocks):
+        raise ConfigError(f"--train-layers {train_layers} but the base has {len(blocks)} layers",
+                          hint=f"use a value from 1 to {len(blocks)}")
+    model.get_input_embeddings().weight.requires_grad_(False)
+    for block in blocks[: len(blocks) - train_layers]:
+        block.requires_grad_(False)
+    for name, mod in model.named_modules():
+        if name.endswith("embeddings") and not isinstance(mod, torch.nn.ModuleList):
+            mod.requires_grad_(False)
+
+
 def _head(model: Any) -> tuple[str, Any] | None:
     """(name, module) of the freshly initialized scoring head: the last `nn.Linear` with one output."""
     import torch
@@ -400,6 +428,11 @@ def train_student(view: TrainingView, *, config: TrainConfig, out_dir: Path) -> 
     knobs = resolve(config)
     torch.manual_seed(config.seed)
     started = time.perf_counter()  # mining and scoring the lists count as training time
+    model = build_model(knobs["base"], max_length=int(knobs["max_length"]), device=config.device)
+    if knobs["freeze_embeddings"]:
+        model.model.get_input_embeddings().weight.requires_grad_(False)
+    if knobs.get("train_layers"):
+        freeze_below(model.model, int(knobs["train_layers"]))
     columns = build_datasets(view, knobs=knobs, seed=config.seed, device=config.device)
     if not columns:
         raise InputError(
@@ -407,9 +440,6 @@ def train_student(view: TrainingView, *, config: TrainConfig, out_dir: Path) -> 
             "permutations or preferences with a positive loss weight)",
             hint="train on direct/comparison/listwise records, or check the --*-weight options",
         )
-    model = build_model(knobs["base"], max_length=int(knobs["max_length"]), device=config.device)
-    if knobs["freeze_embeddings"]:
-        model.model.get_input_embeddings().weight.requires_grad_(False)
 
     datasets: dict[str, Any] = {}
     loss_fns: dict[str, Any] = {}

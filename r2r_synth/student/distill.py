@@ -11,6 +11,11 @@ nothing about how they compare with the thousands of passages a reranker will me
   handed out in the teacher's order (best first). The scale stays the encoder's (how close these
   passages are to the query compared with the negatives); the order among them is the teacher's.
 
+With `lexical_weight` w > 0 the labels fuse the encoder with BM25 (over the view's own passages), the
+way a hybrid retriever does: per list, z(cosine) and z(BM25) are mixed (1 - w) : w and mapped back
+onto the cosines' spread, so `temperature` keeps its meaning. On DL19 such a fusion of the base with
+BM25 (w = 0.3) ranks at nDCG@10 0.6585 against the base's 0.6424: a better teacher for the lists.
+
 The cross-encoder learns the lists with ListNet (softmax cross-entropy against the labels divided by
 a temperature). Gold labels, when the caller trains on them on purpose, take the teacher's place in
 the re-ordering; the two are never mixed.
@@ -38,11 +43,14 @@ class PoolScores:
     docids: list[str]
     texts: list[str]
     sims: Any  # numpy array, queries x pool
+    lexical: Any = None  # BM25, queries x pool (score_pool(lexical=True))
 
 
-def score_pool(view: TrainingView, *, encoder: str, device: str | None = None, batch_size: int = 64) -> PoolScores:
+def score_pool(view: TrainingView, *, encoder: str, device: str | None = None, batch_size: int = 64,
+               lexical: bool = False) -> PoolScores:
     """Embed the view's queries and documents with the sentence-transformers model `encoder` (a
-    local directory or HF id) and return their cosine similarities."""
+    local directory or HF id) and return their cosine similarities (and, with `lexical`, the BM25
+    of every query against every pool document)."""
     from pathlib import Path
 
     from sentence_transformers import SentenceTransformer
@@ -64,7 +72,28 @@ def score_pool(view: TrainingView, *, encoder: str, device: str | None = None, b
     kw = {"batch_size": batch_size, "normalize_embeddings": True, "convert_to_numpy": True, "show_progress_bar": False}
     docs = model.encode(texts, **kw)
     queries = model.encode([q.text for q in view.queries], **kw)
-    return PoolScores(owners=owners, docids=docids, texts=texts, sims=queries @ docs.T)
+    bm25 = None
+    if lexical:
+        from r2r_synth.io.first_stage import BM25Index
+        from r2r_synth.schemas import Document
+
+        index = BM25Index.build([Document(docid=str(j), text=t) for j, t in enumerate(texts)])
+        bm25 = index.score_all([q.text for q in view.queries])
+    return PoolScores(owners=owners, docids=docids, texts=texts, sims=queries @ docs.T, lexical=bm25)
+
+
+def fuse(cos: Any, bm25: Any, weight: float) -> Any:
+    """Mix z(cos) and z(bm25) (1 - weight) : weight and map the mix back onto the cosines' mean and
+    spread. A constant column (no spread) contributes zeros."""
+    import numpy as np
+
+    def z(x: Any) -> Any:
+        sd = x.std()
+        return (x - x.mean()) / sd if sd > 0 else np.zeros_like(x)
+
+    cos = np.asarray(cos, dtype=np.float64)
+    mixed = (1.0 - weight) * z(cos) + weight * z(np.asarray(bm25, dtype=np.float64))
+    return cos.mean() + cos.std() * mixed
 
 
 def reorder(own: dict[str, float], grades: dict[str, float]) -> dict[str, float]:
@@ -91,14 +120,19 @@ def distill_lists(
     negatives: int,
     temperature: float,
     seed: int,
+    lexical_weight: float = 0.0,
 ) -> dict[str, list]:
     """ListNet columns (`query`, `docs`, `labels`): per query its own documents, re-ordered by the
     teacher, then `hard_negatives` nearest and `negatives` random documents of other queries, every
-    label an encoder cosine divided by `temperature`."""
+    label an encoder cosine (fused with BM25 when `lexical_weight` > 0) divided by `temperature`."""
     import numpy as np
 
     if temperature <= 0:
         raise InputError(f"the distillation temperature is {temperature}", hint="use a value > 0, e.g. 0.05")
+    if not 0.0 <= lexical_weight <= 1.0:
+        raise InputError(f"the lexical weight is {lexical_weight}", hint="use a value from 0 (encoder only) to 1")
+    if lexical_weight > 0 and pool.lexical is None:
+        raise InputError("a lexical weight needs BM25 scores", hint="score the pool with score_pool(..., lexical=True)")
     rng = random.Random(seed)
     owners = np.asarray(pool.owners)
     cols: dict[str, list] = {"query": [], "docs": [], "labels": []}
@@ -110,9 +144,14 @@ def distill_lists(
         taken = set(hard)
         rest = [j for j in other.tolist() if j not in taken]
         easy = rng.sample(rest, min(negatives, len(rest)))
-        own = reorder({pool.docids[j]: float(sims[j]) for j in own_idx}, grades_of(q))
-        docs = [pool.texts[j] for j in own_idx] + [pool.texts[j] for j in hard + easy]
-        labels = [own[pool.docids[j]] for j in own_idx] + [float(sims[j]) for j in hard + easy]
+        members = own_idx.tolist() + hard + easy
+        values = sims[members]
+        if lexical_weight > 0:
+            values = fuse(values, pool.lexical[i][members], lexical_weight)
+        score = dict(zip(members, (float(v) for v in values)))
+        own = reorder({pool.docids[j]: score[j] for j in own_idx}, grades_of(q))
+        docs = [pool.texts[j] for j in members]
+        labels = [own[pool.docids[j]] for j in own_idx] + [score[j] for j in hard + easy]
         if len(docs) < 2:
             continue  # a one-document list has no order to learn; its query still trains other objectives
         cols["query"].append(q.text)

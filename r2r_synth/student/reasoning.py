@@ -335,7 +335,8 @@ def resolve_options(config: TrainConfig, *, base: str, n_params: int | None = No
         "device": config.device,
         "learning_rate": config.learning_rate or (2e-4 if lora else 5e-5),
     }
-    refuse_knobs(config, ("encoder", "hard_negatives", "distill_weight", "temperature"), belongs_to="cross-encoder")
+    refuse_knobs(config, ("encoder", "hard_negatives", "distill_weight", "temperature",
+                          "lexical_weight"), belongs_to="cross-encoder")
     for name in ("pairwise_weight", "listwise_weight", "generation_weight", "negatives", "batch_size",
                  "train_layers", "max_reason_tokens"):
         if getattr(config, name) is not None:
