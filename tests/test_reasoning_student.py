@@ -247,6 +247,8 @@ def test_options_resolve_defaults_and_refuse_what_does_not_apply(tiny_base, corp
                                 generation_weight=0), base="tiny")
     with pytest.raises(ConfigError, match="--hard-negatives applies to the cross-encoder student only"):
         resolve_options(_config(corpus_file, tiny_base, Path("x"), hard_negatives=4), base="tiny")
+    with pytest.raises(ConfigError, match="--lexical-weight applies to the cross-encoder student only"):
+        resolve_options(_config(corpus_file, tiny_base, Path("x"), lexical_weight=0.3), base="tiny")
 
 
 def test_cpu_budget_knobs_come_from_the_command(tiny_base, corpus_file):
