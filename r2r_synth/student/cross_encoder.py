@@ -511,7 +511,8 @@ def train_student(view: TrainingView, *, config: TrainConfig, out_dir: Path) -> 
             "probe": probe,
             "train": {"wall_s": round(wall, 1), "steps": result.global_step,
                       "loss": round(float(result.training_loss), 5),
-                      "stopped_by_max_minutes": bool(budget and budget.stopped_at_step is not None)},
+                      "stopped_by_max_minutes": bool(budget and budget.stopped_at_step is not None),
+                      "annealed_from_step": budget.annealed_from_step if budget else None},
         },
     )
     return student

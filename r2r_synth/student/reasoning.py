@@ -878,10 +878,12 @@ def train_student(view: TrainingView, *, config: TrainConfig, out_dir: Path,
     trainer.remove_callback(PrinterCallback)  # library code does not print
     trainer.add_callback(LogCallback())
     t0 = time.perf_counter()
+    budget = None
     if config.max_minutes:
         from r2r_synth.student.budget import time_budget
 
-        trainer.add_callback(time_budget(config.max_minutes, started=t0))
+        budget = time_budget(config.max_minutes, started=t0)
+        trainer.add_callback(budget)
     result = trainer.train()
     wall = time.perf_counter() - t0
     model = wrapped.lm
@@ -898,6 +900,8 @@ def train_student(view: TrainingView, *, config: TrainConfig, out_dir: Path,
         "tokens_per_s": round(trainer.tokens_seen / wall, 1) if wall > 0 else None,
         "parameters": n_params,
         "queries": len(groups),
+        "stopped_at_step": budget.stopped_at_step if budget else None,  # --max-minutes ended the run
+        "annealed_from_step": budget.annealed_from_step if budget else None,  # the clock led the schedule
         "first_loss": history[0]["loss"] if history else None,
         "last_loss": history[-1]["loss"] if history else None,
         "log": history,
