@@ -324,9 +324,16 @@ def test_train_layers_freezes_the_lower_blocks(tiny_base, corpus_file, tmp_path)
     student = train_student(load_training_view([corpus_file]), config=cfg, out_dir=tmp_path, train_layers=1)
     assert student.config["options"]["train_layers"] == 1
     base = transformers.AutoModelForCausalLM.from_pretrained(tiny_base).state_dict()
-    after = student.model.state_dict()
-    changed = {n for n, p in after.items() if not torch.equal(p, base[n])}
+    after = student.model.state_dict()  # on the GPU where there is one: compare on the CPU
+    changed = {n for n, p in after.items() if not torch.equal(p.cpu(), base[n])}
     assert changed and all(n.startswith(("model.layers.1.", "model.norm.")) for n in changed), changed
+
+
+def test_train_layers_above_the_depth_is_refused_before_training(tiny_base, corpus_file, tmp_path):
+    cfg = _config(corpus_file, tiny_base, tmp_path / "out", max_steps=3, negatives=0)
+    with pytest.raises(ConfigError, match=r"--train-layers 9 but the base has 2 decoder blocks"):
+        train_student(load_training_view([corpus_file]), config=cfg, out_dir=tmp_path / "out", train_layers=9)
+    assert not (tmp_path / "out" / "r2r_config.json").exists()
 
 
 def test_load_refuses_a_directory_of_another_student(tmp_path):

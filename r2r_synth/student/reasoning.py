@@ -803,6 +803,9 @@ def _freeze_below(model: nn.Module, train_layers: int) -> None:
     if blocks is None:
         raise ConfigError("train_layers needs a decoder with a `layers` list (Llama-style)",
                           hint="leave train_layers unset to train every weight")
+    if not 1 <= train_layers <= len(blocks):
+        raise ConfigError(f"--train-layers {train_layers} but the base has {len(blocks)} decoder blocks",
+                          hint=f"use a value from 1 to {len(blocks)}, or leave it unset to train every weight")
     keep = {id(p) for b in list(blocks)[-train_layers:] for p in b.parameters()}
     keep |= {id(p) for p in getattr(decoder, "norm", nn.Identity()).parameters()}
     for p in model.parameters():
