@@ -43,6 +43,7 @@ def time_budget(max_minutes: float, *, started: float | None = None) -> Any:
 
         def on_step_begin(self, args: Any, state: Any, control: Any, *, optimizer: Any = None,
                           lr_scheduler: Any = None, **kwargs: Any) -> Any:
+            lr_scheduler = getattr(lr_scheduler, "scheduler", lr_scheduler)  # accelerate's wrapper, if any
             lambdas = getattr(lr_scheduler, "lr_lambdas", None)
             if optimizer is None or not lambdas or not state.max_steps:
                 return control
