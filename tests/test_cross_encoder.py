@@ -132,7 +132,16 @@ def test_train_layers_above_the_depth_is_refused(tmp_path, tiny_bert):
     cfg = _config(tmp_path, _r2r_file(tmp_path / "c.jsonl"), tiny_bert, train_layers=5)
     with pytest.raises(ConfigError, match="--train-layers 5 but the base has 2 layers"):
         train(cfg)
-    assert not list((tmp_path / "model").glob("*.safetensors"))  # no half-trained model left behind
+    assert not (tmp_path / "model").exists()  # the directory the refused run created is gone
+
+
+def test_a_refused_run_keeps_what_an_existing_out_dir_held(tmp_path, tiny_bert):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "notes.txt").write_text("mine")
+    cfg = _config(tmp_path, _r2r_file(tmp_path / "c.jsonl"), tiny_bert, train_layers=5)
+    with pytest.raises(ConfigError, match="--train-layers 5"):
+        train(cfg)
+    assert [p.name for p in (tmp_path / "model").iterdir()] == ["notes.txt"]
 
 
 def test_explain_is_refused_with_the_fix(tmp_path, tiny_bert):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,13 +45,21 @@ def train(config: TrainConfig) -> TrainResult:
     view = load_training_view(config.corpus).limit(config.limit)
     log.info("training view: %s", view.summary())
     out = Path(config.out)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    if view.rejects:
-        write_jsonl_atomic(
-            out / REJECTS_FILE,
-            (Reject(kind="input", key=stable_hash([where, reason]), reason=reason, inputs={"where": where})
-             for where, reason in view.rejects),
-        )
-    module = importlib.import_module(STUDENT_CLASSES[config.student][0])
-    student = module.train_student(view, config=config, out_dir=out)
+    try:
+        if view.rejects:
+            write_jsonl_atomic(
+                out / REJECTS_FILE,
+                (Reject(kind="input", key=stable_hash([where, reason]), reason=reason, inputs={"where": where})
+                 for where, reason in view.rejects),
+            )
+        module = importlib.import_module(STUDENT_CLASSES[config.student][0])
+        student = module.train_student(view, config=config, out_dir=out)
+    except BaseException:
+        # A refused or interrupted run leaves nothing half-written: the directory it created goes
+        # (an existing one keeps what it held; the model is only written at the end of training).
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     return TrainResult(student=student, out=out, view=view)
