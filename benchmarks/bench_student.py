@@ -44,6 +44,7 @@ def main() -> int:
     ap.add_argument("--train-layers", type=int, default=None, help="train only the top N layers")
     ap.add_argument("--temperature", type=float, default=None, help="distillation labels = cosine / temperature")
     ap.add_argument("--lexical-weight", type=float, default=None, help="share of BM25 in the distillation labels")
+    ap.add_argument("--seed", type=int, default=42, help="training seed (negatives drawn, data order, head init)")
     ap.add_argument("--max-train-s", type=float, default=1800.0)
     ap.add_argument("--max-query-s", type=float, default=2.0)
     ap.add_argument("--skip-int8", action="store_true",
@@ -69,7 +70,7 @@ def main() -> int:
                           max_length=args.max_length, hard_negatives=args.hard_negatives,
                           negatives=args.negatives, train_layers=args.train_layers,
                           lexical_weight=args.lexical_weight, temperature=args.temperature,
-                          max_minutes=args.max_minutes))
+                          max_minutes=args.max_minutes, seed=args.seed))
         train_s = time.perf_counter() - t0
     else:
         cfg = json.loads((model / "r2r_config.json").read_text())
