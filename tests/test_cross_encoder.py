@@ -128,6 +128,14 @@ def test_train_layers_trains_only_the_top_layers(tmp_path, tiny_bert):
     assert cfg["config"]["train_layers"] == 1
 
 
+def test_gold_labels_on_a_corpus_without_gold_are_refused(tmp_path, tiny_bert):
+    # R2R's release carries the teacher's order only: asking for gold must not train on anything else.
+    cfg = _config(tmp_path, _r2r_file(tmp_path / "c.jsonl"), tiny_bert, labels="gold", encoder=None)
+    with pytest.raises(InputError, match=r"--labels gold, but no document of .*c\.jsonl carries a gold label"):
+        train(cfg)
+    assert not (tmp_path / "model").exists()
+
+
 def test_train_layers_above_the_depth_is_refused(tmp_path, tiny_bert):
     cfg = _config(tmp_path, _r2r_file(tmp_path / "c.jsonl"), tiny_bert, train_layers=5)
     with pytest.raises(ConfigError, match="--train-layers 5 but the base has 2 layers"):

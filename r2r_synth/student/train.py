@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from r2r_synth.config import TrainConfig
-from r2r_synth.errors import ConfigError
+from r2r_synth.errors import ConfigError, InputError
 from r2r_synth.io.jsonl import write_jsonl_atomic
 from r2r_synth.schemas import REJECTS_FILE, Reject, stable_hash
 from r2r_synth.student.base import STUDENT_CLASSES, STUDENT_KINDS, Student
@@ -44,6 +44,13 @@ def train(config: TrainConfig) -> TrainResult:
         raise ConfigError(f"--temperature is {config.temperature}", hint="use a value > 0 (default 0.05)")
     view = load_training_view(config.corpus).limit(config.limit)
     log.info("training view: %s", view.summary())
+    if config.labels == "gold" and not any(d.gold is not None for q in view.queries for d in q.docs.values()):
+        # Without this the cross-encoder would distil the encoder's cosines alone and call it gold.
+        raise InputError(
+            f"--labels gold, but no document of {', '.join(map(str, config.corpus))} carries a gold label",
+            hint="train on the teacher's labels (drop --labels gold), or generate the corpus with --qrels "
+            "so its records carry the gold grades",
+        )
     out = Path(config.out)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
