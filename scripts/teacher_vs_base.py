@@ -6,8 +6,9 @@ passage or two per query with "1", and reads as MS MARCO's train judgments (the 
 1185869, marks MS MARCO's passage 0, the first line of its train qrels). On the queries with a
 marked passage this prints where the teacher's order (`re_rank_id`) and the encoder's cosine
 (all-MiniLM-L6-v2 by default, the cross-encoder's base and label encoder) put it: top-1 hits and MRR
-over the five passages, and for blends of the two orders (the encoder's cosines handed out in the
-teacher's order, mixed with its own, as `r2r_synth.student.distill.reorder` does at weight 1).
+over the five passages, and for an even blend of the two (the cosines handed out in the teacher's
+order, as `r2r_synth.student.distill.reorder` writes the distillation labels, mixed half and half
+with the cosines in their own order).
 
 A diagnostic of the data, not a benchmark: it has no bar and exits 0.
 """

@@ -131,7 +131,7 @@ def test_train_layers_trains_only_the_top_layers(tmp_path, tiny_bert):
 def test_gold_labels_on_a_corpus_without_gold_are_refused(tmp_path, tiny_bert):
     # R2R's release carries the teacher's order only: asking for gold must not train on anything else.
     cfg = _config(tmp_path, _r2r_file(tmp_path / "c.jsonl"), tiny_bert, labels="gold", encoder=None)
-    with pytest.raises(InputError, match=r"--labels gold, but no document of .*c\.jsonl carries a gold label"):
+    with pytest.raises(InputError, match=r"--labels gold, but no document of the 6 queries read from .*c\.jsonl carries a gold label"):
         train(cfg)
     assert not (tmp_path / "model").exists()
 

@@ -47,7 +47,8 @@ def train(config: TrainConfig) -> TrainResult:
     if config.labels == "gold" and not any(d.gold is not None for q in view.queries for d in q.docs.values()):
         # Without this the cross-encoder would distil the encoder's cosines alone and call it gold.
         raise InputError(
-            f"--labels gold, but no document of {', '.join(map(str, config.corpus))} carries a gold label",
+            f"--labels gold, but no document of the {len(view.queries)} queries read from "
+            f"{', '.join(map(str, config.corpus))} carries a gold label",
             hint="train on the teacher's labels (drop --labels gold), or generate the corpus with --qrels "
             "so its records carry the gold grades",
         )
