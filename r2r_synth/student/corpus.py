@@ -135,6 +135,11 @@ class TrainingView:
     def has_permutations(self) -> bool:
         return self.counts["listwise"] > 0
 
+    @property
+    def has_gold(self) -> bool:
+        """Whether any document carries a gold label (from qrels), for `--labels gold`."""
+        return any(d.gold is not None for q in self.queries for d in q.docs.values())
+
     def limit(self, n: int | None) -> TrainingView:
         """The first `n` queries (for pilots); the same view when `n` is None."""
         if n is None or n >= len(self.queries):

@@ -44,7 +44,7 @@ def train(config: TrainConfig) -> TrainResult:
         raise ConfigError(f"--temperature is {config.temperature}", hint="use a value > 0 (default 0.05)")
     view = load_training_view(config.corpus).limit(config.limit)
     log.info("training view: %s", view.summary())
-    if config.labels == "gold" and not any(d.gold is not None for q in view.queries for d in q.docs.values()):
+    if config.labels == "gold" and not view.has_gold:
         # Without this the cross-encoder would distil the encoder's cosines alone and call it gold.
         raise InputError(
             f"--labels gold, but no document of the {len(view.queries)} queries read from "
