@@ -32,9 +32,21 @@ def env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(name, default)
 
 
+_REGISTERED: set[str] = set()
+
+
+def register_secret(value: str | None) -> None:
+    """Remember a secret that came from elsewhere than the environment (e.g. `--api-key`), so that
+    `scrub` masks it in every message, log line and file for the rest of the process."""
+    if value and len(value) >= 4 and value not in ("EMPTY", "none", "None"):
+        _REGISTERED.add(value)
+
+
 def secret_values() -> list[str]:
-    """Values of secret-looking environment variables, so writers can scrub them from any output."""
-    return [v for k, v in os.environ.items() if k.upper().endswith(SECRET_ENV_SUFFIXES) and v and len(v) >= 8]
+    """Secret-looking environment variables' values and registered secrets, longest first (so a
+    secret that contains another is masked whole), for writers to scrub from any output."""
+    env_values = [v for k, v in os.environ.items() if k.upper().endswith(SECRET_ENV_SUFFIXES) and v and len(v) >= 8]
+    return sorted(set(env_values) | _REGISTERED, key=len, reverse=True)
 
 
 def scrub(text: str, extra: list[str] | None = None) -> str:

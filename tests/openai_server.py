@@ -14,8 +14,12 @@ Behaviour, per request:
 - default: `"ok"`: a valid answer for r2r-synth's DirectRelevance or Comparison signature, in the
   format the prompt asked for (DSPy's ChatAdapter field markers, or a JSON object when the request
   has a `response_format`). Answers are deterministic functions of the prompt.
+- random faults (`faults={"429": 0.2, "500": 0.1, "timeout": 0.05}`, seeded by `fault_seed`): each
+  request draws once; a "timeout" holds the reply `fault_sleep` seconds (past the client's timeout);
+- `require_key="sk-..."`: a request without `Authorization: Bearer <that key>` gets a 401;
+- `down = True`: every request gets a 503 until it is set back to False (a teacher outage);
 - request log: `requests` (in process) or one JSON line per request in `log_path` (flushed at once,
-  so it survives a SIGKILLed client).
+  so it survives a SIGKILLed client); `auth` records whether the request carried the required key.
 
 In-process use (tests): `with OpenAIServer(latency=0.01) as srv: ... srv.url ...` (a thread runs
 its event loop). Separate-process use (benchmarks, so the server's CPU does not count against the
@@ -92,8 +96,16 @@ def auto_answer(body: dict[str, Any]) -> str:
 class Behaviour:
     """What the server does: latency, scripted actions by prompt substring, a request log."""
 
-    def __init__(self, *, latency: float = 0.0, log_path: str | None = None):
+    def __init__(self, *, latency: float = 0.0, log_path: str | None = None, faults: dict[str, float] | None = None,
+                 fault_seed: int = 0, fault_sleep: float = 30.0, require_key: str | None = None):
+        import random
+
         self.latency = latency
+        self.faults = dict(faults or {})
+        self.fault_sleep = fault_sleep
+        self.require_key = require_key
+        self.down = False
+        self._rng = random.Random(fault_seed)
         self.rules: list[tuple[str, deque[Action]]] = []
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
@@ -104,15 +116,25 @@ class Behaviour:
         with self._lock:
             self.rules.append((match, deque(actions)))
 
-    def next_action(self, body: dict[str, Any]) -> Action:
+    def next_action(self, body: dict[str, Any], headers: dict[str, str] | None = None) -> Action:
         text = _all_text(body)
         with self._lock:
+            if self.require_key is not None and (headers or {}).get("authorization") != f"Bearer {self.require_key}":
+                return {"status": 401, "message": "Incorrect API key provided."}
+            if self.down:
+                return {"status": 503, "message": "the teacher is down"}
             for match, actions in self.rules:
                 if actions and match in text:
                     return actions.popleft()
+            if self.faults:
+                u, acc = self._rng.random(), 0.0
+                for kind, p in self.faults.items():
+                    acc += p
+                    if u < acc:
+                        return {"sleep": self.fault_sleep} if kind == "timeout" else {"status": int(kind)}
         return "ok"
 
-    def record(self, body: dict[str, Any], action: Action) -> None:
+    def record(self, body: dict[str, Any], action: Action, headers: dict[str, str] | None = None) -> None:
         entry = {
             "n": self._n,
             "t": time.time(),
@@ -123,6 +145,8 @@ class Behaviour:
             "seed": body.get("seed"),
             "action": action if isinstance(action, str) else {k: v for k, v in action.items() if k != "content"},
             "authorization": None,  # never logged: tests assert that keys do not leak elsewhere
+            "auth": None if self.require_key is None else
+            (headers or {}).get("authorization") == f"Bearer {self.require_key}",
         }
         with self._lock:
             self._n += 1
@@ -145,7 +169,7 @@ def _completion(body: dict[str, Any], content: str) -> dict[str, Any]:
     }
 
 
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests",
+_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 429: "Too Many Requests",
             500: "Internal Server Error", 503: "Service Unavailable"}
 
 
@@ -183,8 +207,8 @@ async def _handle(behaviour: Behaviour, reader: asyncio.StreamReader, writer: as
                 await _write(writer, 404, {"error": {"message": f"no route {method} {path}", "type": "not_found"}})
                 continue
             body = json.loads(raw or b"{}")
-            action = behaviour.next_action(body)
-            behaviour.record(body, action)
+            action = behaviour.next_action(body, headers)
+            behaviour.record(body, action, headers)
             if behaviour.latency:
                 await asyncio.sleep(behaviour.latency)
             if isinstance(action, dict) and action.get("drop"):
@@ -194,7 +218,7 @@ async def _handle(behaviour: Behaviour, reader: asyncio.StreamReader, writer: as
                 await asyncio.sleep(float(action["sleep"]))
             if isinstance(action, dict) and "status" in action:
                 status = int(action["status"])
-                err_type = "rate_limit_error" if status == 429 else "server_error"
+                err_type = {429: "rate_limit_error", 401: "invalid_request_error"}.get(status, "server_error")
                 await _write(writer, status, {"error": {"message": action.get("message", f"scripted {status}"),
                                                         "type": err_type, "code": status}})
                 continue
@@ -210,10 +234,11 @@ async def _handle(behaviour: Behaviour, reader: asyncio.StreamReader, writer: as
 class OpenAIServer:
     """The server in a background thread of this process (for tests). Use as a context manager."""
 
-    def __init__(self, *, latency: float = 0.0, log_path: str | None = None, host: str = "127.0.0.1"):
-        self.behaviour = Behaviour(latency=latency, log_path=log_path)
+    def __init__(self, *, latency: float = 0.0, log_path: str | None = None, host: str = "127.0.0.1",
+                 port: int = 0, **behaviour: Any):
+        self.behaviour = Behaviour(latency=latency, log_path=log_path, **behaviour)
         self.host = host
-        self.port: int | None = None
+        self.port: int | None = port or None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -238,7 +263,7 @@ class OpenAIServer:
 
         async def start() -> None:
             self._server = await asyncio.start_server(
-                lambda r, w: _handle(self.behaviour, r, w), self.host, 0, backlog=1024)
+                lambda r, w: _handle(self.behaviour, r, w), self.host, self.port or 0, backlog=1024)
             self.port = self._server.sockets[0].getsockname()[1]
             self._ready.set()
 
@@ -274,13 +299,21 @@ class OpenAIServer:
 
 @contextlib.contextmanager
 def spawn_server(*, latency: float = 0.0, log_path: str | None = None,
-                 script: list[tuple[str, list[Action]]] | None = None) -> Iterator[str]:
-    """Run the server in a separate process (its CPU is not the client's); yields its api_base."""
-    cmd = [sys.executable, os.path.abspath(__file__), "--latency", str(latency)]
+                 script: list[tuple[str, list[Action]]] | None = None, port: int = 0,
+                 faults: dict[str, float] | None = None, fault_seed: int = 0, fault_sleep: float = 30.0,
+                 require_key: str | None = None) -> Iterator[str]:
+    """Run the server in a separate process (its CPU is not the client's); yields its api_base.
+    A fixed `port` lets a test stop the server and start it again where the client expects it."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--latency", str(latency), "--port", str(port),
+           "--fault-seed", str(fault_seed), "--fault-sleep", str(fault_sleep)]
     if log_path:
         cmd += ["--log", log_path]
     if script:
         cmd += ["--script", json.dumps(script)]
+    if faults:
+        cmd += ["--faults", json.dumps(faults)]
+    if require_key:
+        cmd += ["--require-key", require_key]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline() if proc.stdout else ""
@@ -301,8 +334,13 @@ def _main() -> None:
     ap.add_argument("--latency", type=float, default=0.0)
     ap.add_argument("--log", default=None)
     ap.add_argument("--script", default=None, help='JSON list of [match, [actions...]]')
+    ap.add_argument("--faults", default=None, help='JSON object, e.g. {"429": 0.2, "500": 0.1, "timeout": 0.05}')
+    ap.add_argument("--fault-seed", type=int, default=0)
+    ap.add_argument("--fault-sleep", type=float, default=30.0)
+    ap.add_argument("--require-key", default=None)
     args = ap.parse_args()
-    behaviour = Behaviour(latency=args.latency, log_path=args.log)
+    behaviour = Behaviour(latency=args.latency, log_path=args.log, faults=json.loads(args.faults or "{}"),
+                          fault_seed=args.fault_seed, fault_sleep=args.fault_sleep, require_key=args.require_key)
     for match, actions in json.loads(args.script or "[]"):
         behaviour.script(match, *actions)
 

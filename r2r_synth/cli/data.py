@@ -1,0 +1,110 @@
+"""`r2r-synth publish`, `import` and `report`: what happens to a run directory after `generate`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from r2r_synth.cli.app import _command_line, app
+from r2r_synth.cli.options import OutOpt, ProgramsDirOpt, RunDirArg, SeedOpt
+
+
+@app.command()
+def publish(
+    run_dir: RunDirArg,
+    repo_id: Annotated[str, typer.Option("--repo-id", help="Dataset repository, user/name.")],
+    license: Annotated[
+        str | None,
+        typer.Option("--license", help="Hub license id of the dataset, e.g. cc-by-4.0, mit, other. Required: "
+                     "never assumed."),
+    ] = None,
+    split: Annotated[
+        str, typer.Option("--split", help="Splits by query, NAME=FRACTION,... e.g. train=0.9,test=0.1.")
+    ] = "train=1",
+    seed: SeedOpt = 0,
+    private: Annotated[bool, typer.Option("--private", help="Create the repository as private.")] = False,
+    revision: Annotated[str | None, typer.Option("--revision", help="Branch to push to (created if missing).")] = None,
+    token: Annotated[
+        str | None,
+        typer.Option("--token", help="Hugging Face token (default: HF_TOKEN or the `hf auth login` cache). "
+                     "Never written anywhere."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Push nothing: write exactly what would be pushed into --out.")
+    ] = False,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Folder for the dataset files (required with --dry-run).")
+    ] = None,
+    optimize_report: Annotated[
+        Path | None,
+        typer.Option("--optimize-report", help="Optimize report to include in the card "
+                     "(default: <programs-dir>/optimize_report.json when it exists).", exists=True, dir_okay=False),
+    ] = None,
+    programs_dir: ProgramsDirOpt = Path("programs"),
+) -> None:
+    """Publish a run as a Hugging Face dataset: one config per record kind, Parquet shards, a dataset card."""
+    from r2r_synth.config import PublishConfig
+    from r2r_synth.publish import publish as do_publish
+
+    if optimize_report is None and (programs_dir / "optimize_report.json").is_file():
+        optimize_report = programs_dir / "optimize_report.json"
+    cfg = PublishConfig(run_dir=run_dir, repo_id=repo_id, license=license, split=split, seed=seed, private=private,
+                        revision=revision, token=token, dry_run=dry_run, out=out, optimize_report=optimize_report,
+                        programs_dir=programs_dir)
+    res = do_publish(cfg.run_dir, repo_id=cfg.repo_id, license=cfg.license, split=cfg.split, seed=cfg.seed,
+                     private=cfg.private, revision=cfg.revision, token=cfg.token, dry_run=cfg.dry_run, out=cfg.out,
+                     optimize_report=cfg.optimize_report, programs_dir=cfg.programs_dir, command=_command_line(token))
+    for kind, per in res.rows.items():
+        typer.echo(f"{kind}: " + ", ".join(f"{s} {n} rows" for s, n in per.items()))
+    if res.dry_run:
+        typer.echo(f"dry run: {len(res.files)} files written to {res.folder} (nothing pushed)")
+    else:
+        typer.echo(f"pushed {len(res.files)} files ({len(res.deleted)} stale deleted): {res.commit_url}")
+
+
+@app.command("import")
+def import_cmd(
+    paths: Annotated[
+        list[Path], typer.Argument(help="R2R listwise .jsonl files (e.g. msmarco_500.jsonl).", exists=True,
+                                   dir_okay=False)
+    ],
+    out: OutOpt,
+    name: Annotated[
+        str, typer.Option("--name", help="Provenance teacher string of the records; starts with 'imported:'.")
+    ] = "imported:r2r-gpt4",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a run already in --out.")] = False,
+) -> None:
+    """Import corpora released in R2R's listwise format into a run directory (listwise records)."""
+    from r2r_synth.config import ImportConfig
+    from r2r_synth.importer import import_r2r
+
+    cfg = ImportConfig(paths=paths, out=out, name=name, overwrite=overwrite)
+    res = import_r2r(cfg.paths, out=cfg.out, name=cfg.name, overwrite=cfg.overwrite, command=_command_line(),
+                     config=cfg.public_dict())
+    typer.echo(f"{res.records} listwise records from {res.queries} queries, {res.rejects} rejects -> {res.out}")
+    for reason, n in res.reject_reasons.items():
+        typer.echo(f"  rejected {n}: {reason} (see {res.out / 'rejects.jsonl'})")
+
+
+@app.command()
+def report(
+    run_dir: RunDirArg,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (default: RUN_DIR/report).")] = None,
+    evaluation: Annotated[
+        Path | None,
+        typer.Option("--evaluation", "-e", help="JSON written by `r2r-synth evaluate`, for the nDCG@10 bars.",
+                     exists=True, dir_okay=False),
+    ] = None,
+) -> None:
+    """Write a self-contained HTML report (plots embedded) about a run directory."""
+    from r2r_synth.config import ReportConfig
+    from r2r_synth.report import build_report
+
+    cfg = ReportConfig(run_dir=run_dir, out=out, evaluation=evaluation)
+    res = build_report(cfg.run_dir, out=cfg.out, evaluation=cfg.evaluation)
+    typer.echo(f"{res.html} ({len(res.plots)} plots)")
+    for name, why in res.missing.items():
+        typer.echo(f"  no {name} plot: {why}")
+

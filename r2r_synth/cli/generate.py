@@ -1,0 +1,205 @@
+"""`r2r-synth generate` and `r2r-synth merge`: ask a teacher, merge shards."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from r2r_synth.cli.app import _command_line, app, console
+from r2r_synth.cli.options import (
+    ApiBaseOpt,
+    InputOpt,
+    LimitOpt,
+    OutOpt,
+    ProgramsDirOpt,
+    QrelsOpt,
+    SeedOpt,
+    TeacherOpt,
+)
+
+# ----------------------------------------------------------------- generate / merge
+
+
+class PairsChoice(str, Enum):
+    adjacent = "adjacent"
+    gold = "gold"
+    topk = "topk"
+    none = "none"
+
+
+@app.command()
+def generate(
+    input: InputOpt,
+    out: OutOpt,
+    qrels: QrelsOpt = None,
+    limit: LimitOpt = None,
+    teacher: TeacherOpt = None,
+    api_base: ApiBaseOpt = None,
+    api_key: Annotated[str | None, typer.Option("--api-key", envvar="R2R_API_KEY", show_default=False,
+                                                help="API key for the teacher (default: the provider's own "
+                                                "environment variable, e.g. OPENAI_API_KEY). Never recorded.")] = None,
+    router: Annotated[Path | None, typer.Option("--router", exists=True, dir_okay=False,
+                                                help="LiteLLM Router config (YAML/JSON model_list with rpm/tpm, "
+                                                "fallbacks): spread the run over many servers.")] = None,
+    transport: Annotated[str, typer.Option("--transport", help="auto: a direct pooled HTTP client for "
+                                           "OpenAI-compatible servers given by --api-base, LiteLLM otherwise; "
+                                           "litellm: always litellm.acompletion; http: always direct.")] = "auto",
+    programs_dir: ProgramsDirOpt = Path("programs"),
+    depth: Annotated[int, typer.Option("--depth", "-k", min=1, help="Top K candidates per query get direct "
+                                       "reasoning; pairs are chosen within them.")] = 10,
+    direct: Annotated[bool, typer.Option("--direct/--no-direct", help="Ask for direct reasoning.")] = True,
+    pairs: Annotated[PairsChoice, typer.Option("--pairs", help="Which pairs to compare (each asked in both "
+                                               "orders): adjacent ranks, gold-labelled vs lower, all in top K, "
+                                               "or none.")] = PairsChoice.adjacent,
+    max_pairs_per_query: Annotated[int | None, typer.Option("--max-pairs-per-query", min=1,
+                                                            help="Cap on comparisons per query.")] = 10,
+    rollouts: Annotated[int, typer.Option("--rollouts", min=1, help="Samples per request (needs "
+                                          "--temperature > 0).")] = 1,
+    temperature: Annotated[float, typer.Option("--temperature", min=0.0, help="Sampling temperature.")] = 0.0,
+    max_tokens: Annotated[int | None, typer.Option("--max-tokens", min=1, help="Cap on reply tokens.")] = None,
+    concurrency: Annotated[int | None, typer.Option("--concurrency", "-c", min=1, help="Requests in flight at "
+                                                    "once (default 16; 2 for the embedded teacher).")] = None,
+    rpm: Annotated[int | None, typer.Option("--rpm", min=1, help="Requests per minute, at most.")] = None,
+    tpm: Annotated[int | None, typer.Option("--tpm", min=1, help="Tokens per minute, at most.")] = None,
+    max_retries: Annotated[int, typer.Option("--max-retries", min=0, help="Retries on 429/5xx/timeouts "
+                                             "(exponential backoff with jitter).")] = 5,
+    parse_retries: Annotated[int, typer.Option("--parse-retries", min=0, help="Asks again after an "
+                                               "unparseable or invalid reply before it is rejected.")] = 1,
+    timeout: Annotated[float | None, typer.Option("--timeout", min=0.1, help="Seconds per request (default "
+                                                  "120; 600 for the embedded teacher).")] = None,
+    max_cost: Annotated[float | None, typer.Option("--max-cost", min=0.0, help="Stop cleanly at this many USD "
+                                                   "(the run dir's total; exit code 3; rerun to resume).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Estimate requests, tokens and cost; ask "
+                                          "nobody, write nothing.")] = False,
+    shard: Annotated[str | None, typer.Option("--shard", help="I/N: this machine's share of the queries "
+                                              "(0-based, by qid hash); merge the run dirs with `merge`.")] = None,
+    retry_rejects: Annotated[bool, typer.Option("--retry-rejects", help="Ask again for requests in "
+                                                "rejects.jsonl.")] = False,
+    seed: SeedOpt = 0,
+) -> None:
+    """Ask a teacher LLM for direct and comparison reasoning over candidates; write a run directory
+    (direct.jsonl, comparison.jsonl, rejects.jsonl, manifest.json). Rerun the same command to resume."""
+    from r2r_synth.config import GenerateConfig
+    from r2r_synth.generate import generate as run_generate
+
+    config = GenerateConfig(
+        input=input, out=out, qrels=qrels, limit=limit, teacher=teacher, api_base=api_base, api_key=api_key,
+        router=router, transport=transport, programs_dir=programs_dir, depth=depth, direct=direct, pairs=pairs.value,
+        max_pairs_per_query=max_pairs_per_query, rollouts=rollouts, temperature=temperature, max_tokens=max_tokens,
+        concurrency=concurrency, rpm=rpm, tpm=tpm, max_retries=max_retries, parse_retries=parse_retries,
+        timeout=timeout, max_cost=max_cost, dry_run=dry_run, shard=shard, retry_rejects=retry_rejects, seed=seed,
+    )
+    if dry_run:
+        result = run_generate(config, command=_command_line(api_key))
+        _print_estimate(result.estimate)
+        return
+    from r2r_synth.errors import BudgetExceeded
+
+    with _GenerateProgress() as bar:
+        try:
+            result = run_generate(config, on_progress=bar.update, command=_command_line(api_key))
+        except BudgetExceeded:
+            bar.stop()
+            _print_run_summary(out)
+            raise
+    _print_run_summary(out)
+
+
+class _GenerateProgress:
+    """Rich progress for `generate`: done / rejected / cost / rate / ETA (the library only calls back)."""
+
+    def __init__(self) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self._p = Progress(
+            TextColumn("[bold]generate"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("[green]{task.fields[done]} ok[/] [red]{task.fields[rejected]} rejected[/]"),
+            TextColumn("{task.fields[cost]}"), TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
+        )
+        self._task = None
+        self._stopped = False
+
+    def __enter__(self) -> _GenerateProgress:  # noqa: PYI034
+        self._p.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        if not self._stopped:
+            self._p.stop()
+            self._stopped = True
+
+    def update(self, pr) -> None:  # r2r_synth.generate.Progress
+        fields = {"done": pr.done, "rejected": pr.rejected,
+                  "cost": "cost n/a" if pr.cost is None else f"${pr.cost:.4f}", "rate": f"{pr.rate:.1f} req/s"}
+        if self._task is None:
+            self._task = self._p.add_task("generate", total=pr.total, completed=pr.skipped + pr.finished, **fields)
+        else:
+            self._p.update(self._task, completed=pr.skipped + pr.finished, **fields)
+
+
+def _print_run_summary(run_dir: Path) -> None:
+    from rich.table import Table
+
+    from r2r_synth.schemas import MANIFEST_FILE, Manifest
+
+    path = run_dir / MANIFEST_FILE
+    if not path.exists():
+        return
+    m = Manifest.model_validate_json(path.read_text(encoding="utf-8"))
+    t = Table(title=f"{run_dir} ({m.status}, teacher {m.teacher})")
+    for col in ("kind", "requested", "records", "rejects", "skipped (done before)"):
+        t.add_column(col, justify="right" if col != "kind" else "left")
+    for kind, c in m.counts.items():
+        t.add_row(kind, str(c.requested), str(c.records), str(c.rejects), str(c.skipped_done))
+    console.print(t)
+    session = (m.extra.get("sessions") or [{}])[-1]
+    cost = "unknown (teacher not in LiteLLM's cost map)" if m.cost is None else f"${m.cost:.4f}"
+    console.print(f"tokens {m.usage.prompt_tokens:,} in / {m.usage.completion_tokens:,} out · cost {cost} · "
+                  f"this session {session.get('wall_s', 0):.1f} s, {session.get('calls', 0)} calls, "
+                  f"{session.get('retries', 0)} retries", highlight=False)
+    typer.echo(str(run_dir))
+
+
+def _print_estimate(est) -> None:  # r2r_synth.generate.DryRunEstimate
+    from rich.table import Table
+
+    t = Table(title=f"dry run: teacher {est.teacher} (nothing was asked or written)")
+    t.add_column("what")
+    t.add_column("estimate", justify="right")
+    for kind, n in est.requests.items():
+        t.add_row(f"{kind} requests", f"{n:,}")
+    t.add_row("already done (skipped)", f"{est.skipped_done:,}")
+    t.add_row("LM calls (comparisons ask both orders)", f"{est.calls:,}")
+    t.add_row("prompt tokens", f"{est.prompt_tokens:,}")
+    t.add_row(f"completion tokens (assumed {est.completion_tokens_assumed_per_call}/call)", f"{est.completion_tokens:,}")
+    t.add_row("cost", "unknown (not in LiteLLM's cost map)" if est.cost is None else f"${est.cost:.4f}")
+    console.print(t)
+
+
+@app.command()
+def merge(
+    out: Annotated[Path, typer.Argument(help="The merged run directory (created).")],
+    run_dirs: Annotated[list[Path], typer.Argument(help="Run directories to merge (e.g. one per --shard).",
+                                                   exists=True, file_okay=False)],
+    force: Annotated[bool, typer.Option("--force", help="Replace OUT if it already holds records.")] = False,
+) -> None:
+    """Merge run directories (e.g. shards) into one corpus; fails on conflicting records for one key."""
+    from r2r_synth.generate import merge_runs
+
+    merge_runs(out, run_dirs, command=_command_line(), force=force)
+    _print_run_summary(out)
+

@@ -1,0 +1,169 @@
+"""`r2r-synth optimize`: tune the teacher programs against labeled data."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from r2r_synth.cli.app import app, console
+from r2r_synth.cli.options import (
+    ApiBaseOpt,
+    ConcurrencyOpt,
+    InputOpt,
+    LimitOpt,
+    ProgramsDirOpt,
+    QrelsOpt,
+    SeedOpt,
+    TeacherOpt,
+)
+
+# ----------------------------------------------------------------- optimize
+
+
+class OptimizerChoice(str, Enum):
+    bootstrap = "bootstrap"
+    mipro = "mipro"
+    gepa = "gepa"
+
+
+class AutoChoice(str, Enum):
+    light = "light"
+    medium = "medium"
+    heavy = "heavy"
+
+
+class ProgramChoice(str, Enum):
+    direct = "direct"
+    comparison = "comparison"
+    both = "both"
+
+
+@app.command()
+def optimize(
+    input: InputOpt,
+    qrels: QrelsOpt = None,
+    limit: LimitOpt = None,
+    depth: Annotated[int, typer.Option("--depth", min=1, help="Top K candidates per query form the labeled set.")] = 10,
+    teacher: TeacherOpt = None,
+    api_base: ApiBaseOpt = None,
+    api_key: Annotated[
+        str | None, typer.Option("--api-key", help="API key for the teacher (default: the provider's env var). "
+                                 "Never written anywhere.")
+    ] = None,
+    prompt_model: Annotated[
+        str | None,
+        typer.Option("--prompt-model", help="LiteLLM model that writes instructions (MIPROv2's prompt model, "
+                     "GEPA's reflection LM). Default: the teacher."),
+    ] = None,
+    prompt_api_base: Annotated[
+        str | None, typer.Option("--prompt-api-base", help="Base URL for --prompt-model.")
+    ] = None,
+    optimizer: Annotated[
+        OptimizerChoice, typer.Option("--optimizer", help="bootstrap: BootstrapFewShot (random search with "
+                                      "--candidates); mipro: MIPROv2; gepa: GEPA with textual feedback.")
+    ] = OptimizerChoice.bootstrap,
+    auto: Annotated[
+        AutoChoice | None, typer.Option("--auto", help="MIPROv2/GEPA budget preset (default light).")
+    ] = None,
+    max_calls: Annotated[
+        int | None, typer.Option("--max-calls", min=1, help="Teacher calls the optimizer may spend (the "
+                                 "before/after validation scoring comes on top).")
+    ] = None,
+    max_demos: Annotated[int, typer.Option("--max-demos", min=0, help="Bootstrapped demos per program.")] = 4,
+    labeled_demos: Annotated[
+        int, typer.Option("--labeled-demos", min=0, help="Raw labeled examples as demos (no reasoning in them).")
+    ] = 0,
+    candidates: Annotated[
+        int, typer.Option("--candidates", min=0, help="bootstrap: random search over N candidate programs.")
+    ] = 0,
+    program: Annotated[ProgramChoice, typer.Option("--program", help="Which program(s) to optimize.")] = (
+        ProgramChoice.both
+    ),
+    programs_dir: ProgramsDirOpt = Path("programs"),
+    report_path: Annotated[
+        Path | None, typer.Option("--report", help="Report JSON (default: <programs-dir>/optimize_report.json).",
+                                  dir_okay=False)
+    ] = None,
+    seed: SeedOpt = 0,
+    val_fraction: Annotated[
+        float, typer.Option("--val-fraction", min=0.0, max=1.0, help="Share of queries held out for validation.")
+    ] = 0.25,
+    max_pairs_per_query: Annotated[
+        int, typer.Option("--max-pairs-per-query", min=1, help="Comparison examples per query.")
+    ] = 10,
+    no_swap: Annotated[
+        bool, typer.Option("--no-swap", help="Score comparisons in one order only (halves their calls).")
+    ] = False,
+    concurrency: ConcurrencyOpt = 4,
+    max_tokens: Annotated[int | None, typer.Option("--max-tokens", min=1, help="Cap on each reply.")] = None,
+    timeout: Annotated[float, typer.Option("--timeout", min=1, help="Seconds per request.")] = 120.0,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not use DSPy's request cache.")] = False,
+    evaluate_only: Annotated[
+        bool, typer.Option("--evaluate-only", help="Score the current programs on the validation split; change "
+                           "nothing.")
+    ] = False,
+) -> None:
+    """Tune the teacher programs against labeled data (qrels); writes programs/<name>.json + .meta.json."""
+    import math
+
+    from rich.table import Table
+
+    from r2r_synth.config import OptimizeConfig
+    from r2r_synth.optimize import run_optimize
+
+    cfg = OptimizeConfig(
+        input=input, qrels=qrels, limit=limit, depth=depth, teacher=teacher, api_base=api_base, api_key=api_key,
+        prompt_model=prompt_model, prompt_api_base=prompt_api_base, optimizer=optimizer.value,
+        auto=auto.value if auto else None, max_calls=max_calls, max_demos=max_demos, labeled_demos=labeled_demos,
+        candidates=candidates, program=program.value, programs_dir=programs_dir, report=report_path, seed=seed,
+        val_fraction=val_fraction, max_pairs_per_query=max_pairs_per_query, swap=not no_swap,
+        concurrency=concurrency, max_tokens=max_tokens, timeout=timeout, cache=not no_cache,
+        evaluate_only=evaluate_only,
+    )
+    with console.status("optimize") as status:
+        rep = run_optimize(cfg, progress=lambda msg: status.update(escape(msg)))
+    out = Console()
+    left, right = ("fresh", "current") if rep.evaluate_only else ("before", "after")
+    for name, pr in rep.programs.items():
+        table = Table(title=f"{name}: validation split ({pr.val_examples} examples, {len(rep.split['val_qids'])} "
+                      f"queries)", title_justify="left")
+        table.add_column("metric")
+        table.add_column(left if pr.after is not None else "current", justify="right")
+        if pr.after is not None:
+            table.add_column(right, justify="right")
+            table.add_column("Δ", justify="right")
+        if pr.first_stage:
+            table.add_column("first stage", justify="right")
+
+        def fmt(v: float | None) -> str:
+            return "-" if v is None or math.isnan(v) else f"{v:.3f}"
+
+        for metric, b in pr.before.items():
+            if metric == "n":
+                continue
+            row = [metric + (" *" if metric == pr.primary_metric else ""), fmt(b)]
+            if pr.after is not None:
+                a = pr.after.get(metric)
+                row += [fmt(a), "-" if a is None or math.isnan(a) or math.isnan(b) else f"{a - b:+.3f}"]
+            if pr.first_stage:
+                row.append(fmt(pr.first_stage.get(metric)))
+            table.add_row(*row)
+        out.print(table)
+        calls = ", ".join(
+            f"{k.replace('_', ' ')} {v['teacher']}" + (f" (+{v['prompt_model']} prompt model)" if v["prompt_model"] else "")
+            if isinstance(v, dict) else f"{k.replace('_', ' ')} {v}"
+            for k, v in pr.calls.items()
+        )
+        out.print(f"  teacher calls: {calls}")
+        if pr.path:
+            out.print(f"  {pr.path} ({pr.demos} demos, hash {pr.program_hash_after})")
+        if pr.improved is False and not rep.evaluate_only:
+            out.print(f"  [yellow]the validation {pr.primary_metric} dropped[/]: delete {pr.path} to keep the "
+                      "prompt program, or rerun with a larger budget / a stronger teacher")
+    out.print(f"report: {rep.path}")
+

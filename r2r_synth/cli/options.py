@@ -1,0 +1,48 @@
+"""Option definitions shared by the commands (`Annotated` aliases, as huggingface_hub's CLI does)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+# ----------------------------------------------------------------- shared option aliases
+
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages.")]
+InputOpt = Annotated[
+    str,
+    typer.Option(
+        "--input",
+        "-i",
+        help="Candidates: RankGPT JSON, JSONL of candidate lists, a BEIR directory, a TREC collection "
+        "directory, or an ir_datasets id (e.g. irds:msmarco-passage/trec-dl-2019/judged).",
+    ),
+]
+QrelsOpt = Annotated[
+    Path | None,
+    typer.Option("--qrels", help="TREC qrels (qid Q0 docid grade) or BEIR qrels TSV, when labels come separately.",
+                 exists=True, dir_okay=False),
+]
+LimitOpt = Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N queries.")]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output directory.")]
+TeacherOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--teacher",
+        "-t",
+        help="Any LiteLLM model string (gpt-4o, anthropic/claude-..., ollama_chat/llama3.1, hosted_vllm/<name>). "
+        "Omit it to use the embedded offline teacher (SmolLM2-135M: for trying the toolkit, not for quality).",
+    ),
+]
+ApiBaseOpt = Annotated[str | None, typer.Option("--api-base", help="Base URL of an OpenAI-compatible server.")]
+ProgramsDirOpt = Annotated[
+    Path, typer.Option("--programs-dir", help="Where optimized teacher programs live (programs/<name>.json).")
+]
+ConcurrencyOpt = Annotated[int, typer.Option("--concurrency", "-c", min=1, help="Requests in flight at once.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
+
+RunDirArg = Annotated[
+    Path, typer.Argument(help="A run directory written by `generate` or `import`.", exists=True, file_okay=False)
+]
+
