@@ -31,6 +31,7 @@ from r2r_synth.config import GenerateConfig
 from r2r_synth.generate import _Engine, build_jobs, generate  # noqa: F401
 from r2r_synth.schemas import Candidates, Document, Query
 from r2r_synth.teacher.lm import make_teacher, quiet_litellm
+from r2r_synth.teacher.policy import CallPolicy
 from r2r_synth.teacher.programs import load_program
 
 WORDS = ["river", "delta", "sediment", "tide", "estuary", "marsh", "channel", "flood", "plain", "salt", "water", "current", "bank", "erosion", "harbor", "basin", "dune", "reef", "lagoon", "inlet", "shore"]
@@ -86,7 +87,8 @@ def run_generate(url: str, cands: list[Candidates], depth: int, concurrency: int
         cfg = GenerateConfig(input="-", out=Path(tmp) / "run", teacher="openai/loopback", api_base=url,
                              api_key="sk-bench", depth=depth, pairs="none", concurrency=concurrency,
                              programs_dir=REPO / "programs", transport=transport)
-        teacher = make_teacher(cfg.teacher, api_base=url, api_key="sk-bench", timeout=60, transport=transport)
+        teacher = make_teacher(cfg.teacher, api_base=url, api_key="sk-bench", policy=CallPolicy(timeout=60),
+                               transport=transport)
         t0 = time.perf_counter()
         res = generate(cfg, candidates=cands, teacher=teacher)
         wall = time.perf_counter() - t0

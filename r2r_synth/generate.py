@@ -667,10 +667,13 @@ def generate(
         return _generate_with(config, candidates, programs, offline, on_progress, command, backoff_base, backoff_cap)
 
     from r2r_synth.teacher.lm import open_teacher
+    from r2r_synth.teacher.policy import command_policy
 
+    policy = command_policy(embedded=config.teacher is None and config.router is None, timeout=config.timeout,
+                            max_retries=config.max_retries, api_key=config.api_key)
     with open_teacher(config.teacher, api_base=config.api_base, api_key=config.api_key,
                       temperature=config.temperature, max_tokens=config.max_tokens, router=config.router,
-                      timeout=resolved_timeout(config), transport=config.transport) as t:
+                      policy=policy, transport=config.transport) as t:
         return _generate_with(config, candidates, programs, t, on_progress, command, backoff_base, backoff_cap)
 
 
@@ -681,7 +684,7 @@ def _generate_with(config: GenerateConfig, candidates: list[Candidates], program
     jobs = build_jobs(candidates, config=config, program_hashes=hashes, teacher=teacher.name)
     run_dir = Path(config.out)
     if config.max_cost is not None:
-        from r2r_synth.teacher.lm import is_priced
+        from r2r_synth.teacher.pricing import is_priced
 
         if not is_priced(teacher):
             raise ConfigError(
@@ -827,7 +830,7 @@ def _estimate(config: GenerateConfig, jobs: list[Job], done: set[str], programs:
     prompt_tokens = int(tok / sampled_calls * calls) if sampled_calls else 0
     completion_tokens = per_call_completion * calls
     cost = None
-    from r2r_synth.teacher.lm import price
+    from r2r_synth.teacher.pricing import price
 
     cost = price(teacher, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
     requests = {k: sum(1 for j in todo if j.kind == k) for k in KINDS}

@@ -568,6 +568,7 @@ def run_optimize(
     (e.g. DSPy's `DummyLM` in tests). Writes the programs (unless evaluating only) and the report.
     """
     from r2r_synth.teacher.lm import make_teacher, open_teacher
+    from r2r_synth.teacher.policy import command_policy
 
     cfg = config
     _validate(cfg)
@@ -587,8 +588,9 @@ def run_optimize(
                     teacher_name=getattr(lm, "model", "custom"), prompt_name=getattr(prompt_lm, "model", None),
                     say=say)
     say("opening the teacher" + ("" if cfg.teacher else " (embedded: starting llama.cpp)"))
+    policy = command_policy(embedded=cfg.teacher is None, timeout=cfg.timeout, api_key=cfg.api_key)
     with open_teacher(cfg.teacher, api_base=cfg.api_base, api_key=cfg.api_key, temperature=cfg.temperature,
-                      max_tokens=cfg.max_tokens, timeout=cfg.timeout) as teacher:
+                      max_tokens=cfg.max_tokens, policy=policy) as teacher:
         task_lm = teacher.lm
         if cfg.cache:
             # DSPy's request cache: rerunning the same optimization (or the before-evaluation of
@@ -600,7 +602,7 @@ def run_optimize(
         p_lm, p_name = task_lm, None
         if cfg.prompt_model:
             pt = make_teacher(cfg.prompt_model, api_base=cfg.prompt_api_base, temperature=1.0,
-                              max_tokens=cfg.max_tokens, timeout=cfg.timeout)
+                              max_tokens=cfg.max_tokens, policy=policy)
             p_lm, p_name = pt.lm, pt.name
         return _run(cfg, examples, split, summary, qrels, lm=task_lm, adapter=teacher.adapter,
                     prompt_lm=p_lm, teacher_name=teacher.name, prompt_name=p_name, say=say)

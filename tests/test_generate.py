@@ -388,7 +388,7 @@ def test_open_teacher_lm_runs_a_dspy_program(openai_server, tmp_path, use_router
 
 
 def test_bad_router_config(tmp_path):
-    from r2r_synth.teacher.lm import read_router_config
+    from r2r_synth.teacher.router import read_router_config
 
     p = tmp_path / "r.yaml"
     p.write_text("model_list: []\n")

@@ -42,6 +42,7 @@ import pydantic
 from dspy.adapters.types.tool import ToolCalls
 
 from r2r_synth.errors import ConfigError, TeacherError
+from r2r_synth.teacher.policy import CallPolicy, command_policy
 
 if TYPE_CHECKING:
     from r2r_synth.teacher.lm import Teacher
@@ -410,15 +411,18 @@ def open_embedded_teacher(
     *,
     temperature: float = 0.0,
     max_tokens: int | None = None,
-    timeout: float | None = None,
+    policy: CallPolicy | None = None,
     n_ctx: int = DEFAULT_N_CTX,
     n_threads: int | None = None,
 ) -> Iterator[Teacher]:
     """Start the embedded server and yield a `Teacher` that reaches it through LiteLLM.
 
     `.name` is `EMBEDDED_NAME`; `.adapter` is an `EmbeddedJSONAdapter`. The server stops when the
-    block exits. This is what `open_teacher(None)` yields.
+    block exits. This is what `open_teacher(None)` yields. `policy` defaults to the embedded
+    teacher's own: 600 s per request (a CPU model under load can take minutes; a timeout would only
+    queue the request again).
     """
+    policy = policy or command_policy(embedded=True)
     from r2r_synth.teacher.lm import make_teacher
 
     with serve_embedded(n_ctx=n_ctx, n_threads=n_threads) as server:
@@ -429,7 +433,7 @@ def open_embedded_teacher(
             api_key=server.api_key,
             temperature=temperature,
             max_tokens=max_tokens or DEFAULT_MAX_TOKENS,
-            timeout=timeout,
+            policy=policy,
             adapter=EmbeddedJSONAdapter(),
             embedded=True,
         )

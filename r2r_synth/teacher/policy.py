@@ -43,6 +43,8 @@ RETRYABLE_CAUSES: frozenset[str] = frozenset({"transport", "auth", "config", "ab
 
 DEFAULT_MAX_RETRIES = 5
 DEFAULT_TIMEOUT_S = 120.0
+#: A CPU model under load can take minutes per reply; a shorter limit would only queue it again.
+EMBEDDED_TIMEOUT_S = 600.0
 
 
 class CallFailed(TeacherError):
@@ -187,6 +189,17 @@ class CallPolicy:
                 delay = self._after_failure(e, retry, on_retry)
             retry += 1
             time.sleep(delay)
+
+
+def command_policy(*, embedded: bool, timeout: float | None = None, max_retries: int | None = None,
+                   api_key: str | None = None) -> CallPolicy:
+    """The policy of one command from its `--timeout`, `--max-retries` and `--api-key` (None: the
+    defaults: 120 s per request, 600 s for the embedded teacher; 5 retries)."""
+    return CallPolicy(
+        max_retries=DEFAULT_MAX_RETRIES if max_retries is None else max_retries,
+        timeout=timeout or (EMBEDDED_TIMEOUT_S if embedded else DEFAULT_TIMEOUT_S),
+        secrets=(api_key,) if api_key else (),
+    )
 
 
 def call_failure(exc: BaseException) -> CallFailed | None:
