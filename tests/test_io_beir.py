@@ -7,9 +7,9 @@ from pathlib import Path
 
 import ir_measures
 import pytest
+from conftest import shared_data
 from ir_measures import nDCG
 
-from conftest import shared_data
 from r2r_synth.errors import InputError
 from r2r_synth.io.beir import read_corpus, read_queries
 from r2r_synth.io.candidates import load_candidates

@@ -6,8 +6,8 @@ import gzip
 from pathlib import Path
 
 import pytest
-
 from conftest import shared_data
+
 from r2r_synth.errors import InputError
 from r2r_synth.io.trec import (
     iter_trec_docs,

@@ -84,7 +84,7 @@ def test_comparison_swap_agreement_is_derived():
 
 
 def test_request_key_is_content_addressed():
-    k = dict(kind="direct", inputs={"qid": "1", "docid": "a"}, program_hash="p", teacher="t")
+    k = {"kind": "direct", "inputs": {"qid": "1", "docid": "a"}, "program_hash": "p", "teacher": "t"}
     assert request_key(**k) == request_key(**k)
     assert request_key(**k) != request_key(**{**k, "teacher": "u"})
     assert request_key(**k) != request_key(**k, rollout_id=1)

@@ -25,7 +25,7 @@ from r2r_synth.io.jsonl import describe_validation, iter_json_lines
 from r2r_synth.io.trec import Qrels, candidates_from_run, open_text, read_qrels
 from r2r_synth.schemas import Candidates
 
-__all__ = ["load_candidates", "candidates_from_run", "apply_qrels", "truncate", "DEFAULT_DEPTH"]
+__all__ = ["DEFAULT_DEPTH", "apply_qrels", "candidates_from_run", "load_candidates", "truncate"]
 
 log = logging.getLogger(__name__)
 

@@ -50,7 +50,7 @@ class BM25Index:
     tokenizer: Any
 
     @classmethod
-    def build(cls, docs: Mapping[str, Document] | Iterable[Document], *, k1: float = K1, b: float = B) -> "BM25Index":
+    def build(cls, docs: Mapping[str, Document] | Iterable[Document], *, k1: float = K1, b: float = B) -> BM25Index:
         """Index `docs` (a mapping docid -> Document, or Documents) by their `full_text()`."""
         bm25s = _import_bm25s()
         documents = list(docs.values()) if isinstance(docs, Mapping) else list(docs)

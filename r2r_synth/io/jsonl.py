@@ -13,7 +13,7 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO, Self, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -109,7 +109,7 @@ class JsonlAppender:
     def close(self) -> None:
         self._fh.close()
 
-    def __enter__(self) -> "JsonlAppender":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

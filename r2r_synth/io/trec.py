@@ -189,7 +189,7 @@ def _sgml_blocks(path: Path, open_tag: str, close_tag: str) -> Iterator[tuple[in
 def _field(block: str, tag: str) -> str | None:
     """Text of `<tag>` in an SGML block: up to its closing tag, or (TREC topics leave `<num>`,
     `<title>` unclosed) up to the next tag."""
-    m = re.search(rf"<{tag}>(.*?)(?:</{tag}>|(?=<[a-z/]))", block, flags=re.S | re.I)
+    m = re.search(rf"<{tag}>(.*?)(?:</{tag}>|(?=<[a-z/]))", block, flags=re.DOTALL | re.IGNORECASE)
     if m is None:
         return None
     return " ".join(m.group(1).split())
@@ -248,7 +248,7 @@ def iter_trec_docs(path: Path | str) -> Iterator[tuple[int, Document]]:
         if not docno:
             raise InputError(f"{path}:{lineno}: <DOC> without a <DOCNO>", hint="each <DOC> needs <DOCNO>id</DOCNO>")
         title = _field(block, "title")
-        body = re.sub(r"<docno>.*?</docno>|<title>.*?</title>", " ", block, flags=re.S | re.I)
+        body = re.sub(r"<docno>.*?</docno>|<title>.*?</title>", " ", block, flags=re.DOTALL | re.IGNORECASE)
         body = html.unescape(" ".join(_TAG.sub(" ", body).split()))
         yield lineno, Document(docid=docno, text=body, title=html.unescape(title) if title else None)
 
