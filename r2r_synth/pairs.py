@@ -73,16 +73,23 @@ def check_pairs_possible(all_candidates: list[Candidates], strategy: PairStrateg
 
 
 def parse_shard(spec: str | None) -> tuple[int, int] | None:
-    """`"I/N"` -> (I, N) with 0 <= I < N; None -> None."""
+    """`"I/N"` -> (I, N): shard I (counted from 0) of N, so 0 <= I < N; None -> None."""
     if spec is None:
         return None
+    example = "e.g. --shard 0/4, 1/4, 2/4 and 3/4 on four machines (or leave --shard out to run every query)"
     try:
         i_s, n_s = spec.split("/")
         i, n = int(i_s), int(n_s)
     except ValueError:
-        raise ConfigError(f"--shard {spec!r} is not of the form I/N", hint="e.g. --shard 0/4 ... --shard 3/4") from None
-    if n < 1 or not 0 <= i < n:
-        raise ConfigError(f"--shard {spec!r}: need 0 <= I < N", hint=f"shards of {max(n, 1)} are numbered 0..{max(n, 1) - 1}")
+        raise ConfigError(f"--shard {spec!r} is not of the form I/N (two whole numbers)", hint=example) from None
+    if n < 1:
+        raise ConfigError(f"--shard {spec!r}: N, the number of shards, must be at least 1, got {n}", hint=example)
+    if not 0 <= i < n:
+        raise ConfigError(
+            f"--shard {spec!r}: I, the shard to run, must be from 0 to N-1 = {n - 1}, got {i}",
+            hint=f"the {n} shards are numbered from 0: --shard 0/{n} ... --shard {n - 1}/{n}" if n > 1
+            else "with N = 1 the only shard is 0/1, the whole job (the same as leaving --shard out)",
+        )
     return i, n
 
 

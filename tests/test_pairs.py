@@ -71,7 +71,24 @@ def test_shards_partition_the_queries_deterministically():
     assert shard_of("q7", 4) == shard_of("q7", 4)
 
 
-@pytest.mark.parametrize("spec,msg", [("2/2", "need 0 <= I < N"), ("x", "not of the form I/N"), ("1/0", "need 0")])
-def test_bad_shard_specs(spec, msg):
-    with pytest.raises(ConfigError, match=msg):
+def test_good_shard_specs():
+    assert parse_shard(None) is None
+    assert parse_shard("0/1") == (0, 1)
+    assert parse_shard("3/4") == (3, 4)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message", "hint"),
+    [
+        ("1/0", r"'1/0': N, the number of shards, must be at least 1, got 0", r"e\.g\. --shard 0/4, 1/4, 2/4 and 3/4"),
+        ("2/2", r"'2/2': I, the shard to run, must be from 0 to N-1 = 1, got 2", r"--shard 0/2 \.\.\. --shard 1/2"),
+        ("-1/3", r"'-1/3': I, the shard to run, must be from 0 to N-1 = 2, got -1", r"--shard 0/3 \.\.\. --shard 2/3"),
+        ("1/1", r"'1/1': I, the shard to run, must be from 0 to N-1 = 0, got 1", r"the only shard is 0/1"),
+        ("a/b", r"'a/b' is not of the form I/N \(two whole numbers\)", r"e\.g\. --shard 0/4"),
+        ("1", r"'1' is not of the form I/N \(two whole numbers\)", r"e\.g\. --shard 0/4"),
+        ("1/2/3", r"'1/2/3' is not of the form I/N \(two whole numbers\)", r"e\.g\. --shard 0/4"),
+    ],
+)
+def test_bad_shard_specs_say_what_and_the_fix(spec, message, hint):
+    with pytest.raises(ConfigError, match=rf"--shard {message}\n  fix: .*{hint}"):
         parse_shard(spec)
