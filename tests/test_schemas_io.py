@@ -99,6 +99,18 @@ def test_appender_cuts_a_torn_tail_and_stays_parseable(tmp_path):
     assert [r.key for r in read_jsonl(path, DirectRecord)] == ["k1", "k2"]
 
 
+def test_a_torn_last_line_is_skipped_only_when_asked_and_only_at_the_end(tmp_path):
+    path = tmp_path / "direct.jsonl"
+    line = _direct("k1").model_dump_json() + "\n"
+    path.write_text(line + line[: len(line) // 2])
+    assert [r.key for r in read_jsonl(path, DirectRecord, tolerate_torn_tail=True)] == ["k1"]
+    with pytest.raises(InputError, match=r"direct\.jsonl:2: not valid JSON"):
+        list(read_jsonl(path, DirectRecord))
+    path.write_text(line[: len(line) // 2] + "\n" + line)  # a broken line in the middle is never torn
+    with pytest.raises(InputError, match=r"direct\.jsonl:1: not valid JSON"):
+        list(read_jsonl(path, DirectRecord, tolerate_torn_tail=True))
+
+
 def test_r2r_release_converts_with_positions(r2r_corpus):
     recs = read_r2r(r2r_corpus / "msmarco_100.jsonl")
     assert len(recs) == 100

@@ -21,7 +21,8 @@ from pydantic import ValidationError
 
 from r2r_synth.errors import InputError
 from r2r_synth.io.jsonl import iter_json_lines
-from r2r_synth.io.trec import Qrels, open_text, read_qrels, read_topics, read_trec_docs
+from r2r_synth.io.text import first_line
+from r2r_synth.io.trec import Qrels, read_qrels, read_topics, read_trec_docs
 from r2r_synth.schemas import Candidates, Document, Query
 
 log = logging.getLogger(__name__)
@@ -82,14 +83,12 @@ def read_queries(path: Path | str) -> dict[str, str]:
 
 
 def _first_line(path: Path) -> str:
+    """The first non-blank line, or "" for a file that is not readable text: a directory is sniffed
+    file by file, and a stray binary file in it (a PDF, an archive) is simply not one of ours."""
     try:
-        with open_text(path) as fh:
-            for line in fh:
-                if line.strip():
-                    return line.strip()
-    except UnicodeDecodeError:
+        return first_line(path)
+    except InputError:
         return ""
-    return ""
 
 
 def read_any_corpus(path: Path) -> dict[str, Document]:

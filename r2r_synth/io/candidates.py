@@ -22,7 +22,8 @@ from pydantic import ValidationError
 
 from r2r_synth.errors import InputError
 from r2r_synth.io.jsonl import describe_validation, iter_json_lines
-from r2r_synth.io.trec import Qrels, candidates_from_run, open_text, read_qrels
+from r2r_synth.io.text import first_line
+from r2r_synth.io.trec import Qrels, candidates_from_run, read_qrels
 from r2r_synth.schemas import Candidates
 
 __all__ = ["DEFAULT_DEPTH", "apply_qrels", "candidates_from_run", "load_candidates", "truncate"]
@@ -130,19 +131,10 @@ def apply_qrels(
 # --------------------------------------------------------------------------- files
 
 
-def _first_char(path: Path) -> str:
-    with open_text(path) as fh:
-        try:
-            for line in fh:
-                if line.strip():
-                    return line.lstrip()[0]
-        except UnicodeDecodeError:
-            raise InputError(f"{path}: not a UTF-8 text file", hint=ACCEPTED) from None
-    raise InputError(f"{path}: the file is empty", hint=ACCEPTED)
-
-
 def _load_file(path: Path, *, qrels: Qrels | None) -> list[Candidates]:
-    first = _first_char(path)
+    first = first_line(path)[:1]
+    if not first:
+        raise InputError(f"{path}: the file is empty", hint=ACCEPTED)
     if first == "[":
         from r2r_synth.io.rankgpt import read_rankgpt
 

@@ -8,16 +8,16 @@ ignores such a torn last line on resume).
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Self, TypeVar
+from typing import IO, Any, Self, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from r2r_synth.errors import InputError
+from r2r_synth.io.text import iter_lines
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -32,29 +32,33 @@ def describe_validation(err: ValidationError) -> str:
     return "; ".join(parts) + more
 
 
+def parse_json(text: str, *, path: Path | str, line: int = 1, hint: str) -> Any:
+    """`json.loads(text)`, where `text` starts on `line` of `path`; malformed JSON (or JSON nested
+    too deeply for Python's parser) is an InputError naming `path:line` and `hint`."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}:{line + e.lineno - 1}: not valid JSON ({e.msg} at column {e.colno})", hint=hint) from None
+    except RecursionError:
+        raise InputError(f"{path}:{line}: JSON nested too deeply to read", hint=hint) from None
+
+
 def iter_json_lines(path: Path | str, *, tolerate_torn_tail: bool = False) -> Iterator[tuple[int, dict]]:
-    """Yield (line_number, object) for each non-blank line; a line that is not a JSON object is an
-    InputError naming `path:line`. With `tolerate_torn_tail`, an unparseable *last* line without a
-    trailing newline (a write cut short by a crash) is skipped."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such file", hint="check the path (relative paths are taken from the current directory)")
-    # `.jsonl.gz` is how corpora are often shipped (BEIR mirrors, HF exports): read it as is.
-    opener = gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else path.open("r", encoding="utf-8")
-    with opener as fh:
-        lines = fh.readlines()
-    for i, line in enumerate(lines, start=1):
+    """Yield (line_number, object) for each non-blank line (`.gz` files are gunzipped); a line that
+    is not a JSON object, or not UTF-8, is an InputError naming `path:line`. With `tolerate_torn_tail`,
+    an unparseable *last* line without a trailing newline (a write cut short by a crash) is skipped."""
+    for i, line in iter_lines(path):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            if tolerate_torn_tail and i == len(lines) and not line.endswith("\n"):
+            # Without its newline, an error at the end of the line is reported on this line, not the next.
+            obj = parse_json(line.rstrip("\n"), path=path, line=i,
+                             hint="each line must be one JSON object; fix or remove that line")
+        except InputError:
+            # Only the last line can lack its newline.
+            if tolerate_torn_tail and not line.endswith("\n"):
                 return
-            raise InputError(
-                f"{path}:{i}: not valid JSON ({e.msg} at column {e.colno})",
-                hint="each line must be one JSON object; fix or remove that line",
-            ) from None
+            raise
         if not isinstance(obj, dict):
             raise InputError(f"{path}:{i}: expected a JSON object, got {type(obj).__name__}",
                              hint="each line must be one JSON object")

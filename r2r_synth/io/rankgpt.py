@@ -12,14 +12,15 @@ from a separate TREC qrels file.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from r2r_synth.errors import InputError
-from r2r_synth.io.trec import Qrels, open_text
+from r2r_synth.io.jsonl import parse_json
+from r2r_synth.io.text import read_text
+from r2r_synth.io.trec import Qrels
 from r2r_synth.schemas import Candidates, Document, Query
 
 HINT = 'each entry is {"query": str, "hits": [{"qid", "docid", "content", "score"}, ...]} (RankGPT layout)'
@@ -88,14 +89,7 @@ def read_rankgpt(path: Path | str, *, qrels: Qrels | None = None) -> list[Candid
     malformed JSON names `path:line`. A qid that appears in two entries is an error too.
     """
     path = Path(path)
-    with open_text(path) as fh:
-        try:
-            data = json.load(fh)
-        except json.JSONDecodeError as e:
-            raise InputError(
-                f"{path}:{e.lineno}: not valid JSON ({e.msg} at column {e.colno})",
-                hint="the file must be one JSON array of RankGPT entries",
-            ) from None
+    data = parse_json(read_text(path), path=path, hint="the file must be one JSON array of RankGPT entries")
     if not isinstance(data, list):
         raise InputError(f"{path}: expected a JSON array of entries, got a {type(data).__name__}", hint=HINT)
     out: list[Candidates] = []

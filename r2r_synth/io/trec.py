@@ -12,15 +12,14 @@ Every reader raises `InputError` naming `path:line`, what is wrong, and the fix.
 
 from __future__ import annotations
 
-import gzip
 import html
 import os
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import IO
 
 from r2r_synth.errors import InputError
+from r2r_synth.io.text import first_line, iter_lines
 from r2r_synth.schemas import Candidates, Document, Query
 
 Qrels = dict[str, dict[str, int]]
@@ -28,17 +27,6 @@ Run = dict[str, dict[str, float]]
 
 QRELS_HINT = "qrels lines are `qid Q0 docid grade` (TREC) or `query-id<TAB>corpus-id<TAB>score` with a header (BEIR)"
 RUN_HINT = "run lines are `qid Q0 docid rank score tag` (TREC run format, whitespace-separated)"
-
-
-def open_text(path: Path | str) -> IO[str]:
-    """Open a text file for reading, transparently gunzipping `*.gz`; a missing path is an InputError."""
-    path = Path(path)
-    if not path.is_file():
-        what = "is a directory, not a file" if path.is_dir() else "no such file"
-        raise InputError(f"{path}: {what}", hint="check the path (relative paths are taken from the current directory)")
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return path.open("r", encoding="utf-8")
 
 
 def _parse_int(value: str) -> int | None:
@@ -66,38 +54,37 @@ def read_qrels(path: Path | str) -> Qrels:
     path = Path(path)
     qrels: Qrels = {}
     ncols: int | None = None
-    with open_text(path) as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            parts = line.split("\t") if "\t" in line else line.split()
-            parts = [p.strip() for p in parts]
-            if ncols is None:
-                ncols = len(parts)
-                if ncols not in (3, 4):
-                    raise InputError(
-                        f"{path}:{lineno}: expected 4 columns (TREC qrels) or 3 (BEIR qrels), got {ncols}",
-                        hint=QRELS_HINT,
-                    )
-                if ncols == 3 and _parse_int(parts[2]) is None:
-                    continue  # the BEIR header, e.g. `query-id corpus-id score`
-            if len(parts) != ncols:
+    for lineno, line in iter_lines(path):
+        if not line.strip():
+            continue
+        parts = line.split("\t") if "\t" in line else line.split()
+        parts = [p.strip() for p in parts]
+        if ncols is None:
+            ncols = len(parts)
+            if ncols not in (3, 4):
                 raise InputError(
-                    f"{path}:{lineno}: expected {ncols} columns like the first line, got {len(parts)}", hint=QRELS_HINT
+                    f"{path}:{lineno}: expected 4 columns (TREC qrels) or 3 (BEIR qrels), got {ncols}",
+                    hint=QRELS_HINT,
                 )
-            qid, docid, grade_s = (parts[0], parts[1], parts[2]) if ncols == 3 else (parts[0], parts[2], parts[3])
-            grade = _parse_int(grade_s)
-            if grade is None:
-                raise InputError(f"{path}:{lineno}: relevance grade {grade_s!r} is not an integer", hint=QRELS_HINT)
-            if not qid or not docid:
-                raise InputError(f"{path}:{lineno}: empty qid or docid", hint=QRELS_HINT)
-            judged = qrels.setdefault(qid, {})
-            if docid in judged and judged[docid] != grade:
-                raise InputError(
-                    f"{path}:{lineno}: qid {qid} docid {docid} is judged twice, with grades {judged[docid]} and {grade}",
-                    hint="keep one judgment per (qid, docid)",
-                )
-            judged[docid] = grade
+            if ncols == 3 and _parse_int(parts[2]) is None:
+                continue  # the BEIR header, e.g. `query-id corpus-id score`
+        if len(parts) != ncols:
+            raise InputError(
+                f"{path}:{lineno}: expected {ncols} columns like the first line, got {len(parts)}", hint=QRELS_HINT
+            )
+        qid, docid, grade_s = (parts[0], parts[1], parts[2]) if ncols == 3 else (parts[0], parts[2], parts[3])
+        grade = _parse_int(grade_s)
+        if grade is None:
+            raise InputError(f"{path}:{lineno}: relevance grade {grade_s!r} is not an integer", hint=QRELS_HINT)
+        if not qid or not docid:
+            raise InputError(f"{path}:{lineno}: empty qid or docid", hint=QRELS_HINT)
+        judged = qrels.setdefault(qid, {})
+        if docid in judged and judged[docid] != grade:
+            raise InputError(
+                f"{path}:{lineno}: qid {qid} docid {docid} is judged twice, with grades {judged[docid]} and {grade}",
+                hint="keep one judgment per (qid, docid)",
+            )
+        judged[docid] = grade
     if not qrels:
         raise InputError(f"{path}: no judgments found (the file is empty)", hint=QRELS_HINT)
     return qrels
@@ -110,25 +97,24 @@ def read_run(path: Path | str) -> Run:
     """Read a TREC run into `{qid: {docid: score}}`, queries and documents in file order."""
     path = Path(path)
     run: Run = {}
-    with open_text(path) as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            parts = line.split()
-            if len(parts) != 6:
-                raise InputError(f"{path}:{lineno}: expected 6 columns, got {len(parts)}", hint=RUN_HINT)
-            qid, _q0, docid, _rank, score_s, _tag = parts
-            try:
-                score = float(score_s)
-            except ValueError:
-                raise InputError(f"{path}:{lineno}: score {score_s!r} is not a number", hint=RUN_HINT) from None
-            docs = run.setdefault(qid, {})
-            if docid in docs:
-                raise InputError(
-                    f"{path}:{lineno}: docid {docid} appears twice for qid {qid}",
-                    hint="a run ranks each document at most once per query",
-                )
-            docs[docid] = score
+    for lineno, line in iter_lines(path):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 6:
+            raise InputError(f"{path}:{lineno}: expected 6 columns, got {len(parts)}", hint=RUN_HINT)
+        qid, _q0, docid, _rank, score_s, _tag = parts
+        try:
+            score = float(score_s)
+        except ValueError:
+            raise InputError(f"{path}:{lineno}: score {score_s!r} is not a number", hint=RUN_HINT) from None
+        docs = run.setdefault(qid, {})
+        if docid in docs:
+            raise InputError(
+                f"{path}:{lineno}: docid {docid} appears twice for qid {qid}",
+                hint="a run ranks each document at most once per query",
+            )
+        docs[docid] = score
     if not run:
         raise InputError(f"{path}: no run lines found (the file is empty)", hint=RUN_HINT)
     return run
@@ -163,25 +149,24 @@ def _sgml_blocks(path: Path, open_tag: str, close_tag: str) -> Iterator[tuple[in
     """Yield (first line number, lines) of each `<open_tag> ... </close_tag>` block (case-insensitive)."""
     start: int | None = None
     buf: list[str] = []
-    with open_text(path) as fh:
-        for lineno, line in enumerate(fh, start=1):
-            low = line.strip().lower()
-            if start is None:
-                if low.startswith(open_tag):
-                    start, buf = lineno, [line[line.lower().index(open_tag) + len(open_tag):]]
-                    if close_tag in low:
-                        yield start, buf
-                        start = None
-                elif low:
-                    raise InputError(
-                        f"{path}:{lineno}: text outside a {open_tag}...{close_tag} block",
-                        hint=f"every entry must be wrapped in {open_tag} ... {close_tag}",
-                    )
-                continue
-            buf.append(line)
-            if close_tag in low:
-                yield start, buf
-                start = None
+    for lineno, line in iter_lines(path):
+        low = line.strip().lower()
+        if start is None:
+            if low.startswith(open_tag):
+                start, buf = lineno, [line[line.lower().index(open_tag) + len(open_tag):]]
+                if close_tag in low:
+                    yield start, buf
+                    start = None
+            elif low:
+                raise InputError(
+                    f"{path}:{lineno}: text outside a {open_tag}...{close_tag} block",
+                    hint=f"every entry must be wrapped in {open_tag} ... {close_tag}",
+                )
+            continue
+        buf.append(line)
+        if close_tag in low:
+            yield start, buf
+            start = None
     if start is not None:
         raise InputError(f"{path}:{start}: {open_tag} block is never closed", hint=f"add the missing {close_tag}")
 
@@ -199,10 +184,8 @@ def read_topics(path: Path | str) -> dict[str, str]:
     """Read topics into `{qid: text}` in file order: `qid<TAB>text` TSV or TREC `<top>` SGML (the
     `<title>` is the query; a `Number:` prefix in `<num>` is stripped)."""
     path = Path(path)
-    with open_text(path) as fh:
-        head = next((ln for ln in fh if ln.strip()), "")
     topics: dict[str, str] = {}
-    if head.lstrip().lower().startswith("<top>"):
+    if first_line(path).lower().startswith("<top>"):
         for lineno, lines in _sgml_blocks(path, "<top>", "</top>"):
             block = "".join(lines)
             num, title = _field(block, "num"), _field(block, "title")
@@ -213,17 +196,16 @@ def read_topics(path: Path | str) -> dict[str, str]:
             qid = num.split(":")[-1].strip()
             _put_unique(topics, qid, html.unescape(title), path, lineno, "qid")
         return topics
-    with open_text(path) as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            parts = line.rstrip("\n").split("\t")
-            if len(parts) != 2 or not parts[0].strip():
-                raise InputError(
-                    f"{path}:{lineno}: expected `qid<TAB>query text`, got {len(parts)} tab-separated fields",
-                    hint="topics are one `qid<TAB>text` per line, or TREC <top> blocks",
-                )
-            _put_unique(topics, parts[0].strip(), parts[1].strip(), path, lineno, "qid")
+    for lineno, line in iter_lines(path):
+        if not line.strip():
+            continue
+        parts = line.rstrip("\n").split("\t")
+        if len(parts) != 2 or not parts[0].strip():
+            raise InputError(
+                f"{path}:{lineno}: expected `qid<TAB>query text`, got {len(parts)} tab-separated fields",
+                hint="topics are one `qid<TAB>text` per line, or TREC <top> blocks",
+            )
+        _put_unique(topics, parts[0].strip(), parts[1].strip(), path, lineno, "qid")
     if not topics:
         raise InputError(f"{path}: no topics found (the file is empty)", hint="give one `qid<TAB>text` per line")
     return topics
@@ -300,11 +282,10 @@ def candidates_from_run(
 
     def line_of(qid: str, docid: str | None = None) -> int:
         # Only on error: find the run line that names the missing id.
-        with open_text(run_path) as fh:
-            for i, line in enumerate(fh, start=1):
-                parts = line.split()
-                if parts and parts[0] == qid and (docid is None or parts[2] == docid):
-                    return i
+        for i, line in iter_lines(run_path):
+            parts = line.split()
+            if parts and parts[0] == qid and (docid is None or parts[2] == docid):
+                return i
         return 0
 
     out: list[Candidates] = []
