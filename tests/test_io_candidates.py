@@ -101,6 +101,10 @@ def test_rankgpt_entry_without_hits_is_named(tmp_path):
         ([{"query": "x", "hits": [hit(1, "a")]}, {"query": "y", "hits": [hit(1, "b")]}],
          r"entry 1: qid 1 already appeared in entry 0"),
         ([{"query": "x", "hits": [hit(1, "a")]}, "oops"], r"entry 1: expected an object, got str"),
+        ([{"query": "x", "hits": [hit([1], "a")]}], r"entry 0, hit 0: \"qid\" must be a string or an integer, got list"),
+        ([{"query": "x", "hits": [hit(True, "a")]}], r"entry 0, hit 0: \"qid\" must be a string or an integer, got bool"),
+        ([{"query": "x", "hits": [hit(1, {"id": "a"})]}],
+         r"entry 0, hit 0: \"docid\" must be a string or an integer, got dict"),
     ],
 )
 def test_rankgpt_malformed_entries(tmp_path, entries, message):
@@ -121,6 +125,22 @@ def test_rankgpt_entries_one_per_line(tmp_path):
         load_candidates(p)
     p = write_lines(tmp_path / "ok.jsonl", [{"query": "x", "hits": [hit(7, "a")]}])
     assert load_candidates(p)[0].query.qid == "7"
+
+
+@pytest.mark.parametrize("indent", [None, 1], ids=["one line", "pretty"])
+def test_a_json_file_with_one_rankgpt_object_is_refused(tmp_path, indent):
+    p = tmp_path / "c.json"
+    p.write_text(json.dumps({"query": "x", "hits": [hit(7, "a")]}, indent=indent) + "\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"c.json: expected a JSON list of RankGPT entries, got a single entry") as e:
+        load_candidates(p)
+    assert "wrap the object in [ ]" in e.value.hint and ".jsonl" in e.value.hint
+
+
+def test_the_refusal_is_for_one_rankgpt_object_in_a_json_file_only(tmp_path):
+    entry = {"query": "x", "hits": [hit(7, "a")]}
+    assert [c.query.qid for c in load_candidates(write_json(tmp_path / "list.json", [entry]))] == ["7"]
+    assert [c.query.qid for c in load_candidates(write_lines(tmp_path / "one.jsonl", [entry]))] == ["7"]
+    assert load_candidates(write_lines(tmp_path / "cand.json", [cand("1", ["a"])]))[0].query.qid == "1"
 
 
 # --------------------------------------------------------------------------- Candidates JSONL

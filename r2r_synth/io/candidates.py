@@ -140,6 +140,10 @@ def _load_file(path: Path, *, qrels: Qrels | None) -> list[Candidates]:
 
         return read_rankgpt(path, qrels=qrels)
     if first == "{":
+        if path.name.endswith((".json", ".json.gz")):
+            from r2r_synth.io.rankgpt import refuse_single_entry
+
+            refuse_single_entry(path)
         return _load_jsonl(path, qrels=qrels)
     raise InputError(
         f"{path}: not a JSON or JSONL candidates file (it starts with {first!r}). If it is a TREC run, "

@@ -5,6 +5,9 @@ One JSON array, one entry per query, hits in first-stage order:
     [{"query": "how long is life cycle of flea",
       "hits": [{"content": "...", "qid": 19335, "docid": "1017759", "score": 17.4}, ...]}, ...]
 
+The same entries one per line (JSONL) are read too; a `.json` file holding a single entry object
+instead of an array is an error (see `refuse_single_entry`).
+
 The qid lives on each hit (the entry has none of its own), so an entry with no hits cannot say
 which query it is: that is an error naming the entry, not a silently dropped query. Labels come
 from a separate TREC qrels file.
@@ -12,6 +15,7 @@ from a separate TREC qrels file.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +55,12 @@ def parse_entry(entry: Any, *, where: str, qrels: Qrels | None = None) -> Candid
         missing = [k for k in ("qid", "docid", "content") if hit.get(k) is None]
         if missing:
             raise InputError(f"{where}, hit {h}: missing {', '.join(missing)}", hint=HINT)
+        for key in ("qid", "docid"):
+            if isinstance(hit[key], bool) or not isinstance(hit[key], (str, int)):
+                raise InputError(
+                    f"{where}, hit {h}: \"{key}\" must be a string or an integer, got {type(hit[key]).__name__}",
+                    hint=HINT,
+                )
         hit_qid = str(hit["qid"])
         if qid is None:
             qid = hit_qid
@@ -106,5 +116,17 @@ def read_rankgpt(path: Path | str, *, qrels: Qrels | None = None) -> list[Candid
     return out
 
 
-def looks_like_rankgpt(obj: Any) -> bool:
-    return isinstance(obj, dict) and "hits" in obj and "query" in obj
+def refuse_single_entry(path: Path) -> None:
+    """Refuse a `.json` file whose whole content is one RankGPT entry: a `.json` candidates file is a
+    list of entries (RankGPT's layout), so a lone object is an InputError rather than a silent run
+    over one query. Entries one per line in a `.jsonl` file are fine, even a single line."""
+    try:
+        data = json.loads(read_text(path))
+    except (json.JSONDecodeError, RecursionError):
+        return  # not one JSON value: JSON lines, read (and checked) line by line
+    if isinstance(data, dict) and "query" in data and "hits" in data:
+        raise InputError(
+            f"{path}: expected a JSON list of RankGPT entries, got a single entry (one object)",
+            hint="wrap the object in [ ] to make a list of one entry, or save the entries one object per line "
+            "in a .jsonl file",
+        )
