@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import gzip
 from pathlib import Path
+from urllib.parse import unquote
 
+import ir_measures
 import pytest
 from conftest import shared_data
 
@@ -106,6 +108,17 @@ def test_run_wrong_columns_and_duplicates(tmp_path):
         read_run(write(tmp_path / "run.trec", "1 d1 2.0\n"))
     with pytest.raises(InputError, match=r"dup.trec:2: docid d1 appears twice for qid 1"):
         read_run(write(tmp_path / "dup.trec", "1 Q0 d1 1 2 t\n1 Q0 d1 2 1 t\n"))
+
+
+def test_run_ids_with_whitespace_or_percent_survive_a_roundtrip(tmp_path):
+    run = {"q 1": {"doc one": 3.0, "tab\there": 2.0, "new\nline": 1.5, "100%": 1.0, "a%20b": 0.5}, "q2": {"x": 1.0}}
+    p = write_run(tmp_path / "run.trec", run, tag="bm25")
+    assert p.read_text().splitlines()[0] == "q%201 Q0 doc%20one 1 3.000000 bm25"
+    assert read_run(p) == run
+    theirs: dict[str, dict[str, float]] = {}
+    for sd in ir_measures.read_trec_run(str(p)):  # six columns on every line, or it raises
+        theirs.setdefault(unquote(sd.query_id), {})[unquote(sd.doc_id)] = sd.score
+    assert theirs == run
 
 
 def test_write_run_rejects_bad_tag(tmp_path):

@@ -2,7 +2,8 @@
 
 - qrels: TREC (`qid Q0 docid grade`, whitespace-separated; the second column is ignored) or BEIR
   (`query-id<TAB>corpus-id<TAB>score` with a header line). `read_qrels` takes either.
-- runs: `qid Q0 docid rank score tag` (what trec_eval and ir-measures read).
+- runs: `qid Q0 docid rank score tag` (what trec_eval and ir-measures read); whitespace and `%` in
+  ids are percent-encoded on writing and decoded on reading (see `write_run`).
 - topics: `qid<TAB>text` TSV, or TREC `<top><num>..</num><title>..</title></top>` SGML.
 - documents: TREC SGML, `<DOC><DOCNO>id</DOCNO> text </DOC>` (an optional `<TITLE>` becomes the title).
 
@@ -17,6 +18,7 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from urllib.parse import quote, unquote
 
 from r2r_synth.errors import InputError
 from r2r_synth.io.text import first_line, iter_lines
@@ -27,6 +29,10 @@ Run = dict[str, dict[str, float]]
 
 QRELS_HINT = "qrels lines are `qid Q0 docid grade` (TREC) or `query-id<TAB>corpus-id<TAB>score` with a header (BEIR)"
 RUN_HINT = "run lines are `qid Q0 docid rank score tag` (TREC run format, whitespace-separated)"
+
+# What a TREC run's id cannot hold as is (`str.split()` splits on every Unicode whitespace) and the
+# escape character itself.
+_ID_SPECIAL = re.compile(r"[\s%]")
 
 
 def _parse_int(value: str) -> int | None:
@@ -94,7 +100,11 @@ def read_qrels(path: Path | str) -> Qrels:
 
 
 def read_run(path: Path | str) -> Run:
-    """Read a TREC run into `{qid: {docid: score}}`, queries and documents in file order."""
+    """Read a TREC run into `{qid: {docid: score}}`, queries and documents in file order.
+
+    Ids are percent-decoded (`%20` -> space, `%25` -> `%`), undoing what `write_run` encodes; so an
+    id written by another tool with `%` and two hex digits in it (`a%41`) is read decoded (`aA`).
+    """
     path = Path(path)
     run: Run = {}
     for lineno, line in iter_lines(path):
@@ -104,6 +114,7 @@ def read_run(path: Path | str) -> Run:
         if len(parts) != 6:
             raise InputError(f"{path}:{lineno}: expected 6 columns, got {len(parts)}", hint=RUN_HINT)
         qid, _q0, docid, _rank, score_s, _tag = parts
+        qid, docid = unquote(qid), unquote(docid)
         try:
             score = float(score_s)
         except ValueError:
@@ -125,8 +136,18 @@ def ranked(docs: Mapping[str, float]) -> list[tuple[str, float]]:
     return sorted(docs.items(), key=lambda kv: (kv[1], kv[0]), reverse=True)
 
 
+def _encode_id(value: str) -> str:
+    return _ID_SPECIAL.sub(lambda m: quote(m.group(), safe=""), value)
+
+
 def write_run(path: Path | str, run: Mapping[str, Mapping[str, float]], *, tag: str = "r2r-synth") -> Path:
-    """Write `run` as a TREC run (ranks from 1, best first), atomically (temp file + rename)."""
+    """Write `run` as a TREC run (ranks from 1, best first), atomically (temp file + rename).
+
+    TREC columns are separated by whitespace, so an id cannot carry any: whitespace and `%` in qids
+    and docids are percent-encoded (`a b` -> `a%20b`, tab `%09`, newline `%0A`, `%` -> `%25`).
+    `read_run` decodes them; with other readers (`ir_measures.read_trec_run`, trec_eval) the ids
+    come back encoded (`urllib.parse.unquote` decodes them), and every line keeps its six columns.
+    """
     if not tag or any(c.isspace() for c in tag):
         raise InputError(f"run tag {tag!r} must be one non-empty word", hint="use e.g. tag='bm25'")
     path = Path(path)
@@ -135,7 +156,7 @@ def write_run(path: Path | str, run: Mapping[str, Mapping[str, float]], *, tag: 
     with tmp.open("w", encoding="utf-8") as fh:
         for qid, docs in run.items():
             for rank, (docid, score) in enumerate(ranked(docs), start=1):
-                fh.write(f"{qid} Q0 {docid} {rank} {float(score):.6f} {tag}\n")
+                fh.write(f"{_encode_id(qid)} Q0 {_encode_id(docid)} {rank} {float(score):.6f} {tag}\n")
     os.replace(tmp, path)
     return path
 
@@ -283,7 +304,7 @@ def candidates_from_run(
     def line_of(qid: str, docid: str | None = None) -> int:
         # Only on error: find the run line that names the missing id.
         for i, line in iter_lines(run_path):
-            parts = line.split()
+            parts = [unquote(p) for p in line.split()]
             if parts and parts[0] == qid and (docid is None or parts[2] == docid):
                 return i
         return 0
