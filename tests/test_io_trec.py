@@ -144,13 +144,23 @@ def test_topics_tsv_and_trec_sgml(tmp_path):
     }
 
 
-def test_topics_errors_name_line(tmp_path):
-    with pytest.raises(InputError, match=r"t.tsv:2: expected `qid<TAB>query text`, got 1"):
-        read_topics(write(tmp_path / "t.tsv", "1\tok\njust text\n"))
-    with pytest.raises(InputError, match=r"t.trec:4: <top> block is never closed"):
-        read_topics(write(tmp_path / "t.trec", "<top>\n<num>1</num><title>a</title>\n</top>\n<top>\n<num>2</num>\n"))
-    with pytest.raises(InputError, match=r"d.tsv:2: qid 1 appears twice"):
-        read_topics(write(tmp_path / "d.tsv", "1\ta\n1\tb\n"))
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("t.tsv", "1\tok\njust text\n", r"t.tsv:2: expected `qid<TAB>query text`, got 1"),
+        ("t.trec", "<top>\n<num>1</num><title>a</title>\n</top>\n<top>\n<num>2</num>\n",
+         r"t.trec:4: <top> block is never closed"),
+        ("d.tsv", "1\ta\n1\tb\n", r"d.tsv:2: qid 1 appears twice"),
+        ("e.tsv", "1\ta\n2\t \n", r"e.tsv:2: empty query text"),
+        ("e.tsv", "\ta\n", r"e.tsv:1: empty qid"),
+        ("n.trec", "<top><num>1</num><title>a</title></top>\n<top><num>Number:</num>\n<title>b</title></top>\n",
+         r"n.trec:2: topic with an empty <num>"),
+        ("t.trec", "<top><num>1</num><title></title></top>\n", r"t.trec:1: topic with an empty <title>"),
+    ],
+)
+def test_topics_errors_name_line(tmp_path, name, text, message):
+    with pytest.raises(InputError, match=message):
+        read_topics(write(tmp_path / name, text))
 
 
 def test_trec_docs_with_title_and_text_tags(tmp_path):

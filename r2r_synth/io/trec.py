@@ -210,23 +210,29 @@ def read_topics(path: Path | str) -> dict[str, str]:
         for lineno, lines in _sgml_blocks(path, "<top>", "</top>"):
             block = "".join(lines)
             num, title = _field(block, "num"), _field(block, "title")
-            if not num or title is None:
+            if num is None or title is None:
                 raise InputError(
                     f"{path}:{lineno}: topic without <num> or <title>", hint="each <top> needs <num>qid</num> and <title>"
                 )
-            qid = num.split(":")[-1].strip()
-            _put_unique(topics, qid, html.unescape(title), path, lineno, "qid")
+            qid, text = num.split(":")[-1].strip(), html.unescape(title)
+            if not qid or not text:
+                raise InputError(f"{path}:{lineno}: topic with an empty {'<num>' if not qid else '<title>'}",
+                                 hint="each <top> needs <num>qid</num> and a <title> with the query text")
+            _put_unique(topics, qid, text, path, lineno, "qid")
         return topics
     for lineno, line in iter_lines(path):
         if not line.strip():
             continue
-        parts = line.rstrip("\n").split("\t")
-        if len(parts) != 2 or not parts[0].strip():
+        parts = [p.strip() for p in line.split("\t")]
+        if len(parts) != 2:
             raise InputError(
                 f"{path}:{lineno}: expected `qid<TAB>query text`, got {len(parts)} tab-separated fields",
                 hint="topics are one `qid<TAB>text` per line, or TREC <top> blocks",
             )
-        _put_unique(topics, parts[0].strip(), parts[1].strip(), path, lineno, "qid")
+        if not parts[0] or not parts[1]:
+            raise InputError(f"{path}:{lineno}: empty {'qid' if not parts[0] else 'query text'}",
+                             hint="topics are one `qid<TAB>text` per line, both non-empty")
+        _put_unique(topics, parts[0], parts[1], path, lineno, "qid")
     if not topics:
         raise InputError(f"{path}: no topics found (the file is empty)", hint="give one `qid<TAB>text` per line")
     return topics
