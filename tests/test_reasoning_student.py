@@ -1,11 +1,10 @@
-"""The reasoning student: losses, the input encoding, and training end to end on a tiny Llama built
+"""The reasoning student: the input encoding, its options, and training end to end on a tiny Llama built
 in code (no downloads) through the real `transformers.Trainer`, saved and reloaded with plain
 transformers."""
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pytest
@@ -17,19 +16,9 @@ from r2r_synth.config import TrainConfig
 from r2r_synth.errors import ConfigError, InputError
 from r2r_synth.student.base import load_student
 from r2r_synth.student.corpus import load_training_view
-from r2r_synth.student.reasoning import (
-    Encoder,
-    GenerationLoss,
-    GroupCollator,
-    ListNetLoss,
-    RankNetLoss,
-    ReasoningStudent,
-    Template,
-    _GroupDataset,
-    _groups_from_view,
-    resolve_options,
-    train_student,
-)
+from r2r_synth.student.reasoning import Encoder, ReasoningStudent, Template, resolve_options, train_student
+from r2r_synth.student.reasoning import template as T
+from r2r_synth.student.reasoning.data import GroupCollator, GroupDataset, groups_from_view
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -104,12 +93,10 @@ def _words(texts) -> set[str]:
 def tiny_base(tmp_path_factory) -> Path:
     """A 2-layer Llama and a word-level tokenizer over every word the tests use, saved as a local
     base model directory (what a user passes with --base)."""
-    from r2r_synth.student import reasoning as R
-
     texts = [t for r in _r2r_rows() for t in [r["query"], *r["unsorted_docs"]]]
     texts += [p["direct_reason"] for r in _r2r_rows() for p in r["reason"]["ranked_passages"]]
-    texts += [R.SYSTEM_INSTRUCTION, R.QUERY_LABEL, R.DOCUMENT_LABEL, R.QUESTION, R.VERDICT_PREFIX,
-              R.VERDICT_YES, R.VERDICT_NO, R.REASON_PREFIX, "user system assistant"]
+    texts += [T.SYSTEM_INSTRUCTION, T.QUERY_LABEL, T.DOCUMENT_LABEL, T.QUESTION, T.VERDICT_PREFIX,
+              T.VERDICT_YES, T.VERDICT_NO, T.REASON_PREFIX, "user system assistant"]
     tok = _tokenizer(_words(texts))
     cfg = transformers.LlamaConfig(
         vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
@@ -131,65 +118,6 @@ def _config(corpus: Path, base: Path, out: Path, **kw) -> TrainConfig:
     return TrainConfig(student="reasoning", corpus=[corpus], out=out, base=str(base), **kw)
 
 
-# ----------------------------------------------------------------------------- losses
-
-
-def test_ranknet_matches_hand_computation_and_checks_inputs():
-    loss = RankNetLoss()
-    scores = torch.tensor([[2.0, 0.0, 1.0]])
-    prefer = torch.zeros(1, 3, 3, dtype=torch.bool)
-    prefer[0, 0, 1] = prefer[0, 2, 1] = True  # doc0 > doc1, doc2 > doc1
-    mask = torch.ones(1, 3, dtype=torch.bool)
-    want = (math.log1p(math.exp(-2.0)) + math.log1p(math.exp(-1.0))) / 2
-    assert loss(scores, prefer, mask).item() == pytest.approx(want, rel=1e-6)
-    with pytest.raises(ValueError, match=r"scores must be \(lists, documents\)"):
-        loss(scores[0], prefer, mask[0])
-    with pytest.raises(ValueError, match="prefer must be a bool tensor of shape"):
-        loss(scores, prefer.float(), mask)
-    with pytest.raises(ValueError, match="no teacher preference in the batch"):
-        loss(scores, torch.zeros_like(prefer), mask)
-    mask[0, 2] = False
-    with pytest.raises(ValueError, match="names a padded document slot"):
-        loss(scores, prefer, mask)
-
-
-def test_ranknet_gradient_pushes_the_preferred_document_up():
-    scores = torch.zeros(1, 2, requires_grad=True)
-    prefer = torch.tensor([[[False, True], [False, False]]])
-    RankNetLoss()(scores, prefer, torch.ones(1, 2, dtype=torch.bool)).backward()
-    assert scores.grad[0, 0] < 0 < scores.grad[0, 1]
-
-
-def test_listnet_is_cross_entropy_against_the_teacher_softmax_and_ignores_padding():
-    loss = ListNetLoss(temperature=0.5)
-    scores = torch.tensor([[1.0, 0.0, 5.0]])
-    teacher = torch.tensor([[1.0, 0.0, 99.0]])
-    mask = torch.tensor([[True, True, False]])
-    target = torch.softmax(torch.tensor([2.0, 0.0]), 0)
-    logp = torch.log_softmax(torch.tensor([1.0, 0.0]), 0)
-    assert loss(scores, teacher, mask).item() == pytest.approx(float(-(target * logp).sum()), rel=1e-6)
-    with pytest.raises(ValueError, match="list 0 has 1 document"):
-        loss(scores, teacher, torch.tensor([[True, False, False]]))
-    with pytest.raises(ValueError, match="teacher must have the shape of scores"):
-        loss(scores, teacher[:, :2], mask)
-    with pytest.raises(ValueError, match="teacher values must be finite"):
-        loss(scores, torch.tensor([[1.0, float("nan"), 0.0]]), mask)
-    with pytest.raises(ValueError, match="mask must be a bool tensor"):
-        loss(scores, teacher, mask.long())
-    with pytest.raises(ValueError, match="temperature must be > 0"):
-        ListNetLoss(temperature=0)
-
-
-def test_generation_loss_checks_its_inputs():
-    loss = GenerationLoss()
-    logits = torch.zeros(3, 7)
-    assert loss(logits, torch.tensor([1, 2, 3])).item() == pytest.approx(math.log(7))
-    with pytest.raises(ValueError, match=r"logits must be \(T, vocab\) and targets \(T,\)"):
-        loss(logits, torch.tensor([1, 2]))
-    with pytest.raises(ValueError, match="no target tokens in the batch"):
-        loss(torch.zeros(0, 7), torch.zeros(0, dtype=torch.long))
-
-
 # ----------------------------------------------------------------------------- encoding
 
 
@@ -208,11 +136,11 @@ def test_collator_keeps_lists_whole_and_targets_start_at_the_verdict(tiny_base, 
     assert template.head.startswith("<|im_start|>system\n") and template.tail.endswith("<|im_start|>assistant\n")
     enc = Encoder(tok, template)
     opts = resolve_options(_config(corpus_file, tiny_base, Path("unused")), base="tiny")
-    groups = _groups_from_view(load_training_view([corpus_file]), opts)
+    groups = groups_from_view(load_training_view([corpus_file]), opts)
     assert len(groups) == len(TOPICS)
     # the teacher's first passage is the only "yes" of five (top quarter, at least one)
     assert [it.verdict for it in groups[0].items] == [False, False, False, True, False]
-    ds = _GroupDataset(groups, negatives=2, seed=1)
+    ds = GroupDataset(groups, negatives=2, seed=1)
     batch = GroupCollator(enc, pad_id=tok.pad_token_id)([ds[0], ds[1]])
     assert batch["input_ids"].shape[0] == 14 and batch["list_mask"].sum() == 14  # 2 queries x (5 + 2)
     rows = torch.arange(14)
@@ -231,7 +159,7 @@ def test_collator_keeps_lists_whole_and_targets_start_at_the_verdict(tiny_base, 
 def test_a_corpus_without_usable_labels_is_an_input_error(tiny_base, corpus_file):
     opts = resolve_options(_config(corpus_file, tiny_base, Path("unused"), labels="gold"), base="tiny")
     with pytest.raises(InputError, match="no query of the corpus has a label"):
-        _groups_from_view(load_training_view([corpus_file]), opts)
+        groups_from_view(load_training_view([corpus_file]), opts)
 
 
 def test_options_resolve_defaults_and_refuse_what_does_not_apply(tiny_base, corpus_file):

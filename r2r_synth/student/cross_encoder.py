@@ -453,7 +453,7 @@ def train_student(view: TrainingView, *, config: TrainConfig, out_dir: Path) -> 
             inner = losses.BinaryCrossEntropyLoss(model)
         else:
             inner = losses.RankNetLoss(model)
-        loss_fns[name] = WeightedLoss(inner, knobs[f"{name}_weight"])
+        loss_fns[name] = WeightedLoss(inner, weight=knobs[f"{name}_weight"])
 
     probe: dict[str, float] = {}
     if knobs["head_init"] == "probe":
