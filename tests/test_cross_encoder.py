@@ -84,7 +84,6 @@ def test_train_saves_a_model_that_plain_crossencoder_loads(tmp_path, tiny_bert):
     assert saved["config"]["base"] == str(tiny_bert) and saved["config"]["negatives"] == 2
     assert saved["train"]["steps"] == 3 and saved["examples"] == {"listwise": 6, "pointwise": 24}
     assert saved["data"]["queries"] == len(TOPICS)
-    assert saved["probe"] == {}  # head_init "random" by default; LP-FT is tested below
 
     plain = CrossEncoder(str(out))
     pairs = [("what is solar panels", "solar panels explained"), ("what is solar panels", "pasta")]
@@ -235,26 +234,6 @@ def test_distillation_trains_and_records_its_lists(tmp_path, tiny_bert):
     assert saved["examples"] == {"distill": len(TOPICS)}  # teacher objectives step aside by default
     assert saved["config"]["encoder"] == str(tiny_bert) and saved["config"]["hard_negatives"] == 2
     assert len(CrossEncoder(str(tmp_path / "model")).predict([("q", "d"), ("q", "e")])) == 2
-
-
-def test_probe_init_fits_the_head_on_frozen_features(tiny_bert):
-    import math
-
-    import torch
-    from sentence_transformers import CrossEncoder
-
-    from r2r_synth.student.cross_encoder import probe_init
-
-    torch.manual_seed(0)
-    model = CrossEncoder(str(tiny_bert), num_labels=1, max_length=32)
-    pairs = [(f"what is {t}", f"{t} explained") for t in TOPICS] + [(f"what is {t}", "cooking pasta") for t in TOPICS]
-    targets = [1.0] * len(TOPICS) + [0.0] * len(TOPICS)
-    info = probe_init(model, pairs, targets)
-    assert info["pairs"] == 12 and info["train_accuracy"] >= 0.75
-    model.eval()
-    p = torch.tensor(model.predict(pairs, convert_to_numpy=True)).clamp(1e-6, 1 - 1e-6)
-    bce = float(torch.nn.functional.binary_cross_entropy(p, torch.tensor(targets)))
-    assert bce < math.log(2)  # better than the uninformed head
 
 
 def test_max_minutes_stops_training_and_still_saves(tmp_path, tiny_bert):

@@ -25,7 +25,6 @@ resolved config beside it in `r2r_config.json`. Training goes through the Huggin
 
 from __future__ import annotations
 
-import logging
 import random
 import time
 from collections.abc import Sequence
@@ -38,8 +37,6 @@ from r2r_synth.student.base import Student, refuse_knobs, write_r2r_config
 from r2r_synth.student.budget import time_budget
 from r2r_synth.student.corpus import TrainingView, ViewQuery
 
-log = logging.getLogger(__name__)
-
 KIND = "cross-encoder"
 
 # Defaults chosen on msmarco_500 -> DL19 pilots (see the README section "student").
@@ -48,7 +45,10 @@ DEFAULTS: dict[str, Any] = {
     # 4 lists per step at 5e-5 (nDCG@10 0.61 vs 0.51 after one epoch).
     "batch_size": 1,  # queries per step; pairs per step = batch_size * list length
     "learning_rate": 1e-4,
-    "head_learning_rate": 1e-3,  # the scoring head starts from random weights: let it move faster
+    # The scoring head starts from random weights: let it move faster. (Fitting it first on frozen
+    # features, LP-FT, was no better a start: on DL19 such a linear probe of the base's pair features
+    # ranked below BM25, nDCG@10 0.40-0.44 on the top 30.)
+    "head_learning_rate": 1e-3,
     "max_length": 128,  # the median DL19 (query, passage) is 84 tokens; 128 keeps 81% whole
     "negatives": 3,
     "hard_negatives": 8,
@@ -59,14 +59,9 @@ DEFAULTS: dict[str, Any] = {
     "listwise_weight": 1.0,
     "pointwise_weight": 1.0,
     "pairwise_weight": 1.0,
-    # "probe": fit the fresh head on frozen features before fine-tuning (LP-FT); "random": don't.
-    # Random is the default: on DL19 a linear probe of the base's frozen pair features ranked below
-    # BM25 (nDCG@10 0.40-0.44 on the top 30), so the fitted head is no better a start.
-    "head_init": "random",
     # The word-embedding matrix is half of MiniLM's weights; frozen, a CPU step was ~15% cheaper
     # (30 steps: 111 s vs 129 s) and a few thousand lists cannot drift the vocabulary.
     "freeze_embeddings": True,
-    "probe_pairs": 300,
 }
 
 
@@ -320,69 +315,6 @@ def freeze_below(model: Any, train_layers: int) -> None:
             mod.requires_grad_(False)
 
 
-def _head(model: Any) -> tuple[str, Any] | None:
-    """(name, module) of the freshly initialized scoring head: the last `nn.Linear` with one output."""
-    import torch
-
-    found = None
-    for name, mod in model.named_modules():
-        if isinstance(mod, torch.nn.Linear) and mod.out_features == 1:
-            found = (name, mod)
-    return found
-
-
-def probe_init(model: Any, pairs: list[tuple[str, str]], targets: list[float], *, batch_size: int = 32,
-               steps: int = 300, l2: float = 1e-3) -> dict[str, float]:
-    """Fit the scoring head alone, on frozen features, before any fine-tuning.
-
-    LP-FT (Kumar et al., "Fine-Tuning can Distort Pretrained Features and Underperform
-    Out-of-Distribution", arXiv 2202.10054): a randomly initialized head sends large, random
-    gradients into the pretrained encoder in the first steps and distorts what it knows; a head
-    that already separates the teacher's relevant from not-relevant passages on the frozen
-    features does not. The head is an L2-regularized logistic regression on the features that feed
-    it (captured with a forward hook), so any sequence-classification base works.
-    """
-    import torch
-
-    head = _head(model)
-    if head is None or not pairs:
-        return {}
-    _, linear = head
-    feats: list[torch.Tensor] = []
-    hook = linear.register_forward_pre_hook(lambda _m, args: feats.append(args[0].detach().float().cpu()))
-    try:
-        model.eval()
-        with torch.inference_mode():
-            model.predict(pairs, batch_size=batch_size, show_progress_bar=False, convert_to_numpy=True)
-    finally:
-        hook.remove()
-    x = torch.cat(feats)
-    y = torch.tensor(targets, dtype=torch.float32)
-    mu, sd = x.mean(0), x.std(0) + 1e-6
-    xs = (x - mu) / sd
-    w = torch.zeros(x.shape[1], requires_grad=True)
-    b = torch.zeros(1, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], lr=0.5, max_iter=steps, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(xs @ w + b, y) + l2 * (w * w).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    with torch.no_grad():
-        # Fold the standardization into the linear layer: w.(x - mu)/sd + b = (w/sd).x + (b - w.mu/sd)
-        weight = (w / sd).to(linear.weight.dtype)
-        linear.weight.copy_(weight.view_as(linear.weight))
-        if linear.bias is not None:
-            linear.bias.copy_((b - (w / sd) @ mu).to(linear.bias.dtype).view_as(linear.bias))
-        logits = xs @ w + b
-        acc = float(((logits > 0).float() == (y > 0.5).float()).float().mean())
-    model.train()
-    return {"pairs": len(pairs), "train_accuracy": round(acc, 4)}
-
-
 def _head_pattern(model: Any) -> str:
     """Regex over parameter names that matches the freshly initialized scoring head."""
     names = [n for n, _ in model.named_parameters()]
@@ -391,26 +323,6 @@ def _head_pattern(model: Any) -> str:
     if any(".score." in n for n in names):
         return r"\.score\."
     return r"$^"  # no recognizable head: one learning rate for all
-
-
-def _probe_examples(columns: dict[str, dict[str, list]]) -> tuple[list[tuple[str, str]], list[float]]:
-    """(query, doc) pairs with 0/1 targets for the head fit: the pointwise examples when there are
-    any, else the listwise lists cut at grade 2 (a permutation's top two of five, direct grade 3)."""
-    if "pointwise" in columns:
-        pw = columns["pointwise"]
-        return list(zip(pw["query"], pw["doc"])), [1.0 if t >= 0.5 else 0.0 for t in pw["label"]]
-    pairs: list[tuple[str, str]] = []
-    targets: list[float] = []
-    for name in ("listwise", "pairwise"):
-        cols = columns.get(name)
-        if not cols:
-            continue
-        for q, docs, labels in zip(cols["query"], cols["docs"], cols["labels"]):
-            top = 2.0 if name == "listwise" else 0.5
-            for d, lab in zip(docs, labels):
-                pairs.append((q, d))
-                targets.append(1.0 if lab > top else 0.0)
-    return pairs, targets
 
 
 def train_student(view: TrainingView, *, config: TrainConfig, out_dir: Path) -> CrossEncoderStudent:
@@ -455,17 +367,6 @@ def train_student(view: TrainingView, *, config: TrainConfig, out_dir: Path) -> 
             inner = losses.RankNetLoss(model)
         loss_fns[name] = WeightedLoss(inner, weight=knobs[f"{name}_weight"])
 
-    probe: dict[str, float] = {}
-    if knobs["head_init"] == "probe":
-        pairs, targets = _probe_examples(columns)
-        idx = list(range(len(pairs)))
-        random.Random(config.seed).shuffle(idx)
-        idx = idx[: int(knobs["probe_pairs"])]
-        probe = probe_init(model, [pairs[i] for i in idx], [targets[i] for i in idx], batch_size=32)
-        log.info("head fitted on frozen features: %s", probe)
-    elif knobs["head_init"] not in ("probe", "random"):
-        raise ConfigError(f"unknown head_init {knobs['head_init']!r}", hint="use 'probe' or 'random'")
-
     ckpt = Path(out_dir) / "checkpoints"
     args = CrossEncoderTrainingArguments(
         output_dir=str(ckpt),
@@ -508,7 +409,6 @@ def train_student(view: TrainingView, *, config: TrainConfig, out_dir: Path) -> 
             "data": view.summary(),
             "sources": view.sources,
             "examples": {k: len(v["query"]) for k, v in columns.items()},
-            "probe": probe,
             "train": {"wall_s": round(wall, 1), "steps": result.global_step,
                       "loss": round(float(result.training_loss), 5),
                       "stopped_by_max_minutes": bool(budget and budget.stopped_at_step is not None),
