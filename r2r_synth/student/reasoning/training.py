@@ -14,11 +14,12 @@ from torch import nn
 
 from r2r_synth.config import TrainConfig
 from r2r_synth.errors import ConfigError
+from r2r_synth.student.base import r2r_config, training_summary
 from r2r_synth.student.corpus import TrainingView
 from r2r_synth.student.losses import GenerationLoss, ListNetLoss, RankNetLoss
 from r2r_synth.student.reasoning.bases import DEFAULT_BASE_NAME, resolve_base
 from r2r_synth.student.reasoning.data import GroupCollator, GroupDataset, groups_from_view
-from r2r_synth.student.reasoning.model import ReasoningStudent, VerdictModel
+from r2r_synth.student.reasoning.model import KIND, ReasoningStudent, VerdictModel
 from r2r_synth.student.reasoning.options import ReasoningOptions, resolve_options
 from r2r_synth.student.reasoning.template import Encoder, Template
 
@@ -95,8 +96,8 @@ def train_student(view: TrainingView, *, config: TrainConfig, out_dir: Path,
 
     `options` override `ReasoningOptions` fields that `TrainConfig` does not carry (e.g.
     `train_layers`, `max_reason_tokens`, `lora_r`). The saved directory holds the full model (LoRA
-    merged), the tokenizer and `r2r_config.json` with the resolved options, the template and training
-    statistics."""
+    merged), the tokenizer and `r2r_config.json` (`base.R2RConfig`: the resolved options, the template
+    and what training measured, its loss log included)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments, set_seed
 
     out_dir = Path(out_dir)
@@ -172,24 +173,17 @@ def train_student(view: TrainingView, *, config: TrainConfig, out_dir: Path,
     model = model.to("cpu").eval()
     shutil.rmtree(out_dir / "_trainer", ignore_errors=True)  # Trainer's scratch dir; we save ourselves
     history = [h for h in trainer.state.log_history if "loss" in h]
-    stats = {
-        "steps": trainer.state.global_step,
-        "train_loss": result.training_loss,
-        "wall_s": round(wall, 1),
+    training = training_summary(result, wall_s=wall, budget=budget) | {
         "tokens": trainer.tokens_seen,
         "tokens_per_s": round(trainer.tokens_seen / wall, 1) if wall > 0 else None,
         "parameters": n_params,
         "queries": len(groups),
-        "stopped_at_step": budget.stopped_at_step if budget else None,  # --max-minutes ended the run
-        "annealed_from_step": budget.annealed_from_step if budget else None,  # the clock led the schedule
         "first_loss": history[0]["loss"] if history else None,
         "last_loss": history[-1]["loss"] if history else None,
         "log": history,
     }
-    student = ReasoningStudent(model, tok, template, config={
-        "config": config.public_dict(), "options": opts.model_dump(mode="json"), "train": stats,
-        "corpus": view.summary() | {"sources": view.sources},
-    })
+    meta = r2r_config(KIND, base=opts.base, options=opts, config=config, view=view, training=training)
+    student = ReasoningStudent(model, tok, template, meta=meta)
     out_dir.mkdir(parents=True, exist_ok=True)
     student.save(out_dir)
     if not math.isfinite(result.training_loss):
