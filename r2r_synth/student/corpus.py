@@ -17,7 +17,6 @@ trainer writes them to `rejects.jsonl`). A malformed record file is an `InputErr
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import fmean
@@ -269,8 +268,3 @@ def load_training_view(paths: list[Path | str]) -> TrainingView:
             hint="check the files; rejected lines and why are listed in rejects.jsonl of the output",
         )
     return view
-
-
-def view_to_json(view: TrainingView) -> str:
-    """A compact JSON summary of the view (for logs and r2r_config.json)."""
-    return json.dumps({"sources": view.sources, **view.summary()})
