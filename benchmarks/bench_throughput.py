@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from openai_server import spawn_server
 
 from r2r_synth.config import GenerateConfig
-from r2r_synth.generate import _Engine, build_jobs, generate  # noqa: F401
+from r2r_synth.generate import generate
 from r2r_synth.schemas import Candidates, Document, Query
 from r2r_synth.teacher.lm import make_teacher, quiet_litellm
 from r2r_synth.teacher.policy import CallPolicy

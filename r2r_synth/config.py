@@ -111,6 +111,8 @@ class EvaluateConfig(CommandConfig):
     batch_size: int = 32
     api_base: str | None = None
     api_key: str | None = None  # passed to LiteLLM for teacher systems; never written out
+    timeout: float | None = None  # teacher systems: None: 120 s per request, 600 s for the embedded one
+    max_retries: int | None = None  # teacher systems: None: the call policy's default (5)
     programs_dir: Path = DEFAULT_PROGRAMS_DIR
     concurrency: int = 8
     device: str | None = None
@@ -174,10 +176,11 @@ class GenerateConfig(CommandConfig):
     concurrency: int | None = None  # None: 16 for a remote teacher, 2 for the embedded one
     rpm: int | None = None
     tpm: int | None = None
-    max_retries: int = 5
+    max_retries: int | None = None  # None: the call policy's default (5)
     parse_retries: int = 1
     timeout: float | None = None  # None: 120 s for a remote teacher, 600 s for the embedded one
     max_cost: float | None = None
+    max_doc_chars: int | None = 20_000  # longer documents are cut (counted in the manifest)
     dry_run: bool = False
     shard: str | None = None
     retry_rejects: bool = False
@@ -212,6 +215,7 @@ class OptimizeConfig(CommandConfig):
     concurrency: int = 4
     temperature: float = 0.0
     max_tokens: int | None = None
-    timeout: float | None = 120.0
+    timeout: float | None = None  # None: 120 s for a remote teacher, 600 s for the embedded one
+    max_retries: int | None = None  # None: the call policy's default (5)
     cache: bool = True  # DSPy's request cache: a rerun of the same optimization is cheap
     evaluate_only: bool = False

@@ -36,6 +36,14 @@ class TeacherError(R2RError):
     those become rejects)."""
 
 
+class IncompleteRun(R2RError):
+    """A run ended with requests that got no answer (transport, key or configuration failures after
+    their retries). They are in rejects.jsonl as retryable: rerunning the same command asks them
+    again. Exit code 4."""
+
+    exit_code = 4
+
+
 class BudgetExceeded(R2RError):
     """`--max-cost` was reached. The run stopped cleanly; rerunning with a larger budget resumes it."""
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,24 +27,12 @@ from typing import Any
 
 from r2r_synth import __version__
 from r2r_synth.errors import InputError
-from r2r_synth.io.jsonl import dump_line
 from r2r_synth.io.r2r import IMPORTED_TEACHER, iter_r2r
-from r2r_synth.schemas import (
-    MANIFEST_FILE,
-    RECORD_FILES,
-    REJECTS_FILE,
-    Counts,
-    Manifest,
-    Reject,
-    Usage,
-    package_versions,
-    stable_hash,
-)
+from r2r_synth.io.text import read_text
+from r2r_synth.rundir import RunDir, reject_key
+from r2r_synth.schemas import Counts, Manifest, Reject, Usage, package_versions, stable_hash
 
 log = logging.getLogger(__name__)
-
-CONFIG_FILE = "config.json"
-
 
 @dataclass
 class ImportResult:
@@ -94,31 +81,28 @@ def import_r2r(
     for p in paths:
         if not p.is_file():
             raise InputError(f"{p}: no such file", hint="check the path (relative paths start in the current directory)")
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out} exists and is not a directory", hint="choose another --out")
-    existing = [f for f in (*RECORD_FILES.values(), REJECTS_FILE, MANIFEST_FILE) if (out / f).exists()]
+    run = RunDir(out).check_writable()
+    existing = [f.name for f in run.run_files()]
     if existing and not overwrite:
         raise InputError(
-            f"{out} already holds a run ({', '.join(existing)})",
+            f"{run.path} already holds a run ({', '.join(existing)})",
             hint="choose a new --out, or pass --overwrite to replace that run",
         )
-    out.mkdir(parents=True, exist_ok=True)
 
     started = datetime.now(UTC)
     t0 = time.monotonic()
-    rec_path, rej_path = out / RECORD_FILES["listwise"], out / REJECTS_FILE
-    tmp_rec, tmp_rej = rec_path.with_name(rec_path.name + ".tmp"), rej_path.with_name(rej_path.name + ".tmp")
     n_rec = n_rej = 0
     qids: set[str] = set()
     reasons: dict[str, int] = {}
     seen: dict[str, str] = {}  # content hash -> "file:line" of its first occurrence
     files: list[dict[str, Any]] = []
     program_hash = prompt_hash = None
-    try:
-        with tmp_rec.open("w", encoding="utf-8") as fr, tmp_rej.open("w", encoding="utf-8") as fj:
+    with run.lock(command=command):
+        if overwrite:
+            run.clear()
+        with run.records_writer("listwise") as fr, run.records_writer("reject") as fj:
             for path in paths:
-                raw_lines = path.read_text(encoding="utf-8").splitlines()
+                raw_lines = read_text(path).splitlines()
                 n_file = n_file_rej = 0
                 for line, rec, err in iter_r2r(path, teacher=name):
                     where = f"{path}:{line}"
@@ -136,62 +120,55 @@ def import_r2r(
                         category = "duplicate" if err.startswith("duplicate") else "invalid R2R row"
                         reasons[category] = reasons.get(category, 0) + 1
                         raw = raw_lines[line - 1] if line - 1 < len(raw_lines) else None
-                        qid = None
-                        try:
-                            qid = json.loads(raw).get("qid") if raw else None
-                        except (ValueError, AttributeError):
-                            pass
-                        fj.write(dump_line(Reject(
+                        fj.write(Reject(
                             kind="listwise",
-                            key=stable_hash({"file": path.name, "line": line}, n=24),
+                            key=reject_key(path.name, line),
                             # `iter_r2r` already names path:line in its errors; duplicates need it added.
                             reason=err if err.startswith(str(path)) else f"{where}: {err}",
-                            inputs={"file": str(path), "line": line, "qid": None if qid is None else str(qid)},
+                            cause="input",
+                            inputs={"file": str(path), "line": line, "qid": _qid_of(raw)},
                             raw=raw,
                             teacher=name,
-                        )))
+                        ))
                         n_rej += 1
                         n_file_rej += 1
                         continue
-                    fr.write(dump_line(rec))
+                    fr.write(rec)
                     program_hash, prompt_hash = rec.provenance.program_hash, rec.provenance.prompt_hash
                     qids.add(rec.query.qid)
                     n_rec += 1
                     n_file += 1
-                files.append({"path": str(path), "sha256": _file_sha256(path), "records": n_file, "rejects": n_file_rej})
+                files.append({"path": str(path), "sha256": _file_sha256(path), "records": n_file,
+                              "rejects": n_file_rej})
                 log.info("%s: %d records, %d rejects", path, n_file, n_file_rej)
-    except BaseException:
-        for t in (tmp_rec, tmp_rej):
-            t.unlink(missing_ok=True)
-        raise
-
-    finished = datetime.now(UTC)
-    manifest = Manifest(
-        r2r_synth_version=__version__,
-        command=command,
-        config=config or {"paths": [str(p) for p in paths], "out": str(out), "name": name},
-        teacher=name,
-        programs={"r2r-listwise": program_hash} if program_hash else {},
-        prompts={"r2r-listwise": prompt_hash} if prompt_hash else {},
-        counts={"listwise": Counts(requested=n_rec + n_rej, records=n_rec, rejects=n_rej)},
-        usage=Usage(),
-        cost=None,  # what the original teacher cost is unknown; never a guess
-        versions=package_versions("pydantic"),
-        started_at=started,
-        finished_at=finished,
-        wall_s=round(time.monotonic() - t0, 3),
-        status="complete",
-        extra={"provenance": "imported", "format": "r2r-listwise", "sources": files,
-               "reject_reasons": reasons, "queries": len(qids)},
-    )
-    os.replace(tmp_rec, rec_path)
-    os.replace(tmp_rej, rej_path)
-    _write_json_atomic(out / CONFIG_FILE, manifest.config)
-    _write_json_atomic(out / MANIFEST_FILE, json.loads(manifest.model_dump_json()))
-    return ImportResult(out=out, records=n_rec, rejects=n_rej, queries=len(qids), files=files, reject_reasons=reasons)
+        finished = datetime.now(UTC)
+        manifest = Manifest(
+            r2r_synth_version=__version__,
+            command=command,
+            config=config or {"paths": [str(p) for p in paths], "out": str(run.path), "name": name},
+            teacher=name,
+            programs={"r2r-listwise": program_hash} if program_hash else {},
+            prompts={"r2r-listwise": prompt_hash} if prompt_hash else {},
+            counts={"listwise": Counts(requested=n_rec + n_rej, records=n_rec, rejects=n_rej)},
+            usage=Usage(),
+            cost=None,  # what the original teacher cost is unknown; never a guess
+            versions=package_versions("pydantic"),
+            started_at=started,
+            finished_at=finished,
+            wall_s=round(time.monotonic() - t0, 3),
+            status="complete",
+            extra={"provenance": "imported", "format": "r2r-listwise", "sources": files,
+                   "reject_reasons": reasons, "queries": len(qids)},
+        )
+        run.write_config(manifest.config)
+        run.write_manifest(manifest)
+    return ImportResult(out=run.path, records=n_rec, rejects=n_rej, queries=len(qids), files=files,
+                        reject_reasons=reasons)
 
 
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+def _qid_of(raw: str | None) -> str | None:
+    try:
+        qid = json.loads(raw).get("qid") if raw else None
+    except (ValueError, AttributeError):
+        return None
+    return None if qid is None else str(qid)

@@ -33,7 +33,8 @@ from typing import Any
 from r2r_synth import __version__
 from r2r_synth.config import scrub, secret_values
 from r2r_synth.errors import InputError, R2RError
-from r2r_synth.runstats import KIND_ORDER, KindSummary, Run, load_run, summarize
+from r2r_synth.rundir import KIND_ORDER, Run, RunDir
+from r2r_synth.runstats import KindSummary, summarize
 from r2r_synth.schemas import RECORD_FILES
 
 log = logging.getLogger(__name__)
@@ -558,7 +559,7 @@ def publish(
     splits = parse_split(split)
     secrets = secret_values() + ([token] if token else [])
     command = scrub(command, extra=[token] if token else None)
-    run = load_run(run_dir)
+    run = RunDir(run_dir).load()
     _check_no_secrets(run, secrets)
     hashes = {p: h for k in summarize(run).values() for p, h in k.prompts.items()}
     prompt_texts = find_prompt_texts(hashes, programs_dir=programs_dir)

@@ -32,9 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from r2r_synth import __version__
-from r2r_synth.config import scrub
+from r2r_synth.atomic import check_dir_target, write_text_atomic
 from r2r_synth.errors import InputError
-from r2r_synth.runstats import KIND_ORDER, KindSummary, Run, load_run, summarize
+from r2r_synth.rundir import KIND_ORDER, Run, RunDir
+from r2r_synth.runstats import KindSummary, summarize
 
 log = logging.getLogger(__name__)
 
@@ -312,9 +313,9 @@ img{max-width:100%;border:1px solid #eee} .note{color:#666;font-style:italic}
 
 def build_report(run_dir: Path, *, out: Path | None = None, evaluation: Path | None = None) -> ReportResult:
     """Write `report.html` (+ `plots/*.png`) about `run_dir` into `out` (default: `run_dir/report`)."""
-    run = load_run(run_dir, require_manifest=False)
+    out = check_dir_target(Path(out) if out is not None else Path(run_dir) / "report")
+    run = RunDir(run_dir).load(require_manifest=False)
     table = read_evaluation(evaluation) if evaluation is not None else None
-    out = Path(out) if out is not None else Path(run_dir) / "report"
     summary = summarize(run)
     plots: dict[str, tuple[str, bytes | None, str]] = {
         "labels": ("Label distribution", plot_labels(summary), "no records"),
@@ -349,9 +350,7 @@ def build_report(run_dir: Path, *, out: Path | None = None, evaluation: Path | N
         sections.append(f'<div{wide}><h2>{_e(title)}</h2><img alt="{_e(title)}" src="data:image/png;base64,{b64}">'
                         f"{caption}</div>")
     page = _page(run, summary, table, sections)
-    tmp = result.html.with_name(REPORT_FILE + ".tmp")
-    tmp.write_text(scrub(page), encoding="utf-8")
-    tmp.replace(result.html)
+    write_text_atomic(result.html, page)
     log.info("wrote %s with %d plots", result.html, len(result.plots))
     return result
 

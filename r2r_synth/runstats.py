@@ -1,90 +1,18 @@
-"""Read a finished run directory and summarize it: what `publish` writes into the dataset card and what
-`report` plots. Both stages read runs the same way, so the card and the report never disagree.
-
-A run directory holds `direct.jsonl`, `comparison.jsonl`, `listwise.jsonl` (each optional),
-`rejects.jsonl` and `manifest.json` (see `r2r_synth.schemas`). Records are validated as they are read:
-a bad line is an `InputError` naming `file:line`.
+"""Summarize a run directory: what `publish` writes into the dataset card and what `report` plots.
+Both stages read runs through `r2r_synth.rundir` and summarize them here, so the card and the report
+never disagree.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
-from pydantic import ValidationError
-
-from r2r_synth.errors import InputError
-from r2r_synth.io.jsonl import read_jsonl
-from r2r_synth.schemas import (
-    MANIFEST_FILE,
-    RECORD_FILES,
-    REJECTS_FILE,
-    ComparisonRecord,
-    DirectRecord,
-    ListwiseRecord,
-    Manifest,
-    Reject,
-    Strict,
-)
+from r2r_synth.rundir import KIND_ORDER, Run
+from r2r_synth.schemas import ComparisonRecord, DirectRecord, ListwiseRecord
 
 log = logging.getLogger(__name__)
-
-KIND_MODELS: dict[str, type[Strict]] = {
-    "direct": DirectRecord,
-    "comparison": ComparisonRecord,
-    "listwise": ListwiseRecord,
-}
-KIND_ORDER = tuple(RECORD_FILES)  # direct, comparison, listwise
-
-
-@dataclass
-class Run:
-    """A run directory read into memory: its manifest (None when absent) and records per kind."""
-
-    path: Path
-    manifest: Manifest | None
-    records: dict[str, list[Any]]
-    rejects: list[Reject]
-
-    @property
-    def kinds(self) -> list[str]:
-        """Record kinds with at least one record, in the canonical order."""
-        return [k for k in KIND_ORDER if self.records.get(k)]
-
-
-def load_run(path: Path | str, *, require_manifest: bool = True) -> Run:
-    """Read a run directory. Raises `InputError` when it is not one (no record file at all), when
-    `manifest.json` is missing and required, or on the first invalid line of any file."""
-    path = Path(path)
-    if not path.is_dir():
-        raise InputError(f"{path}: not a directory", hint="pass the run directory that `generate` or `import` wrote")
-    present = {k: path / f for k, f in RECORD_FILES.items() if (path / f).exists()}
-    if not present:
-        raise InputError(
-            f"{path} holds none of {', '.join(RECORD_FILES.values())}: not a run directory",
-            hint="run `r2r-synth generate --out DIR` or `r2r-synth import FILE --out DIR` first",
-        )
-    manifest = None
-    mpath = path / MANIFEST_FILE
-    if mpath.exists():
-        try:
-            manifest = Manifest.model_validate(json.loads(mpath.read_text(encoding="utf-8")))
-        except (ValueError, ValidationError) as e:
-            raise InputError(f"{mpath}: not a valid manifest: {e}",
-                             hint="rerun the command that wrote this run directory; it rewrites manifest.json") from None
-    elif require_manifest:
-        raise InputError(
-            f"{mpath}: missing (the run never finished cleanly, so its provenance is unknown)",
-            hint="rerun the same `r2r-synth generate` command: it resumes and writes manifest.json at the end",
-        )
-    records = {k: list(read_jsonl(p, KIND_MODELS[k])) for k, p in present.items()}
-    rpath = path / REJECTS_FILE
-    rejects = list(read_jsonl(rpath, Reject)) if rpath.exists() else []
-    return Run(path=path, manifest=manifest, records=records, rejects=rejects)
 
 
 def reason_category(reason: str) -> str:

@@ -196,18 +196,36 @@ class ListwiseRecord(Strict):
         return self
 
 
+RejectCause = Literal["reply", "refused", "input", "transport", "auth", "config", "aborted"]
+RETRYABLE_CAUSES = frozenset({"transport", "auth", "config", "aborted"})
+
+
 class Reject(Strict):
     """A request that did not become a record, with why. Nothing is ever silently dropped."""
 
     kind: Literal["direct", "comparison", "listwise", "input"]
     key: str
     reason: str = Field(description="the error, e.g. 'unparseable reply: ...' or 'validation: ...'")
+    cause: RejectCause | None = Field(
+        default=None,
+        description="'reply': the teacher's reply was unusable (its answer); 'refused': the backend refused "
+        "this request; 'input': a line that could not be read; 'transport', 'auth', 'config', 'aborted': no "
+        "answer came (the next run asks again)")
     attempts: int = 1
     inputs: dict[str, Any] = Field(default_factory=dict, description="what was asked (qid, docids)")
     raw: str | None = Field(default=None, description="the teacher's raw reply, when there was one")
     teacher: str | None = None
     program_hash: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
+
+    @property
+    def retryable(self) -> bool:
+        """True when this is not the teacher's answer (a failure of the transport, the key, the
+        configuration or the run), so a resumed run asks again. Rejects written before `cause`
+        existed say so in their reason."""
+        if self.cause is not None:
+            return self.cause in RETRYABLE_CAUSES
+        return self.reason.startswith("transient: ") or self.reason == "run aborted"
 
 
 RECORD_KINDS: dict[str, type[Strict]] = {
@@ -249,7 +267,10 @@ class Manifest(Strict):
     started_at: datetime
     finished_at: datetime | None = None
     wall_s: float | None = None
-    status: Literal["complete", "stopped_budget", "interrupted", "failed"] = "complete"
+    status: Literal["complete", "incomplete", "stopped_budget", "interrupted", "failed"] = Field(
+        default="complete",
+        description="complete: every request is a record or the teacher's reject; incomplete: some got no "
+        "answer (retryable rejects: rerun to ask them again); stopped_budget; interrupted; failed")
     shard: str | None = None
     extra: dict[str, Any] = Field(default_factory=dict)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from r2r_synth.config import GenerateConfig
-from r2r_synth.errors import BudgetExceeded, ConfigError, InputError, TeacherError
+from r2r_synth.errors import BudgetExceeded, ConfigError, IncompleteRun, InputError, TeacherError
 from r2r_synth.generate import generate, merge_runs
 from r2r_synth.io.jsonl import read_jsonl
 from r2r_synth.schemas import ComparisonRecord, DirectRecord, Manifest, Reject
@@ -78,8 +78,8 @@ def test_generate_writes_valid_records(openai_server, tmp_path, transport):
     assert m.programs["direct"] == d.provenance.program_hash
     assert m.extra["teacher"]["transport"] == transport
     # the key never reaches the run directory
-    for f in out.iterdir():
-        assert KEY not in f.read_text(), f
+    for f in out.rglob("*"):
+        assert f.is_dir() or KEY not in f.read_text(), f
     assert json.loads((out / "config.json").read_text())["api_key"] == "***"
     # what the server saw is DSPy's ChatAdapter prompt with the prompts/direct.md instructions
     first = openai_server.requests[0]
@@ -135,9 +135,12 @@ def test_timeouts_are_retried(openai_server, tmp_path):
 def test_exhausted_transient_retries_are_rejected_then_retried_by_the_next_run(openai_server, tmp_path):
     openai_server.script("dict.fromkeys", *[{"status": 500}] * 3)
     out = tmp_path / "run"
-    run(cfg(openai_server, out, pairs="none", max_retries=2))
+    with pytest.raises(IncompleteRun, match="1 of the 15 requests of this session got no answer"):
+        run(cfg(openai_server, out, pairs="none", max_retries=2))
+    assert manifest(out).status == "incomplete"
     rej = list(read_jsonl(out / "rejects.jsonl", Reject))
-    assert len(rej) == 1 and rej[0].reason.startswith("transient: gave up after 3 attempts")
+    assert len(rej) == 1 and rej[0].reason.startswith("transport: gave up after 3 attempts")
+    assert rej[0].cause == "transport" and rej[0].retryable
     assert rej[0].inputs["docid"] == "ex3-d1" and rej[0].attempts == 3
     check_run_dir(out)
     run(cfg(openai_server, out, pairs="none", max_retries=2))  # the server has recovered

@@ -11,13 +11,16 @@ import typer
 from r2r_synth.cli.app import _command_line, app, console
 from r2r_synth.cli.options import (
     ApiBaseOpt,
+    ApiKeyOpt,
     InputOpt,
     LimitOpt,
+    MaxRetriesOpt,
     OutOpt,
     ProgramsDirOpt,
     QrelsOpt,
     SeedOpt,
     TeacherOpt,
+    TimeoutOpt,
 )
 
 # ----------------------------------------------------------------- generate / merge
@@ -38,9 +41,7 @@ def generate(
     limit: LimitOpt = None,
     teacher: TeacherOpt = None,
     api_base: ApiBaseOpt = None,
-    api_key: Annotated[str | None, typer.Option("--api-key", envvar="R2R_API_KEY", show_default=False,
-                                                help="API key for the teacher (default: the provider's own "
-                                                "environment variable, e.g. OPENAI_API_KEY). Never recorded.")] = None,
+    api_key: ApiKeyOpt = None,
     router: Annotated[Path | None, typer.Option("--router", exists=True, dir_okay=False,
                                                 help="LiteLLM Router config (YAML/JSON model_list with rpm/tpm, "
                                                 "fallbacks): spread the run over many servers.")] = None,
@@ -64,14 +65,15 @@ def generate(
                                                     "once (default 16; 2 for the embedded teacher).")] = None,
     rpm: Annotated[int | None, typer.Option("--rpm", min=1, help="Requests per minute, at most.")] = None,
     tpm: Annotated[int | None, typer.Option("--tpm", min=1, help="Tokens per minute, at most.")] = None,
-    max_retries: Annotated[int, typer.Option("--max-retries", min=0, help="Retries on 429/5xx/timeouts "
-                                             "(exponential backoff with jitter).")] = 5,
+    max_retries: MaxRetriesOpt = None,
     parse_retries: Annotated[int, typer.Option("--parse-retries", min=0, help="Asks again after an "
                                                "unparseable or invalid reply before it is rejected.")] = 1,
-    timeout: Annotated[float | None, typer.Option("--timeout", min=0.1, help="Seconds per request (default "
-                                                  "120; 600 for the embedded teacher).")] = None,
+    timeout: TimeoutOpt = None,
     max_cost: Annotated[float | None, typer.Option("--max-cost", min=0.0, help="Stop cleanly at this many USD "
                                                    "(the run dir's total; exit code 3; rerun to resume).")] = None,
+    max_doc_chars: Annotated[int | None, typer.Option("--max-doc-chars", min=1, help="Cut longer documents to "
+                                                      "this many characters before asking (counted in the "
+                                                      "manifest).")] = 20_000,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Estimate requests, tokens and cost; ask "
                                           "nobody, write nothing.")] = False,
     shard: Annotated[str | None, typer.Option("--shard", help="I/N: this machine's share of the queries "
@@ -90,18 +92,20 @@ def generate(
         router=router, transport=transport, programs_dir=programs_dir, depth=depth, direct=direct, pairs=pairs.value,
         max_pairs_per_query=max_pairs_per_query, rollouts=rollouts, temperature=temperature, max_tokens=max_tokens,
         concurrency=concurrency, rpm=rpm, tpm=tpm, max_retries=max_retries, parse_retries=parse_retries,
-        timeout=timeout, max_cost=max_cost, dry_run=dry_run, shard=shard, retry_rejects=retry_rejects, seed=seed,
+        timeout=timeout, max_cost=max_cost, max_doc_chars=max_doc_chars, dry_run=dry_run, shard=shard,
+        retry_rejects=retry_rejects, seed=seed,
     )
     if dry_run:
         result = run_generate(config, command=_command_line(api_key))
         _print_estimate(result.estimate)
         return
-    from r2r_synth.errors import BudgetExceeded
+    from r2r_synth.errors import BudgetExceeded, IncompleteRun, TeacherError
 
     with _GenerateProgress() as bar:
         try:
-            result = run_generate(config, on_progress=bar.update, command=_command_line(api_key))
-        except BudgetExceeded:
+            run_generate(config, on_progress=bar.update, command=_command_line(api_key))
+        except (BudgetExceeded, IncompleteRun, TeacherError):
+            # The session ran: show what it wrote before the error says why it stopped.
             bar.stop()
             _print_run_summary(out)
             raise
@@ -154,12 +158,11 @@ class _GenerateProgress:
 def _print_run_summary(run_dir: Path) -> None:
     from rich.table import Table
 
-    from r2r_synth.schemas import MANIFEST_FILE, Manifest
+    from r2r_synth.rundir import RunDir
 
-    path = run_dir / MANIFEST_FILE
-    if not path.exists():
+    m = RunDir(run_dir).read_manifest()
+    if m is None:
         return
-    m = Manifest.model_validate_json(path.read_text(encoding="utf-8"))
     t = Table(title=f"{run_dir} ({m.status}, teacher {m.teacher})")
     for col in ("kind", "requested", "records", "rejects", "skipped (done before)"):
         t.add_column(col, justify="right" if col != "kind" else "left")
@@ -171,6 +174,10 @@ def _print_run_summary(run_dir: Path) -> None:
     console.print(f"tokens {m.usage.prompt_tokens:,} in / {m.usage.completion_tokens:,} out · cost {cost} · "
                   f"this session {session.get('wall_s', 0):.1f} s, {session.get('calls', 0)} calls, "
                   f"{session.get('retries', 0)} retries", highlight=False)
+    cut = m.extra.get("documents_cut") or {}
+    if cut.get("count"):
+        console.print(f"{cut['count']} documents were cut to --max-doc-chars {cut['max_doc_chars']} "
+                      f"(the longest had {cut['longest_chars']:,})", highlight=False)
     typer.echo(str(run_dir))
 
 
@@ -187,6 +194,8 @@ def _print_estimate(est) -> None:  # r2r_synth.generate.DryRunEstimate
     t.add_row("prompt tokens", f"{est.prompt_tokens:,}")
     t.add_row(f"completion tokens (assumed {est.completion_tokens_assumed_per_call}/call)", f"{est.completion_tokens:,}")
     t.add_row("cost", "unknown (not in LiteLLM's cost map)" if est.cost is None else f"${est.cost:.4f}")
+    for kind, h in est.programs.items():
+        t.add_row(f"{kind} program / prompt hash", f"{h['program_hash']} / {h['prompt_hash']}")
     console.print(t)
 
 

@@ -39,6 +39,21 @@ ApiBaseOpt = Annotated[str | None, typer.Option("--api-base", help="Base URL of 
 ProgramsDirOpt = Annotated[
     Path, typer.Option("--programs-dir", help="Where optimized teacher programs live (programs/<name>.json).")
 ]
+ApiKeyOpt = Annotated[
+    str | None,
+    typer.Option("--api-key", envvar="R2R_API_KEY", show_default=False,
+                 help="API key for the teacher (default: the provider's own environment variable, e.g. "
+                 "OPENAI_API_KEY). Masked in every message; never recorded."),
+]
+TimeoutOpt = Annotated[
+    float | None,
+    typer.Option("--timeout", min=0.1, help="Seconds per teacher request (default 120; 600 for the embedded teacher)."),
+]
+MaxRetriesOpt = Annotated[
+    int | None,
+    typer.Option("--max-retries", min=0, help="Retries of a teacher call on 429/5xx/timeouts (exponential "
+                 "backoff with jitter; default 5). A call that still fails counts as failed, never as an answer."),
+]
 ConcurrencyOpt = Annotated[int, typer.Option("--concurrency", "-c", min=1, help="Requests in flight at once.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
 

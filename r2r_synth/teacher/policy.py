@@ -32,14 +32,13 @@ from typing import Literal, TypeVar
 
 from r2r_synth.config import register_secret, scrub
 from r2r_synth.errors import TeacherError
+from r2r_synth.schemas import RETRYABLE_CAUSES
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 Cause = Literal["transport", "auth", "config", "refused", "aborted"]
-#: Causes that are not the teacher's answer: a resumed run asks such a request again.
-RETRYABLE_CAUSES: frozenset[str] = frozenset({"transport", "auth", "config", "aborted"})
 
 DEFAULT_MAX_RETRIES = 5
 DEFAULT_TIMEOUT_S = 120.0
@@ -192,12 +191,14 @@ class CallPolicy:
 
 
 def command_policy(*, embedded: bool, timeout: float | None = None, max_retries: int | None = None,
-                   api_key: str | None = None) -> CallPolicy:
+                   api_key: str | None = None, backoff_base: float = 0.5, backoff_cap: float = 30.0) -> CallPolicy:
     """The policy of one command from its `--timeout`, `--max-retries` and `--api-key` (None: the
     defaults: 120 s per request, 600 s for the embedded teacher; 5 retries)."""
     return CallPolicy(
         max_retries=DEFAULT_MAX_RETRIES if max_retries is None else max_retries,
         timeout=timeout or (EMBEDDED_TIMEOUT_S if embedded else DEFAULT_TIMEOUT_S),
+        backoff_base=backoff_base,
+        backoff_cap=backoff_cap,
         secrets=(api_key,) if api_key else (),
     )
 

@@ -1,0 +1,384 @@
+"""The engine: asks the teacher for every pending job, concurrently and politely, and writes each
+answer the moment it is complete.
+
+- **One call policy.** Each LM call goes through the teacher's `CallPolicy` (retries with backoff
+  and full jitter on 429/5xx/timeouts; `CallFailed` with its cause when they run out). On top the
+  engine paces starts (`rpm`/`tpm`), keeps `concurrency` calls in flight, and trips a circuit
+  breaker when request after request fails on transport (the teacher is down): the run stops and
+  what was in flight is rejected as ``aborted``, which the next run asks again.
+- **Journaled.** Every attempt is written to the run's journal before it goes out and when it comes
+  back, so spend survives a SIGKILL. The answered half of a comparison is kept there too: if the
+  other half fails, the next run reuses it instead of paying for it again.
+- **Validated.** Every reply is parsed by the program's DSPy adapter against the signature and
+  validated into its pydantic record; a reply that fails (after `parse_retries` more asks) is a
+  reject whose cause is ``reply`` (the teacher's answer), with the reason and the raw text.
+- **Budgeted.** With `max_cost`, no request starts that the spend so far (all sessions, from the
+  journal) plus the requests in flight would push over the cap.
+
+Why the engine calls `Teacher.acomplete` instead of `module.acall`: DSPy's per-call machinery
+(thread hop to prepare the request, response cache, history, callbacks, usage tracker) costs more
+CPU per request than the request itself on a loopback server, and the engine has its own cache (the
+request key). The prompt and the parse are still DSPy's: the program's adapter formats the
+signature, instructions and demos (`Adapter.format`) and parses the reply (`Adapter.parse`), so a
+record is exactly what `module(...)` would have returned for that reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from r2r_synth import __version__
+from r2r_synth.config import GenerateConfig
+from r2r_synth.errors import R2RError, TeacherError
+from r2r_synth.generate.jobs import Job
+from r2r_synth.generate.prompts import PromptPlan
+from r2r_synth.io.jsonl import describe_validation
+from r2r_synth.rundir import Journal, RunDir
+from r2r_synth.schemas import (
+    ComparisonAnswer,
+    ComparisonRecord,
+    DirectRecord,
+    Provenance,
+    Reject,
+    Usage,
+    stable_hash,
+)
+from r2r_synth.teacher.policy import CallFailed
+
+logger = logging.getLogger(__name__)
+
+EMBEDDED_CONCURRENCY = 2  # llama.cpp's server decodes one request at a time: one queued keeps it busy
+DEFAULT_CONCURRENCY = 16
+
+
+def resolved_concurrency(config: GenerateConfig, teacher: Any) -> int:
+    """`--concurrency`, or its default: 16 for a remote teacher, 2 for the embedded one."""
+    if config.concurrency:
+        return config.concurrency
+    return EMBEDDED_CONCURRENCY if getattr(teacher, "embedded", False) else DEFAULT_CONCURRENCY
+
+
+@dataclass
+class Progress:
+    """What the CLI's progress bar shows; passed to `on_progress` after every finished request."""
+
+    total: int
+    skipped: int = 0
+    done: int = 0
+    rejected: int = 0
+    in_flight: int = 0
+    calls: int = 0
+    retries: int = 0
+    usage: Usage = field(default_factory=Usage)
+    cost: float | None = None
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def finished(self) -> int:
+        return self.done + self.rejected
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    @property
+    def rate(self) -> float:
+        """Finished requests per second in this session."""
+        return self.finished / self.elapsed if self.elapsed > 0 else 0.0
+
+
+class RateLimiter:
+    """Requests-per-minute and tokens-per-minute pacing (a leaky bucket: starts are spaced so that
+    no minute exceeds either limit; token estimates are corrected once the usage is known)."""
+
+    def __init__(self, *, rpm: int | None, tpm: int | None):
+        self.rpm, self.tpm = rpm, tpm
+        self._next = 0.0
+
+    async def acquire(self, tokens: int) -> None:
+        if not (self.rpm or self.tpm):
+            return
+        now = time.monotonic()
+        start = max(now, self._next)
+        step = max(60.0 / self.rpm if self.rpm else 0.0, tokens * 60.0 / self.tpm if self.tpm else 0.0)
+        self._next = start + step  # single-threaded event loop: no lock needed between await points
+        if start > now:
+            await asyncio.sleep(start - now)
+
+    def correct(self, estimated: int, actual: int) -> None:
+        if self.tpm and actual != estimated:
+            self._next += (actual - estimated) * 60.0 / self.tpm
+
+
+class _Rejected(Exception):
+    """A request that ends as a reject: `cause` is the Reject's (see `r2r_synth.schemas.Reject`)."""
+
+    def __init__(self, reason: str, *, cause: str, raw: str | None = None, attempts: int = 1):
+        super().__init__(reason)
+        self.reason, self.cause, self.raw, self.attempts = reason, cause, raw, attempts
+
+
+@dataclass
+class _Spend:
+    """What one request's calls used and cost, and how long they took."""
+
+    usage: Usage = field(default_factory=Usage)
+    cost: float | None = 0.0
+    latency: float = 0.0
+    attempts: int = 0
+
+    def add(self, *, prompt: int, completion: int, cost: float | None, latency: float) -> None:
+        self.usage = self.usage + Usage(prompt_tokens=prompt, completion_tokens=completion,
+                                        total_tokens=prompt + completion)
+        self.cost = None if self.cost is None or cost is None else self.cost + cost
+        self.latency += latency
+
+
+class Engine:
+    """Runs the jobs of one session (see the module docstring)."""
+
+    def __init__(self, *, config: GenerateConfig, teacher: Any, programs: dict[str, Any], run: RunDir,
+                 journal: Journal, progress: Progress, on_progress: Callable[[Progress], None] | None,
+                 spent_before: float, replies: dict[str, dict[str, Any]], est_call_cost: float):
+        self.config = config
+        self.teacher = teacher
+        self.policy = teacher.policy
+        self.programs = programs
+        self.progress = progress
+        self.on_progress = on_progress
+        self.journal = journal
+        self.replies = replies
+        self.plan = PromptPlan(teacher=teacher, programs=programs)
+        self.limiter = RateLimiter(rpm=config.rpm, tpm=config.tpm)
+        self.concurrency = resolved_concurrency(config, teacher)
+        self.slots = asyncio.Semaphore(self.concurrency)
+        if hasattr(teacher, "set_pool_size"):
+            teacher.set_pool_size(self.concurrency)
+        self.spent_before = spent_before
+        self.est_call_cost = est_call_cost
+        self.stop: str | None = None
+        self.fatal: R2RError | None = None
+        self.consecutive_failures = 0
+        self.breaker = max(16, 2 * self.concurrency)
+        self.costs_known = True
+        self.unanswered = 0  # requests rejected this session without an answer (retryable)
+        self.files = {k: run.appender(k) for k in programs}
+        self.rejects = run.appender("reject")
+
+    # -- one LM call under the policy; returns the parsed, validated answer
+    async def ask(self, job: Job, inputs: dict[str, Any], validate: Callable[[dict[str, Any]], Any],
+                  spend: _Spend) -> Any:
+        from dspy.utils.exceptions import AdapterParseError
+
+        kind = job.kind
+        messages = self.plan.messages(kind, inputs)
+        call_kwargs = dict(self.plan.extra[kind])
+        if self.config.temperature > 0:
+            # Samples differ by rollout and are reproducible where the provider honours `seed`
+            # (LiteLLM drops it for providers that do not take it).
+            call_kwargs["seed"] = self.config.seed * 1_000_003 + job.rollout
+        call = stable_hash({"teacher": self.teacher.name, "messages": messages, "kwargs": call_kwargs}, n=24)
+        est = sum(len(m["content"]) for m in messages) // 4 + (self.config.max_tokens or 256)
+        keep_text = kind == "comparison"  # a half answered is kept for a rerun (see the module doc)
+        bad = 0
+        while True:
+            saved = self.replies.pop(call, None) if bad == 0 else None
+            if saved is not None:
+                text = saved["text"]
+                spend.add(prompt=saved["prompt_tokens"], completion=saved["completion_tokens"], cost=saved["cost"],
+                          latency=0.0)
+            else:
+                text = await self._call(job, messages, call_kwargs, call, est, spend, keep_text)
+            try:
+                if not text:
+                    raise AdapterParseError(adapter_name=type(self.plan.adapter).__name__,
+                                            signature=self.plan.signature[kind], lm_response=str(text),
+                                            message="The LM returned an empty reply.")
+                return validate(self.plan.adapter.parse(self.plan.signature[kind], text))
+            except (AdapterParseError, ValidationError, ValueError, TypeError) as e:
+                bad += 1
+                if bad > self.config.parse_retries:
+                    what = "invalid reply" if isinstance(e, ValidationError) else "unparseable reply"
+                    raise _Rejected(f"{what}: {_short(e)}", cause="reply", raw=text,
+                                    attempts=spend.attempts) from None
+
+    async def _call(self, job: Job, messages: list[dict[str, Any]], call_kwargs: dict[str, Any], call: str,
+                    est: int, spend: _Spend, keep_text: bool) -> str | None:
+        async def attempt() -> Any:
+            if self.fatal is not None:
+                raise CallFailed("the run stopped before this request was answered", cause="aborted",
+                                 attempts=spend.attempts)
+            await self.limiter.acquire(est)
+            spend.attempts += 1
+            n = self.journal.send(key=job.key, call=call)
+            t0 = time.monotonic()
+            try:
+                async with self.slots:
+                    self.progress.calls += 1
+                    resp = await self.teacher.acomplete(messages, **call_kwargs)
+            except BaseException:
+                self.journal.fail(n)
+                raise
+            self.journal.reply(n, prompt_tokens=resp.prompt_tokens, completion_tokens=resp.completion_tokens,
+                               cost=resp.cost, text=resp.text if keep_text else None)
+            return resp, time.monotonic() - t0
+
+        def on_retry(_retry: int, _msg: str) -> None:
+            self.progress.retries += 1
+
+        try:
+            resp, latency = await self.policy.acall(attempt, on_retry=on_retry)
+        except CallFailed as e:
+            self._failed(e)
+            raise _Rejected(f"{e.cause}: {e.message}", cause=e.cause, attempts=spend.attempts) from None
+        self.consecutive_failures = 0
+        spend.add(prompt=resp.prompt_tokens, completion=resp.completion_tokens, cost=resp.cost, latency=latency)
+        self.limiter.correct(est, resp.prompt_tokens + resp.completion_tokens)
+        self.progress.usage = self.progress.usage + Usage(
+            prompt_tokens=resp.prompt_tokens, completion_tokens=resp.completion_tokens,
+            total_tokens=resp.prompt_tokens + resp.completion_tokens)
+        if resp.cost is None:
+            self.costs_known = False
+        else:
+            self.progress.cost = (self.progress.cost or 0.0) + resp.cost
+        return resp.text
+
+    def _failed(self, e: CallFailed) -> None:
+        """Stop the run on a failure no other request can get past (a bad key, an unknown model) or
+        when the breaker trips (the teacher is down)."""
+        if self.fatal is not None or e.cause == "aborted":
+            return
+        if e.cause in ("auth", "config"):
+            self.fatal = TeacherError(f"the teacher {self.teacher.name!r} refused the request: {e.message}",
+                                      hint=e.hint)
+        elif e.cause == "transport":
+            self.consecutive_failures += 1
+            if self.consecutive_failures >= self.breaker:
+                self.fatal = TeacherError(
+                    f"{self.consecutive_failures} requests in a row failed after {self.policy.max_retries} "
+                    f"retries each; last error: {e.message}",
+                    hint="the teacher looks down or overloaded: check it, lower --concurrency or set "
+                         "--rpm/--tpm, then rerun the same command to resume (failed requests are asked again)",
+                )
+
+    # -- requests
+    async def run_job(self, job: Job) -> None:
+        spend = _Spend()
+        self.progress.in_flight += 1
+        try:
+            record = await (self._direct(job, spend) if job.kind == "direct" else self._comparison(job, spend))
+        except _Rejected as r:
+            self.rejects.write(Reject(
+                kind=job.kind, key=job.key, reason=r.reason, cause=r.cause, attempts=max(1, r.attempts),
+                inputs=job.reject_inputs(), raw=r.raw, teacher=self.teacher.name,
+                program_hash=self.programs[job.kind].program_hash))
+            self.progress.rejected += 1
+            if r.cause not in ("reply", "refused"):
+                self.unanswered += 1
+        else:
+            self.files[job.kind].write(record)
+            self.progress.done += 1
+        finally:
+            self.progress.in_flight -= 1
+        if self.on_progress is not None:
+            self.on_progress(self.progress)
+
+    def _provenance(self, job: Job, spend: _Spend) -> Provenance:
+        prog = self.programs[job.kind]
+        return Provenance(
+            teacher=self.teacher.name, program=prog.name, program_hash=prog.program_hash,
+            prompt_hash=prog.prompt_hash, rollout_id=job.rollout, usage=spend.usage,
+            cost=spend.cost if self.costs_known else None, latency_s=round(spend.latency, 4),
+            r2r_synth_version=__version__)
+
+    async def _direct(self, job: Job, spend: _Spend) -> DirectRecord:
+        q = job.cand.query
+
+        def validate(f: dict[str, Any]) -> DirectRecord:
+            return DirectRecord(
+                key=job.key, query=q, document=job.doc, reasoning=f["reasoning"], relevance=f["relevance"],
+                score=f["score"], first_stage_rank=job.rank, gold=job.cand.qrels.get(job.doc.docid),
+                provenance=_PLACEHOLDER)
+
+        rec = await self.ask(job, {"query": q.text, "document": job.doc.full_text()}, validate, spend)
+        return rec.model_copy(update={"provenance": self._provenance(job, spend)})
+
+    async def _comparison(self, job: Job, spend: _Spend) -> ComparisonRecord:
+        q, a, b = job.cand.query, job.doc, job.doc_b
+        assert b is not None
+
+        def answer(f: dict[str, Any]) -> ComparisonAnswer:
+            return ComparisonAnswer(reasoning=f["reasoning"], preferred=f["preferred"], confidence=f["confidence"])
+
+        # Both orders at once: the two calls are in flight together and the key is written only
+        # when both are back; a half that came back is kept in the journal for the next run.
+        ab, ba = await asyncio.gather(
+            self.ask(job, {"query": q.text, "document_a": a.full_text(), "document_b": b.full_text()}, answer, spend),
+            self.ask(job, {"query": q.text, "document_a": b.full_text(), "document_b": a.full_text()}, answer, spend),
+            return_exceptions=True,
+        )
+        failures = [r for r in (ab, ba) if isinstance(r, BaseException)]
+        if failures:
+            # A failure that is not the teacher's answer wins: the pair is asked again next run.
+            retryable = [f for f in failures if isinstance(f, _Rejected) and f.cause != "reply"]
+            raise (retryable or failures)[0]
+        swapped = ba.model_copy(update={"preferred": "B" if ba.preferred == "A" else "A"})
+        try:
+            return ComparisonRecord(
+                key=job.key, query=q, doc_a=a, doc_b=b, reasoning=ab.reasoning, preferred=ab.preferred,
+                confidence=ab.confidence, swapped=swapped, gold_a=job.cand.qrels.get(a.docid),
+                gold_b=job.cand.qrels.get(b.docid), pair_strategy=job.strategy,
+                provenance=self._provenance(job, spend))
+        except ValidationError as e:
+            raise _Rejected(f"invalid record: {_short(e)}", cause="reply") from None
+
+    # -- the session
+    def over_budget(self) -> bool:
+        cap = self.config.max_cost
+        if cap is None:
+            return False
+        spent = self.spent_before + (self.progress.cost or 0.0)
+        n = self.progress.finished
+        per_request = (self.progress.cost or 0.0) / n if n else 2 * self.est_call_cost
+        # Do not start what the requests in flight (at the cost per request so far) would push over the cap.
+        return spent + per_request * (self.progress.in_flight + 1) > cap
+
+    async def run(self, jobs: list[Job]) -> None:
+        it: Iterator[Job] = iter(jobs)
+
+        async def worker() -> None:
+            for job in it:
+                if self.fatal is not None or self.stop:
+                    return
+                if self.over_budget():
+                    self.stop = "stopped_budget"
+                    return
+                await self.run_job(job)
+
+        n_workers = min(self.concurrency, max(1, len(jobs)))
+        try:
+            await asyncio.gather(*(worker() for _ in range(n_workers)))
+        finally:
+            await self.teacher.aclose()
+
+    def close(self) -> None:
+        for f in self.files.values():
+            f.close()
+        self.rejects.close()
+
+
+_PLACEHOLDER = Provenance(teacher="-", program="-", program_hash="-", prompt_hash="-")
+
+
+def _short(e: BaseException) -> str:
+    if isinstance(e, ValidationError):
+        return describe_validation(e)
+    text = str(e).strip().splitlines()
+    return (text[0] if text else type(e).__name__)[:300]
