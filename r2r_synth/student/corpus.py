@@ -2,7 +2,7 @@
 
 `load_training_view(paths)` reads any mix of
 
-- run directories written by `generate` (`direct.jsonl`, `comparison.jsonl`, `listwise.jsonl`),
+- run directories written by `generate` or `import` (read through `r2r_synth.rundir.RunDir`),
 - record files (one of those JSONL files on its own, records dispatched on their `kind`),
 - R2R's released listwise corpus (`msmarco_500.jsonl`: `re_rank_id`, `unsorted_docs`, reasons),
 
@@ -24,6 +24,7 @@ from statistics import fmean
 from r2r_synth.errors import InputError
 from r2r_synth.io.jsonl import iter_json_lines, read_jsonl
 from r2r_synth.io.r2r import iter_r2r, looks_like_r2r
+from r2r_synth.rundir import KIND_ORDER, RunDir
 from r2r_synth.schemas import (
     RECORD_FILES,
     ComparisonRecord,
@@ -249,14 +250,16 @@ def load_training_view(paths: list[Path | str]) -> TrainingView:
     view = TrainingView()
     for p in map(Path, paths):
         if p.is_dir():
-            files = [p / f for f in RECORD_FILES.values() if (p / f).exists()]
-            if not files:
+            run = RunDir(p)
+            kinds = [k for k in KIND_ORDER if run.records_path(k).exists()]
+            if not kinds:
                 raise InputError(
                     f"{p}: a directory without {', '.join(RECORD_FILES.values())}",
                     hint="pass the --out directory of `r2r-synth generate`, or the record files themselves",
                 )
-            for f in files:
-                _read_file(f, view)
+            for kind in kinds:
+                for rec in run.records(kind):
+                    view.add(rec)
         elif p.exists():
             _read_file(p, view)
         else:

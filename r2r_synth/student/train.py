@@ -13,9 +13,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from r2r_synth.atomic import check_dir_target, write_jsonl_atomic
 from r2r_synth.config import TrainConfig
 from r2r_synth.errors import ConfigError, InputError
-from r2r_synth.io.jsonl import write_jsonl_atomic
 from r2r_synth.schemas import REJECTS_FILE, Reject, stable_hash
 from r2r_synth.student.base import STUDENT_CLASSES, STUDENT_KINDS, Student
 from r2r_synth.student.corpus import TrainingView, load_training_view
@@ -42,6 +42,7 @@ def train(config: TrainConfig) -> TrainResult:
             raise ConfigError(f"--{name.replace('_', '-')} is {w}", hint="loss weights are >= 0 (0 switches it off)")
     if config.temperature is not None and not config.temperature > 0:
         raise ConfigError(f"--temperature is {config.temperature}", hint="use a value > 0 (default 0.05)")
+    out = check_dir_target(config.out)  # before the corpus is read: a bad --out costs nothing
     view = load_training_view(config.corpus).limit(config.limit)
     log.info("training view: %s", view.summary())
     if config.labels == "gold" and not view.has_gold:
@@ -52,15 +53,14 @@ def train(config: TrainConfig) -> TrainResult:
             hint="train on the teacher's labels (drop --labels gold), or generate the corpus with --qrels "
             "so its records carry the gold grades",
         )
-    out = Path(config.out)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
         if view.rejects:
             write_jsonl_atomic(
                 out / REJECTS_FILE,
-                (Reject(kind="input", key=stable_hash([where, reason]), reason=reason, inputs={"where": where})
-                 for where, reason in view.rejects),
+                (Reject(kind="input", key=stable_hash([where, reason]), reason=reason, cause="input",
+                        inputs={"where": where}) for where, reason in view.rejects),
             )
         module = importlib.import_module(STUDENT_CLASSES[config.student][0])
         student = module.train_student(view, config=config, out_dir=out)

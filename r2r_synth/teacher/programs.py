@@ -21,6 +21,7 @@ from typing import Any
 
 import dspy
 
+from r2r_synth.atomic import check_dir_target, write_json_atomic
 from r2r_synth.config import DEFAULT_PROGRAMS_DIR
 from r2r_synth.errors import InputError
 from r2r_synth.schemas import stable_hash, utcnow
@@ -183,15 +184,15 @@ def save_program(module: dspy.Module, name: str, *, programs_dir: Path | str = D
     """Write `programs_dir/<name>.json` (DSPy state, with no LM attached) and `<name>.meta.json`
     (the given `meta` plus name, hashes, time and versions). Both files are replaced atomically."""
     _check_name(name)
-    programs_dir = Path(programs_dir)
+    programs_dir = check_dir_target(programs_dir, what="--programs-dir")
     programs_dir.mkdir(parents=True, exist_ok=True)
     clean = module.deepcopy()
     for pred in clean.predictors():
         pred.lm = None  # an attached LM could carry an api_base or key into a shared file
     path = programs_dir / f"{name}.json"
     tmp = programs_dir / f".{name}.tmp.json"
-    clean.save(str(tmp))
-    os.replace(tmp, path)
+    clean.save(str(tmp))  # DSPy writes the state (with its dependency versions) ...
+    os.replace(tmp, path)  # ... and the rename makes it appear whole
     full_meta = {
         **(meta or {}),
         "name": name,
@@ -200,8 +201,5 @@ def save_program(module: dspy.Module, name: str, *, programs_dir: Path | str = D
         "saved_at": utcnow().isoformat(),
         "dspy_version": getattr(dspy, "__version__", None),
     }
-    meta_path = programs_dir / f"{name}.meta.json"
-    tmp_meta = programs_dir / f".{name}.meta.tmp.json"
-    tmp_meta.write_text(json.dumps(full_meta, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp_meta, meta_path)
+    write_json_atomic(programs_dir / f"{name}.meta.json", full_meta)
     return path
