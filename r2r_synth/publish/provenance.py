@@ -1,0 +1,121 @@
+"""One config's section of the dataset card: what the records are, who made them with which prompt,
+what was rejected and why, how the teacher agrees with gold labels, what it cost, the commands that
+produced and published the run, and what `optimize` did to its programs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from r2r_synth import __version__
+from r2r_synth.errors import InputError
+from r2r_synth.rundir import Run
+from r2r_synth.runstats import KindSummary
+
+
+def _fmt_cost(cost: float | None, unknown: int) -> str:
+    if cost is None:
+        return "unknown (the backend reported no price)"
+    more = f" (+ {unknown} records with unknown cost)" if unknown else ""
+    return f"${cost:.4f}{more}"
+
+
+def _fmt3(v: Any) -> str:
+    return f"{v:.3f}" if isinstance(v, (int, float)) else "n/a"
+
+
+def kind_section(kind: str, s: KindSummary, run: Run, *, rows: dict[str, int], splits: dict[str, float],
+                 seed: int, command: str, optimize: dict[str, Any] | None, optimize_path: str | None,
+                 prompt_texts: dict[str, str]) -> str:
+    """The markdown of one config's provenance section."""
+    m = run.manifest
+    lines = [f"### `{kind}`", ""]
+    split_txt = ", ".join(f"{k}: {v}" for k, v in rows.items())
+    lines.append(f"- **Records:** {s.records} from {s.queries} queries ({split_txt}); split by query "
+                 f"with `--split {','.join(f'{k}={v:g}' for k, v in splits.items())} --seed {seed}`")
+    lines.append(f"- **Teacher:** {', '.join(f'`{t}`' for t in s.teachers)}")
+    progs = ", ".join(f"`{p}` (program hash `{h}`)" for p, h in s.programs.items())
+    lines.append(f"- **Programs:** {progs}")
+    if m is not None:
+        for p in s.programs:
+            h = m.prompts.get(p) or s.prompts.get(p)
+            text = prompt_texts.get(p)
+            if text is not None:
+                lines += [f"- **Prompt** `{p}` (prompt hash `{h}`):", "", "  ```text",
+                          *[f"  {ln}" for ln in text.strip().splitlines()], "  ```"]
+            elif h:
+                lines.append(f"- **Prompt** `{p}`: prompt hash `{h}` (its text was not found: no program in "
+                             "--programs-dir or prompts/ has that hash)")
+    lines.append(f"- **Rejects:** {s.rejects}" + (" — nothing was rejected" if not s.rejects else ""))
+    for reason, n in s.reject_reasons:
+        lines.append(f"  - {n} × {reason}")
+    if kind == "direct":
+        lab = ", ".join(f"{g}: {n}" for g, n in s.label_counts.items())
+        lines.append(f"- **Teacher labels (0–3):** {lab}")
+        if s.judged:
+            agr = ", ".join(f"{k} {v:.3f}" for k, v in s.agreement.items())
+            lines.append(f"- **Agreement with gold** ({s.judged} judged records): {agr}")
+        else:
+            lines.append("- **Agreement with gold:** no gold labels in this run")
+    if kind == "comparison":
+        pref = ", ".join(f"{g}: {n}" for g, n in s.preferred_counts.items())
+        lines.append(f"- **Preferred:** {pref}")
+        if s.swap_checked:
+            lines.append(f"- **Swap consistency:** {s.swap_agree}/{s.swap_checked} = "
+                         f"{s.swap_agree / s.swap_checked:.3f} (both orders prefer the same document)")
+        else:
+            lines.append("- **Swap consistency:** not measured (pairs were asked in one order only)")
+        acc = {k: v for k, v in s.agreement.items() if k != "swap_consistency"}
+        if s.judged and acc:
+            lines.append(f"- **Agreement with gold** ({s.judged} pairs with different gold grades): "
+                         + ", ".join(f"{k} {v:.3f}" for k, v in acc.items()))
+    if kind == "listwise":
+        lines.append(f"- **Gold labels:** {'present for ' + str(s.judged) + ' windows' if s.judged else 'none'}")
+    lines.append(f"- **Tokens:** {s.prompt_tokens:,} prompt + {s.completion_tokens:,} completion "
+                 f"= {s.total_tokens:,}; **cost:** {_fmt_cost(s.cost, s.cost_unknown)}")
+    if m is not None:
+        lines.append(f"- **Produced by:** r2r-synth {m.r2r_synth_version}: `{m.command}` "
+                     f"(status `{m.status}`, started {m.started_at:%Y-%m-%d %H:%M} UTC)")
+        if m.extra.get("provenance") == "imported":
+            srcs = ", ".join(f"`{Path(x['path']).name}` (sha256 `{x['sha256'][:12]}`)" for x in m.extra.get("sources", []))
+            lines.append(f"- **Imported** from {srcs}: the teacher output is someone else's, not generated here")
+    lines.append(f"- **Published by:** r2r-synth {__version__}: `{command}`")
+    if optimize is not None:
+        lines += _optimize_lines(optimize, s.programs)
+        lines += ["", f"<details><summary>Optimize report ({optimize_path})</summary>", "", "```json",
+                  json.dumps(optimize, indent=2, ensure_ascii=False, default=str)[:20_000], "```", "", "</details>"]
+    return "\n".join(lines)
+
+
+def _optimize_lines(report: dict[str, Any], programs: dict[str, str]) -> list[str]:
+    """What `optimize` did to the programs of this config: the primary metric before and after, and
+    whether the optimized program is the one this run used (same program hash)."""
+    out = []
+    progs = report.get("programs") if isinstance(report.get("programs"), dict) else {}
+    for name, used_hash in programs.items():
+        p = progs.get(name)
+        if not isinstance(p, dict):
+            continue
+        metric = p.get("primary_metric")
+        before = (p.get("before") or {}).get(metric)
+        after = (p.get("after") or {}).get(metric)
+        same = used_hash in {p.get("program_hash_after"), p.get("program_hash_before")}
+        out.append(
+            f"- **Optimized** (`{report.get('optimizer') or 'evaluate only'}`, "
+            f"{p.get('train_examples', '?')} train / {p.get('val_examples', '?')} validation examples): "
+            f"{metric} {_fmt3(before)} -> {_fmt3(after)}; "
+            + ("this run used that program" if same else
+               f"**this run's program hash `{used_hash}` is not the one optimized** — the report may not apply")
+        )
+    return out
+
+
+def read_optimize_report(path: Path | None) -> dict[str, Any] | None:
+    """The optimize report at `path` (None when not given or absent)."""
+    if path is None or not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise InputError(f"{path}: not valid JSON ({e})", hint="pass the optimize_report.json that `optimize` wrote") from None
