@@ -19,7 +19,8 @@ Behaviour, per request:
 - `require_key="sk-..."`: a request without `Authorization: Bearer <that key>` gets a 401;
 - `down = True`: every request gets a 503 until it is set back to False (a teacher outage);
 - request log: `requests` (in process) or one JSON line per request in `log_path` (flushed at once,
-  so it survives a SIGKILLed client); `auth` records whether the request carried the required key.
+  so it survives a SIGKILLed client); `auth` records whether the request carried the required key;
+  a reply's token usage is added to its entry (`usage`) and logged as `{"reply": n, "usage": ...}`.
 
 In-process use (tests): `with OpenAIServer(latency=0.01) as srv: ... srv.url ...` (a thread runs
 its event loop). Separate-process use (benchmarks, so the server's CPU does not count against the
@@ -134,7 +135,7 @@ class Behaviour:
                         return {"sleep": self.fault_sleep} if kind == "timeout" else {"status": int(kind)}
         return "ok"
 
-    def record(self, body: dict[str, Any], action: Action, headers: dict[str, str] | None = None) -> None:
+    def record(self, body: dict[str, Any], action: Action, headers: dict[str, str] | None = None) -> int:
         entry = {
             "n": self._n,
             "t": time.time(),
@@ -153,6 +154,16 @@ class Behaviour:
             self.requests.append(entry)
             if self._log:
                 self._log.write(json.dumps(entry) + "\n")
+                self._log.flush()
+        return entry["n"]
+
+    def replied(self, n: int, usage: dict[str, int]) -> None:
+        """Log the usage of the reply to request `n` (what a provider bills, whether or not the
+        client is still there to read it)."""
+        with self._lock:
+            self.requests[n]["usage"] = usage
+            if self._log:
+                self._log.write(json.dumps({"reply": n, "usage": usage}) + "\n")
                 self._log.flush()
 
 
@@ -208,7 +219,7 @@ async def _handle(behaviour: Behaviour, reader: asyncio.StreamReader, writer: as
                 continue
             body = json.loads(raw or b"{}")
             action = behaviour.next_action(body, headers)
-            behaviour.record(body, action, headers)
+            n = behaviour.record(body, action, headers)
             if behaviour.latency:
                 await asyncio.sleep(behaviour.latency)
             if isinstance(action, dict) and action.get("drop"):
@@ -223,7 +234,9 @@ async def _handle(behaviour: Behaviour, reader: asyncio.StreamReader, writer: as
                                                         "type": err_type, "code": status}})
                 continue
             content = action["content"] if isinstance(action, dict) and "content" in action else auto_answer(body)
-            await _write(writer, 200, _completion(body, content))
+            payload = _completion(body, content)
+            behaviour.replied(n, payload["usage"])
+            await _write(writer, 200, payload)
     except (ConnectionError, asyncio.CancelledError):
         return
     finally:
