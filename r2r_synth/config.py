@@ -141,7 +141,7 @@ class PublishConfig(CommandConfig):
     dry_run: bool = False
     out: Path | None = None
     optimize_report: Path | None = None  # default: <programs_dir>/optimize_report.json when it exists
-    programs_dir: Path = DEFAULT_PROGRAMS_DIR  # where the card looks for the prompt texts the run used
+    programs_dir: Path = DEFAULT_PROGRAMS_DIR  # where the default optimize report is looked for
     shard_rows: int = 100_000
 
 

@@ -47,7 +47,7 @@ class KindSummary:
     cost_unknown: int = 0
     teachers: list[str] = field(default_factory=list)
     programs: dict[str, str] = field(default_factory=dict)  # program name -> program hash
-    prompts: dict[str, str] = field(default_factory=dict)  # program name -> prompt hash
+    prompts: dict[str, list[str]] = field(default_factory=dict)  # program name -> its prompt hashes, first seen first
     reasoning_words: list[int] = field(default_factory=list)
     # direct
     label_counts: dict[int, int] = field(default_factory=dict)
@@ -82,7 +82,8 @@ def summarize(run: Run, *, top_reasons: int = 5) -> dict[str, KindSummary]:
             p = r.provenance
             teachers[p.teacher] = None
             s.programs[p.program] = p.program_hash
-            s.prompts[p.program] = p.prompt_hash
+            if p.prompt_hash not in s.prompts.setdefault(p.program, []):
+                s.prompts[p.program].append(p.prompt_hash)
             if p.usage is not None:
                 s.prompt_tokens += p.usage.prompt_tokens
                 s.completion_tokens += p.usage.completion_tokens

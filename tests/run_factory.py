@@ -1,14 +1,13 @@
-"""Build real run directories (the files `generate` writes) from the pydantic models, for the publish and
-report tests. Contents are varied on purpose: gold labels on some records only, swapped answers that
-disagree, usage and cost, rejects of several reasons."""
+"""Build real run directories (the files `generate` writes, written through `RunDir`) from the pydantic
+models, for the publish and report tests. Contents are varied on purpose: gold labels on some records
+only, swapped answers that disagree, usage and cost, rejects of several reasons."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 
-from r2r_synth.io.jsonl import write_jsonl_atomic
+from r2r_synth.rundir import ProgramSnapshot, RunDir
 from r2r_synth.schemas import (
     ComparisonAnswer,
     ComparisonRecord,
@@ -46,9 +45,11 @@ def make_run(
     teacher: str = TEACHER,
     qid_prefix: str = "q",
     rejects: bool = True,
+    prompt_texts: dict[str, str] | None = None,
 ) -> Path:
-    """Write a run directory with `queries` queries of `docs` documents each and return its path."""
-    root.mkdir(parents=True, exist_ok=True)
+    """Write a run directory with `queries` queries of `docs` documents each and return its path.
+    `prompt_texts` (program name -> instruction text) become the run's program snapshots."""
+    run = RunDir(root)
     direct, comp, lw, rej = [], [], [], []
     for q in range(queries):
         query = Query(qid=f"{qid_prefix}{q}", text=f"what is topic number {q} about?")
@@ -89,10 +90,10 @@ def make_run(
     data = {"direct": direct, "comparison": comp, "listwise": lw}
     counts = {}
     for kind in kinds:
-        write_jsonl_atomic(root / f"{kind}.jsonl", data[kind])
+        run.write_records(kind, data[kind])
         n_rej = sum(1 for r in rej if r.kind == kind)
         counts[kind] = Counts(requested=len(data[kind]) + n_rej, records=len(data[kind]), rejects=n_rej)
-    write_jsonl_atomic(root / "rejects.jsonl", [r for r in rej if r.kind in kinds])
+    run.write_records("reject", [r for r in rej if r.kind in kinds])
     usage = Usage()
     cost = 0.0
     for kind in kinds:
@@ -110,6 +111,9 @@ def make_run(
         started_at=datetime(2026, 1, 2, 3, 0, 0, tzinfo=UTC),
         finished_at=datetime(2026, 1, 2, 3, 10, 0, tzinfo=UTC), wall_s=600.0,
     )
-    (root / "manifest.json").write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
-    (root / "config.json").write_text(json.dumps(manifest.config), encoding="utf-8")
+    run.write_manifest(manifest)
+    run.write_config(manifest.config)
+    for name, text in (prompt_texts or {}).items():
+        run.snapshot_program(ProgramSnapshot(name=name, program_hash=f"{name}-ph0123456789",
+                                             prompt_hash=f"{name}-pr0123", instructions=text, state={}))
     return root

@@ -7,6 +7,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ from run_factory import make_run
 from r2r_synth.errors import InputError, R2RError
 from r2r_synth.io.jsonl import read_jsonl
 from r2r_synth.publish import parse_split, publish, split_of
+from r2r_synth.rundir import ProgramSnapshot, RunDir
 from r2r_synth.schemas import ComparisonRecord, DirectRecord, ListwiseRecord
 
 KINDS = ("direct", "comparison", "listwise")
@@ -402,6 +404,27 @@ def test_a_run_holding_a_secret_is_refused(tmp_path, monkeypatch):
     with pytest.raises(R2RError, match="contains the value of a secret"):
         publish(run, repo_id="alice/x", license="mit", dry_run=True, out=tmp_path / "o")
     assert not (tmp_path / "o" / "README.md").exists()
+
+
+def _snapshot_with_key(run: Path) -> None:
+    RunDir(run).snapshot_program(ProgramSnapshot(name="direct", program_hash="direct-ph0123456789",
+                                                 prompt_hash="direct-pr0123", state={},
+                                                 instructions=f"Grade it. (debug: key {FAKE_OPENAI})"))
+
+
+def _journal_with_key(run: Path) -> None:
+    (run / "journal.jsonl").write_text(json.dumps({"event": "reply", "raw": f"echo {FAKE_OPENAI}"}) + "\n")
+
+
+@pytest.mark.parametrize(("where", "plant"), [("programs/direct-direct-ph0123456789.json", _snapshot_with_key),
+                                              ("journal.jsonl", _journal_with_key)])
+def test_every_file_of_the_run_is_checked_for_secrets(tmp_path, monkeypatch, where, plant):
+    run = make_run(tmp_path / "run", queries=2, kinds=("direct",))
+    plant(run)  # before the key is known to r2r-synth, so nothing masked it
+    monkeypatch.setenv("OPENAI_API_KEY", FAKE_OPENAI)
+    with pytest.raises(R2RError, match=re.escape(f"{run / where} contains the value of a secret")):
+        publish(run, repo_id="alice/x", license="mit", dry_run=True, out=tmp_path / "o")
+    assert not (tmp_path / "o").exists()
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -55,7 +55,7 @@ def publish(
                         programs_dir=programs_dir)
     res = do_publish(cfg.run_dir, repo_id=cfg.repo_id, license=cfg.license, split=cfg.split, seed=cfg.seed,
                      private=cfg.private, revision=cfg.revision, token=cfg.token, dry_run=cfg.dry_run, out=cfg.out,
-                     optimize_report=cfg.optimize_report, programs_dir=cfg.programs_dir, command=_command_line(token))
+                     optimize_report=cfg.optimize_report, command=_command_line(token))
     for kind, per in res.rows.items():
         typer.echo(f"{kind}: " + ", ".join(f"{s} {n} rows" for s, n in per.items()))
     if res.dry_run:

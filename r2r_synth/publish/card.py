@@ -54,7 +54,7 @@ def _section(kind: str, body: str) -> str:
 
 def build_card(run: Run, *, repo_id: str, license: str, splits: dict[str, float], seed: int,
                rows: dict[str, dict[str, int]], existing_card: str | None, command: str,
-               optimize_report: Path | None = None, prompt_texts: dict[str, str] | None = None):
+               optimize_report: Path | None = None, prompt_texts: dict[tuple[str, str], str] | None = None):
     """The dataset card for `run`, merged into `existing_card` when given: the configs this run publishes
     are added or replaced, other configs and their sections are kept, and text outside the markers is
     left as it was."""

@@ -44,7 +44,7 @@ def build_folder(
     optimize_report: Path | None = None,
     shard_rows: int = DEFAULT_SHARD_ROWS,
     secrets: list[str] | None = None,
-    prompt_texts: dict[str, str] | None = None,
+    prompt_texts: dict[tuple[str, str], str] | None = None,
 ) -> PublishResult:
     """Write the dataset folder (Parquet shards + README.md card) for `run` into `folder`.
 

@@ -27,8 +27,9 @@ def _fmt3(v: Any) -> str:
 
 def kind_section(kind: str, s: KindSummary, run: Run, *, rows: dict[str, int], splits: dict[str, float],
                  seed: int, command: str, optimize: dict[str, Any] | None, optimize_path: str | None,
-                 prompt_texts: dict[str, str]) -> str:
-    """The markdown of one config's provenance section."""
+                 prompt_texts: dict[tuple[str, str], str]) -> str:
+    """The markdown of one config's provenance section. `prompt_texts` is the run's own record of what
+    the teacher was shown: (program name, prompt hash) -> instruction text (`RunDir.prompt_texts`)."""
     m = run.manifest
     lines = [f"### `{kind}`", ""]
     split_txt = ", ".join(f"{k}: {v}" for k, v in rows.items())
@@ -37,16 +38,8 @@ def kind_section(kind: str, s: KindSummary, run: Run, *, rows: dict[str, int], s
     lines.append(f"- **Teacher:** {', '.join(f'`{t}`' for t in s.teachers)}")
     progs = ", ".join(f"`{p}` (program hash `{h}`)" for p, h in s.programs.items())
     lines.append(f"- **Programs:** {progs}")
-    if m is not None:
-        for p in s.programs:
-            h = m.prompts.get(p) or s.prompts.get(p)
-            text = prompt_texts.get(p)
-            if text is not None:
-                lines += [f"- **Prompt** `{p}` (prompt hash `{h}`):", "", "  ```text",
-                          *[f"  {ln}" for ln in text.strip().splitlines()], "  ```"]
-            elif h:
-                lines.append(f"- **Prompt** `{p}`: prompt hash `{h}` (its text was not found: no program in "
-                             "--programs-dir or prompts/ has that hash)")
+    for p in s.programs:
+        lines += _prompt_lines(p, s.prompts.get(p, []), prompt_texts)
     lines.append(f"- **Rejects:** {s.rejects}" + (" — nothing was rejected" if not s.rejects else ""))
     for reason, n in s.reject_reasons:
         lines.append(f"  - {n} × {reason}")
@@ -86,6 +79,21 @@ def kind_section(kind: str, s: KindSummary, run: Run, *, rows: dict[str, int], s
         lines += ["", f"<details><summary>Optimize report ({optimize_path})</summary>", "", "```json",
                   json.dumps(optimize, indent=2, ensure_ascii=False, default=str)[:20_000], "```", "", "</details>"]
     return "\n".join(lines)
+
+
+def _prompt_lines(program: str, hashes: list[str], prompt_texts: dict[tuple[str, str], str]) -> list[str]:
+    """The instruction text of each prompt hash the records of `program` carry, as the run kept it. A
+    hash without a snapshot is shown alone: a text found anywhere else may not be what the teacher saw."""
+    lines = []
+    for h in hashes:
+        text = prompt_texts.get((program, h))
+        if text is not None:
+            lines += [f"- **Prompt** `{program}` (prompt hash `{h}`):", "", "  ```text",
+                      *[f"  {ln}" for ln in text.strip().splitlines()], "  ```"]
+        elif h:
+            lines.append(f"- **Prompt** `{program}`: prompt hash `{h}` (its text is not kept in this run directory: "
+                         "the run was written before runs kept program snapshots, or was imported)")
+    return lines
 
 
 def _optimize_lines(report: dict[str, Any], programs: dict[str, str]) -> list[str]:

@@ -14,9 +14,7 @@ from r2r_synth.config import scrub, secret_values
 from r2r_synth.errors import InputError, R2RError
 from r2r_synth.publish.folder import PublishResult, build_folder
 from r2r_synth.publish.rows import DEFAULT_SHARD_ROWS, parse_split
-from r2r_synth.rundir import Run, RunDir
-from r2r_synth.runstats import summarize
-from r2r_synth.schemas import RECORD_FILES
+from r2r_synth.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -24,48 +22,16 @@ log = logging.getLogger(__name__)
 COMMON_LICENSES = ("cc-by-4.0", "cc-by-sa-4.0", "cc-by-nc-4.0", "cc0-1.0", "odc-by", "mit", "apache-2.0", "other")
 
 
-def find_prompt_texts(hashes: dict[str, str], *, programs_dir: Path | None = None) -> dict[str, str]:
-    """Instruction text of each program whose prompt hash matches the run's: the optimized program in
-    `programs_dir` or the fresh one from `prompts/<name>.md`. A text whose hash differs is never shown
-    (it is not what the teacher saw)."""
-    from r2r_synth.teacher.programs import (
-        PROGRAM_NAMES,
-        build_program,
-        load_program,
-        predictor_of,
-        prompt_hash,
-    )
-
-    out: dict[str, str] = {}
-    for name, h in hashes.items():
-        if name not in PROGRAM_NAMES:
-            continue
-        candidates = []
-        try:
-            if programs_dir is not None:
-                candidates.append(load_program(name, programs_dir=programs_dir).module)
-            candidates.append(build_program(name))
-        except InputError as e:
-            log.warning("prompt text of %s not shown: %s", name, e.message)
-            continue
-        for module in candidates:
-            if prompt_hash(module) == h:
-                out[name] = predictor_of(module).signature.instructions
-                break
-    return out
-
-
-def _check_no_secrets(run: Run, secrets: list[str]) -> None:
-    """Refuse to publish a run whose files hold a secret: altering the data would be wrong, and
-    pushing it would leak the secret."""
+def _check_no_secrets(run: RunDir, secrets: list[str]) -> None:
+    """Refuse to publish a run any of whose files (program snapshots included) holds a secret: altering
+    the data would be wrong, and pushing it would leak the secret."""
     if not secrets:
         return
-    names = [*RECORD_FILES.values(), "manifest.json"]
-    for name in names:
-        p = run.path / name
-        if p.exists():
-            text = p.read_text(encoding="utf-8")
-            if any(s in text for s in secrets):
+    needles = [s.encode() for s in secrets]
+    for top in run.run_files():
+        for p in sorted(top.rglob("*")) if top.is_dir() else [top]:
+            data = p.read_bytes() if p.is_file() else b""
+            if any(n in data for n in needles):
                 raise R2RError(f"{p} contains the value of a secret (an API key or token); refusing to publish it",
                                hint="remove the secret from the run's files (or rotate it) and publish again")
 
@@ -83,7 +49,6 @@ def publish(
     dry_run: bool = False,
     out: Path | None = None,
     optimize_report: Path | None = None,
-    programs_dir: Path | None = None,
     command: str = "r2r-synth publish",
     shard_rows: int = DEFAULT_SHARD_ROWS,
 ) -> PublishResult:
@@ -110,10 +75,10 @@ def publish(
     splits = parse_split(split)
     secrets = secret_values() + ([token] if token else [])
     command = scrub(command, extra=[token] if token else None)
-    run = RunDir(run_dir).load()
-    _check_no_secrets(run, secrets)
-    hashes = {p: h for k in summarize(run).values() for p, h in k.prompts.items()}
-    prompt_texts = find_prompt_texts(hashes, programs_dir=programs_dir)
+    rundir = RunDir(run_dir)
+    run = rundir.load()
+    _check_no_secrets(rundir, secrets)
+    prompt_texts = rundir.prompt_texts()
 
     if dry_run:
         out.mkdir(parents=True, exist_ok=True)
