@@ -2,7 +2,7 @@
 
 A program is one `dspy.Predict` over a signature (the reasoning is an output field of the signature,
 so no extra ChainOfThought step is needed). Fresh programs take their instructions from
-`prompts/<name>.md`; optimized state (instructions + demos, written by `r2r-synth optimize`) lives in
+`r2r_synth/prompts/<name>.md`; optimized state (instructions + demos, written by `r2r-synth optimize`) lives in
 `programs/<name>.json` with provenance in `programs/<name>.meta.json`, and `load_program` prefers it.
 
 The program hash is the content address of what the teacher is shown (instructions, demos, field
@@ -86,7 +86,7 @@ def _check_name(name: str) -> None:
 
 
 def build_program(name: str) -> dspy.Module:
-    """A fresh program `name` whose instructions are read from `prompts/<name>.md` now (so an edit
+    """A fresh program `name` whose instructions are read from `r2r_synth/prompts/<name>.md` now (so an edit
     to the file shows up without re-importing)."""
     _check_name(name)
     signature = SIGNATURES[name]
@@ -140,7 +140,7 @@ def prompt_hash(module: dspy.Module) -> str:
 
 def load_program(name: str, *, programs_dir: Path | str = DEFAULT_PROGRAMS_DIR) -> TeacherProgram:
     """Program `name`: the optimized state in `programs_dir/<name>.json` when present (with its
-    `.meta.json`), else a fresh program built from `prompts/<name>.md`."""
+    `.meta.json`), else a fresh program built from `r2r_synth/prompts/<name>.md`."""
     _check_name(name)
     programs_dir = Path(programs_dir)
     path = programs_dir / f"{name}.json"
@@ -153,7 +153,7 @@ def load_program(name: str, *, programs_dir: Path | str = DEFAULT_PROGRAMS_DIR) 
         except (KeyError, ValueError, TypeError, json.JSONDecodeError) as e:
             raise InputError(
                 f"{path}: not a saved {name} program ({type(e).__name__}: {e})",
-                hint=f"delete it to use the prompt in prompts/{name}.md, or rerun `r2r-synth optimize`",
+                hint=f"delete it to use the prompt in r2r_synth/prompts/{name}.md, or rerun `r2r-synth optimize`",
             ) from None
         # Whatever the file says, no LM comes in through a program: the teacher is chosen at run time.
         for pred in module.predictors():

@@ -1,7 +1,7 @@
 """The teacher's contracts: typed DSPy signatures for direct and comparison reasoning.
 
-The instructions a teacher sees come from `prompts/direct.md` and `prompts/comparison.md` (humans
-edit those files, optimizers write `programs/*.json`); the class docstrings below are only the
+The instructions a teacher sees come from `r2r_synth/prompts/direct.md` and `.../comparison.md`
+(humans edit those files, optimizers write `programs/*.json`); the class docstrings below are only the
 fallback for an installation without the prompt files. Field names are part of the data contract:
 `generate` maps them one to one onto `DirectRecord` / `ComparisonRecord`.
 """
@@ -13,24 +13,14 @@ from typing import Literal
 
 import dspy
 
-# Editable checkouts read the repository's prompts/; a wheel may ship them inside the package.
-_PROMPT_DIRS = (Path(__file__).resolve().parents[2] / "prompts", Path(__file__).resolve().parents[1] / "prompts")
-
-
-def prompts_dir() -> Path | None:
-    """The directory holding `<name>.md` instruction files, or None when none is installed."""
-    for d in _PROMPT_DIRS:
-        if d.is_dir():
-            return d
-    return None
+# The instruction files ship inside the package (r2r_synth/prompts/*.md), in a checkout and a wheel alike.
+PROMPTS_DIR = Path(__file__).resolve().parents[1] / "prompts"
 
 
 def read_prompt(name: str) -> str | None:
-    """The instruction text of program `name` (`prompts/<name>.md`), stripped, or None if absent."""
-    d = prompts_dir()
-    if d is None or not (d / f"{name}.md").is_file():
-        return None
-    return (d / f"{name}.md").read_text(encoding="utf-8").strip()
+    """The instruction text of program `name` (`r2r_synth/prompts/<name>.md`), stripped, or None if absent."""
+    path = PROMPTS_DIR / f"{name}.md"
+    return path.read_text(encoding="utf-8").strip() if path.is_file() else None
 
 
 class DirectRelevance(dspy.Signature):
