@@ -118,17 +118,3 @@ class JsonlAppender:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def write_jsonl_atomic(path: Path | str, records) -> int:
-    """Write all records to `path` via a temp file and rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    n = 0
-    with tmp.open("w", encoding="utf-8") as fh:
-        for r in records:
-            fh.write(dump_line(r))
-            n += 1
-    os.replace(tmp, path)
-    return n

@@ -331,9 +331,5 @@ __all__ = [
     "ProgramSnapshot",
     "Run",
     "RunDir",
-    "check_dir_target",
     "reject_key",
-    "write_json_atomic",
-    "write_jsonl_atomic",
-    "write_text_atomic",
 ]
