@@ -101,7 +101,7 @@ def build_card(run: Run, *, repo_id: str, license: str, splits: dict[str, float]
     for k, per_split in rows.items():
         sections[k] = _section(k, kind_section(
             k, summary[k], run, rows=per_split, splits=splits, seed=seed, command=command,
-            optimize=optimize, optimize_path=str(optimize_report) if optimize is not None else None,
+            optimize=optimize, optimize_name=optimize_report.name if optimize is not None else None,
             prompt_texts=prompt_texts or {}))
     names = [c["config_name"] for c in configs]
     load = "\n".join(f'{k} = load_dataset("{repo_id}", name="{k}")' for k in names)

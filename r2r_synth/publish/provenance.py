@@ -1,11 +1,17 @@
 """One config's section of the dataset card: what the records are, who made them with which prompt,
 what was rejected and why, how the teacher agrees with gold labels, what it cost, the commands that
-produced and published the run, and what `optimize` did to its programs."""
+produced and published the run, and what `optimize` did to its programs.
+
+The section names files, never the folders of the machine that made or published the run: an absolute
+path in the manifest's command (an older r2r-synth wrote them) or in the optimize report shows as
+`.../<name>`. The publish command is quoted as given (the CLI writes it relative)."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import os
+import shlex
+from pathlib import Path, PurePath
 from typing import Any
 
 from r2r_synth import __version__
@@ -25,8 +31,31 @@ def _fmt3(v: Any) -> str:
     return f"{v:.3f}" if isinstance(v, (int, float)) else "n/a"
 
 
+def portable(text: str) -> str:
+    """`text` with every absolute path in it, a word of its own or the value of `--opt=PATH`, shown as
+    `.../<name>`; the rest (quoting included) is left as it was."""
+    try:
+        words = shlex.split(text)
+    except ValueError:  # an unbalanced quote: prose, not a command
+        words = text.split()
+    paths = {w.partition("=")[2] if w.startswith("--") else w for w in words}
+    for path in sorted((p for p in paths if os.path.isabs(p)), key=len, reverse=True):
+        text = text.replace(path, f".../{PurePath(path).name}")
+    return text
+
+
+def _portable_json(obj: Any) -> Any:
+    if isinstance(obj, str):
+        return portable(obj)
+    if isinstance(obj, dict):
+        return {k: _portable_json(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_portable_json(v) for v in obj]
+    return obj
+
+
 def kind_section(kind: str, s: KindSummary, run: Run, *, rows: dict[str, int], splits: dict[str, float],
-                 seed: int, command: str, optimize: dict[str, Any] | None, optimize_path: str | None,
+                 seed: int, command: str, optimize: dict[str, Any] | None, optimize_name: str | None,
                  prompt_texts: dict[tuple[str, str], str]) -> str:
     """The markdown of one config's provenance section. `prompt_texts` is the run's own record of what
     the teacher was shown: (program name, prompt hash) -> instruction text (`RunDir.prompt_texts`)."""
@@ -68,7 +97,7 @@ def kind_section(kind: str, s: KindSummary, run: Run, *, rows: dict[str, int], s
     lines.append(f"- **Tokens:** {s.prompt_tokens:,} prompt + {s.completion_tokens:,} completion "
                  f"= {s.total_tokens:,}; **cost:** {_fmt_cost(s.cost, s.cost_unknown)}")
     if m is not None:
-        lines.append(f"- **Produced by:** r2r-synth {m.r2r_synth_version}: `{m.command}` "
+        lines.append(f"- **Produced by:** r2r-synth {m.r2r_synth_version}: `{portable(m.command)}` "
                      f"(status `{m.status}`, started {m.started_at:%Y-%m-%d %H:%M} UTC)")
         if m.extra.get("provenance") == "imported":
             srcs = ", ".join(f"`{Path(x['path']).name}` (sha256 `{x['sha256'][:12]}`)" for x in m.extra.get("sources", []))
@@ -76,8 +105,9 @@ def kind_section(kind: str, s: KindSummary, run: Run, *, rows: dict[str, int], s
     lines.append(f"- **Published by:** r2r-synth {__version__}: `{command}`")
     if optimize is not None:
         lines += _optimize_lines(optimize, s.programs)
-        lines += ["", f"<details><summary>Optimize report ({optimize_path})</summary>", "", "```json",
-                  json.dumps(optimize, indent=2, ensure_ascii=False, default=str)[:20_000], "```", "", "</details>"]
+        dump = json.dumps(_portable_json(optimize), indent=2, ensure_ascii=False, default=str)
+        lines += ["", f"<details><summary>Optimize report ({optimize_name})</summary>", "", "```json",
+                  dump[:20_000], "```", "", "</details>"]
     return "\n".join(lines)
 
 
