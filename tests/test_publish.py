@@ -439,3 +439,28 @@ def test_cli_without_license_exits_2_with_the_choices(tmp_path):
     )
     assert proc.returncode == 2
     assert "--license is required" in proc.stderr and "cc-by-4.0" in proc.stderr
+
+
+def cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
+    """Run `r2r-synth ARGS` in this process (so `FakeHub` sees every Hub call); exit code and stderr."""
+    from r2r_synth import cli as cli_mod
+
+    monkeypatch.setattr(sys, "argv", ["r2r-synth", *args])
+    with pytest.raises(SystemExit) as ei:
+        cli_mod.main()
+        raise SystemExit(0)
+    return ei.value.code or 0, " ".join(capsys.readouterr().err.split())
+
+
+@pytest.mark.parametrize("mode", ["--dry-run", "--private"])
+def test_cli_out_naming_a_file_exits_2_before_anything_is_written(tmp_path, monkeypatch, capsys, mode):
+    hub = FakeHub(tmp_path, [], None).install(monkeypatch)
+    run = make_run(tmp_path / "run", queries=2, kinds=("direct",))
+    out = tmp_path / "hub.txt"
+    out.write_text("not a folder\n")
+    code, err = cli(monkeypatch, capsys, "publish", str(run), "--repo-id", "alice/x", "--license", "mit",
+                    "--out", str(out), mode)
+    assert code == 2, err
+    assert f"--out {out} exists and is not a directory" in err and "fix: give --out a directory" in err
+    assert out.read_text() == "not a folder\n" and not hub.calls
+

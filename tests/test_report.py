@@ -126,6 +126,19 @@ def test_cli_report(tmp_path):
     assert proc.returncode == 2 and "not a run directory" in proc.stderr
 
 
+def test_cli_report_out_naming_a_file_exits_2_and_writes_nothing(tmp_path):
+    run = make_run(tmp_path / "run", queries=2, kinds=("direct",))
+    out = tmp_path / "report.html"
+    out.write_text("not a folder\n")
+    for target in (out, out / "sub"):
+        proc = subprocess.run([sys.executable, "-m", "r2r_synth.cli", "report", str(run), "--out", str(target)],
+                              check=False, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2, proc.stderr
+        assert "Traceback" not in proc.stderr and "--out" in proc.stderr
+    assert out.read_text() == "not a folder\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html", "run"]
+
+
 @pytest.mark.skipif(shutil.which("chromium") is None and shutil.which("chromium-browser") is None,
                     reason="headless Chromium is not installed (apt-get install -y chromium); the page "
                            "is not rendered in this environment")

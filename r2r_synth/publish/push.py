@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 from r2r_synth import __version__
+from r2r_synth.atomic import check_dir_target
 from r2r_synth.config import scrub, secret_values
 from r2r_synth.errors import InputError, R2RError
 from r2r_synth.publish.folder import PublishResult, build_folder
@@ -72,6 +73,8 @@ def publish(
                          hint="e.g. --dry-run --out outputs/dl19-hub")
     if shard_rows < 1:
         raise InputError(f"shard_rows must be >= 1, got {shard_rows}", hint="e.g. 100000")
+    if out is not None:
+        check_dir_target(out, what="--out")  # before the Hub is asked or a file is written
     splits = parse_split(split)
     secrets = secret_values() + ([token] if token else [])
     command = scrub(command, extra=[token] if token else None)
