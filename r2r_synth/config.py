@@ -142,7 +142,6 @@ class PublishConfig(CommandConfig):
     out: Path | None = None
     optimize_report: Path | None = None  # default: <programs_dir>/optimize_report.json when it exists
     programs_dir: Path = DEFAULT_PROGRAMS_DIR  # where the default optimize report is looked for
-    shard_rows: int = 100_000
 
 
 class ReportConfig(CommandConfig):

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from r2r_synth.atomic import write_text_atomic
 from r2r_synth.config import scrub
 from r2r_synth.errors import InputError
 from r2r_synth.publish.card import build_card
@@ -77,7 +78,6 @@ def build_folder(
     card = build_card(run, repo_id=repo_id, license=license, splits=splits, seed=seed, rows=rows_per,
                       existing_card=existing_card, command=command, optimize_report=optimize_report,
                       prompt_texts=prompt_texts)
-    text = scrub(str(card), extra=secrets)
-    (folder / "README.md").write_text(text, encoding="utf-8")
+    write_text_atomic(folder / "README.md", scrub(str(card), extra=secrets))
     files.append("README.md")
     return PublishResult(repo_id=repo_id, folder=folder, files=files, rows=rows_per)
