@@ -26,6 +26,7 @@ import io
 import json
 import logging
 import math
+import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -342,7 +343,7 @@ def build_report(run_dir: Path, *, out: Path | None = None, evaluation: Path | N
             sections.append(f'<div><h2>{_e(title)}</h2><p class="note">{_e(why)}</p></div>')
             continue
         path = pdir / f"{name}.png"
-        path.write_bytes(png)
+        _write_png(path, png)
         result.plots[name] = path
         b64 = base64.b64encode(png).decode("ascii")
         caption = _caption(name, summary, table)
@@ -353,6 +354,14 @@ def build_report(run_dir: Path, *, out: Path | None = None, evaluation: Path | N
     write_text_atomic(result.html, page)
     log.info("wrote %s with %d plots", result.html, len(result.plots))
     return result
+
+
+def _write_png(path: Path, png: bytes) -> None:
+    # `r2r_synth.atomic` writes text; a plot is bytes: the same temporary file and rename, so a reader
+    # (or a crash) never sees half a PNG.
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(png)
+    os.replace(tmp, path)
 
 
 def _caption(name: str, summary: dict[str, KindSummary], table: dict[str, dict[str, float]] | None) -> str:

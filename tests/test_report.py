@@ -43,6 +43,8 @@ def test_report_has_every_plot_embedded_and_beside(tmp_path):
     res = build_report(run, evaluation=ev, out=tmp_path / "rep")
     assert set(res.plots) == {"labels", "confusion", "swap", "reasoning_length", "rejects", "tokens", "ndcg"}
     assert not res.missing
+    # Written through a temporary file and a rename: only the finished PNGs are left.
+    assert sorted(p.name for p in (tmp_path / "rep" / "plots").iterdir()) == sorted(f"{n}.png" for n in res.plots)
     html = res.html.read_text()
     images = embedded_images(html)
     assert len(images) == 7 and all(img.startswith(PNG) for img in images)
