@@ -1,13 +1,14 @@
 # `make run`  : set up .venv on a fresh machine and generate a small corpus with the embedded
 #               offline teacher (no API key, no network).
-# `make test` : set up .venv and run the whole test suite.
+# `make test` : set up .venv and run the whole test suite, then build the docs strictly.
+# `make docs` : regenerate the reference pages (CLI, record schemas) and build the docs site.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test bench lint clean
+.PHONY: setup run test docs bench lint clean
 
 setup: $(STAMP)
 
@@ -26,6 +27,12 @@ run: setup
 
 test: setup
 	$(VENV)/bin/pytest -q
+	# A broken link or a page missing from the nav fails the build (mkdocs.yml: strict, validation).
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir outputs/site
+
+docs: setup
+	$(PY) scripts/gen_docs.py
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir outputs/site
 
 bench: setup
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
