@@ -13,11 +13,14 @@ import yaml
 from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard
 
+from r2r_synth.rundir import RunDir
+
 run, folder = Path(sys.argv[1]), Path(sys.argv[2])
 card = DatasetCard.load(folder / "README.md")
 meta = yaml.safe_load((folder / "README.md").read_text().split("---\n")[1])
 configs = MetadataConfigs.from_dataset_card_data(card.data)
-present = sorted(p.stem for p in run.glob("*.jsonl") if p.stem != "rejects" and p.stat().st_size)
+counts = RunDir(run).line_counts()  # records per kind, read as publish reads them
+present = sorted(k for k, c in counts.items() if c.records)
 print("configs in card:", list(configs), "| record files with rows:", present)
 assert sorted(configs) == present
 ok = True
@@ -27,7 +30,7 @@ with tempfile.TemporaryDirectory() as cache:
             assert glob.glob(str(folder / df["path"])), df
         kind = c["config_name"]
         ds = datasets.load_dataset(str(folder), name=kind, cache_dir=cache)
-        lines = sum(1 for line in (run / f"{kind}.jsonl").open() if line.strip())
+        lines = counts[kind].records
         rows = {s: len(ds[s]) for s in ds}
         qs = [set(ds[s]["qid"]) for s in ds]
         disjoint = all(not (a & b) for i, a in enumerate(qs) for b in qs[i + 1:])
