@@ -223,7 +223,9 @@ class Engine:
                 async with self.slots:
                     self.progress.calls += 1
                     resp = await self.teacher.acomplete(messages, **call_kwargs)
-            except BaseException:
+            except asyncio.CancelledError:
+                raise  # cut off in flight (Ctrl-C): it may be billed, so the journal leaves it open
+            except Exception:
                 self.journal.fail(n)
                 raise
             self.journal.reply(n, prompt_tokens=resp.prompt_tokens, completion_tokens=resp.completion_tokens,

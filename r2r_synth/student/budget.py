@@ -9,7 +9,7 @@ Trainer has step and epoch limits only; this callback adds the clock, in two par
   a high rate mid-schedule. Where the budget does not bind, the steps are further along and the
   schedule is exactly the Trainer's. Why: on one H100, cross-encoder runs the old clock-only stop
   cut at 16-35 % of their planned steps, the rate still at 72-94 % of its peak, ranked DL19 at
-  0.43-0.59; one cut at 79 %, its rate down to 24 %, at 0.62 (one seed each; README, "students").
+  0.43-0.59; one cut at 79 %, its rate down to 24 %, at 0.62 (one seed each; docs/benchmarks.md).
 - **the stop**: training ends cleanly (the model is still saved) at the end of the first optimizer
   step past the deadline.
 

@@ -52,7 +52,7 @@ KIND = "cross-encoder"
 
 class CrossEncoderOptions(BaseModel):
     """Everything the cross-encoder's training resolved to; saved in `r2r_config.json`. Defaults
-    chosen on msmarco_500 -> DL19 pilots (see the README section "student")."""
+    chosen on msmarco_500 -> DL19 pilots (see docs/benchmarks.md, "Students")."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -289,7 +289,7 @@ class CrossEncoderStudent(Student):
     def load(cls, path: Path, *, device: str | None = None, int8: bool = False) -> CrossEncoderStudent:
         """`int8=True`: PyTorch dynamic quantization of every `nn.Linear` (int8 weights, activations
         quantized on the fly) for CPU inference. On DL19 it made reranking 100 candidates
-        1.4-1.6x faster on a 2-core CPU for 0.006-0.037 nDCG@10 over six runs (README, "students")."""
+        1.4-1.6x faster on a 2-core CPU for 0.006-0.037 nDCG@10 over six runs (docs/benchmarks.md)."""
         from sentence_transformers import CrossEncoder
 
         meta = cls.read_own_config(path)

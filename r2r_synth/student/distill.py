@@ -15,7 +15,7 @@ With `lexical_weight` w > 0 the labels fuse the encoder with BM25 (over the view
 way a hybrid retriever does: per list, z(cosine) and z(BM25) are mixed (1 - w) : w and mapped back
 onto the cosines' spread, so `temperature` keeps its meaning. On DL19 such a fusion of the base with
 BM25 (w = 0.3) ranks at nDCG@10 0.6585 against the base's 0.6424, a better teacher on paper; a student
-trained on such lists was no better (0.6246 vs 0.6302 without, README "students"), so it is off by default.
+trained on such lists was no better (0.6246 vs 0.6302 without; docs/benchmarks.md), so it is off by default.
 
 The cross-encoder learns the lists with ListNet (softmax cross-entropy against the labels divided by
 a temperature). Gold labels, when the caller trains on them on purpose, take the teacher's place in
