@@ -132,7 +132,7 @@ def test_evaluate_direct_matches_hand_computed_metrics():
     idcg = 3 + 2 / math.log2(3) + 1 / math.log2(4)
     assert out["nDCG@10"] == pytest.approx(dcg / idcg)
     assert out["kendall_tau"] == pytest.approx(M.kendall_tau(qrels, scores))
-    assert out["failed"] == 0.0 and out["n"] == 5
+    assert out["invalid"] == 0.0 and out["n"] == 5 and out["failed_calls"] == 0 and out["queries_left_out"] == 0
 
 
 def test_optimize_saves_a_program_that_round_trips(tmp_path):

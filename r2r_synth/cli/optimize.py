@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -13,13 +13,16 @@ from rich.markup import escape
 from r2r_synth.cli.app import app, console
 from r2r_synth.cli.options import (
     ApiBaseOpt,
+    ApiKeyOpt,
     ConcurrencyOpt,
     InputOpt,
     LimitOpt,
+    MaxRetriesOpt,
     ProgramsDirOpt,
     QrelsOpt,
     SeedOpt,
     TeacherOpt,
+    TimeoutOpt,
 )
 
 # ----------------------------------------------------------------- optimize
@@ -51,10 +54,7 @@ def optimize(
     depth: Annotated[int, typer.Option("--depth", min=1, help="Top K candidates per query form the labeled set.")] = 10,
     teacher: TeacherOpt = None,
     api_base: ApiBaseOpt = None,
-    api_key: Annotated[
-        str | None, typer.Option("--api-key", help="API key for the teacher (default: the provider's env var). "
-                                 "Never written anywhere.")
-    ] = None,
+    api_key: ApiKeyOpt = None,
     prompt_model: Annotated[
         str | None,
         typer.Option("--prompt-model", help="LiteLLM model that writes instructions (MIPROv2's prompt model, "
@@ -101,7 +101,8 @@ def optimize(
     ] = False,
     concurrency: ConcurrencyOpt = 4,
     max_tokens: Annotated[int | None, typer.Option("--max-tokens", min=1, help="Cap on each reply.")] = None,
-    timeout: Annotated[float, typer.Option("--timeout", min=1, help="Seconds per request.")] = 120.0,
+    timeout: TimeoutOpt = None,
+    max_retries: MaxRetriesOpt = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not use DSPy's request cache.")] = False,
     evaluate_only: Annotated[
         bool, typer.Option("--evaluate-only", help="Score the current programs on the validation split; change "
@@ -114,7 +115,7 @@ def optimize(
     from rich.table import Table
 
     from r2r_synth.config import OptimizeConfig
-    from r2r_synth.optimize import run_optimize
+    from r2r_synth.optimize import COUNTS, run_optimize
 
     cfg = OptimizeConfig(
         input=input, qrels=qrels, limit=limit, depth=depth, teacher=teacher, api_base=api_base, api_key=api_key,
@@ -122,7 +123,7 @@ def optimize(
         auto=auto.value if auto else None, max_calls=max_calls, max_demos=max_demos, labeled_demos=labeled_demos,
         candidates=candidates, program=program.value, programs_dir=programs_dir, report=report_path, seed=seed,
         val_fraction=val_fraction, max_pairs_per_query=max_pairs_per_query, swap=not no_swap,
-        concurrency=concurrency, max_tokens=max_tokens, timeout=timeout, cache=not no_cache,
+        concurrency=concurrency, max_tokens=max_tokens, timeout=timeout, max_retries=max_retries, cache=not no_cache,
         evaluate_only=evaluate_only,
     )
     with console.status("optimize") as status:
@@ -144,7 +145,7 @@ def optimize(
             return "-" if v is None or math.isnan(v) else f"{v:.3f}"
 
         for metric, b in pr.before.items():
-            if metric == "n":
+            if metric in COUNTS:
                 continue
             row = [metric + (" *" if metric == pr.primary_metric else ""), fmt(b)]
             if pr.after is not None:
@@ -153,17 +154,31 @@ def optimize(
             if pr.first_stage:
                 row.append(fmt(pr.first_stage.get(metric)))
             table.add_row(*row)
+        # Counts, not metrics: what was graded, and what left the metrics because its call failed.
+        table.add_section()
+        for key, label in zip(COUNTS, ("examples graded", "failed calls", "queries left out")):
+            if key in pr.before:
+                cells = [pr.before[key]] + ([pr.after.get(key)] if pr.after is not None else [])
+                row = [label, *("-" if v is None else str(int(v)) for v in cells)]
+                table.add_row(*row, *[""] * (len(table.columns) - len(row)))
         out.print(table)
-        calls = ", ".join(
-            f"{k.replace('_', ' ')} {v['teacher']}" + (f" (+{v['prompt_model']} prompt model)" if v["prompt_model"] else "")
-            if isinstance(v, dict) else f"{k.replace('_', ' ')} {v}"
-            for k, v in pr.calls.items()
-        )
-        out.print(f"  teacher calls: {calls}")
+        out.print(f"  teacher calls: {_calls_line(pr.calls, pr.failed_calls)}")
         if pr.path:
             out.print(f"  {pr.path} ({pr.demos} demos, hash {pr.program_hash_after})")
         if pr.improved is False and not rep.evaluate_only:
             out.print(f"  [yellow]the validation {pr.primary_metric} dropped[/]: delete {pr.path} to keep the "
                       "prompt program, or rerun with a larger budget / a stronger teacher")
+    if rep.failed_calls:
+        out.print(f"[yellow]{rep.failed_calls} teacher calls failed after their retries[/]: they are left out of the "
+                  "metrics, not scored as wrong answers (counts above; rerun when the teacher is healthy)")
     out.print(f"report: {rep.path}")
 
+
+def _calls_line(calls: dict[str, Any], failed: dict[str, int]) -> str:
+    """``evaluate before 10, optimize 8 (+3 prompt model) (2 failed), ...``: the calls of each phase."""
+    parts = []
+    for k, v in calls.items():
+        n = (f"{v['teacher']}" + (f" (+{v['prompt_model']} prompt model)" if v["prompt_model"] else "")
+             if isinstance(v, dict) else f"{v}")
+        parts.append(f"{k.replace('_', ' ')} {n}" + (f" ([red]{failed[k]} failed[/])" if failed.get(k) else ""))
+    return ", ".join(parts)
