@@ -26,11 +26,22 @@ Outputs in `--out`: `evaluation.json`, one TREC run per system (`run.<name>.trec
           "nDCG@10": 0.5058, "RR@10": …, "R@100": …,      # one key per measure, ir-measures names
           "pairs": 4300, "seconds": 12.3, "pairs_per_s": 349.6,
           "median_query_s": 0.28,                          # median wall time to rerank one query
-          "failures": 0                                    # teacher calls that failed (scored last)
+          "failed_calls": 0,          # teacher calls that failed after the retries (never scored)
+          "invalid_replies": 0,       # teacher replies that came back unusable (scored last)
+          "queries_left_out": 0, "left_out_qids": []      # queries with a failed call (not in the run)
         }, …
       },
       "device": "cpu", "created_at": "2026-…Z", "config": {…}   # the resolved EvaluateConfig
     }
+
+**A failed teacher call is not an answer.** A teacher system asks through the command's
+`CallPolicy` (``--timeout``, ``--max-retries``: retries with backoff on 429/5xx/timeouts). A reply
+that came back unusable (unparseable, a bad value) is the teacher's answer: its document ranks last.
+A call that still failed after the retries says nothing about the teacher, so the query it belongs
+to leaves that system's run (and its TREC file): the system's measures average over the queries
+it ranked whole, and `left_out_qids` lists the others. A system whose every call failed — or that
+ranked no query whole — raises `TeacherError` (a bad key or an unknown model: the `CallFailed`
+itself, at the first query), and the command exits non-zero.
 """
 
 from __future__ import annotations
@@ -44,8 +55,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from r2r_synth.atomic import check_dir_target, write_json_atomic
 from r2r_synth.config import EvaluateConfig
-from r2r_synth.errors import ConfigError, InputError
+from r2r_synth.errors import ConfigError, InputError, TeacherError
 from r2r_synth.schemas import Candidates, utcnow
 
 log = logging.getLogger(__name__)
@@ -60,14 +72,17 @@ FIRST_STAGE = ("bm25", "first-stage")
 
 @dataclass
 class System:
-    """A reranker: `score(query, docs)` -> one score per document (higher is better)."""
+    """A reranker: `score(query, docs)` -> one score per document (higher is better), or None for a
+    document whose teacher call failed (the query then leaves the run). A teacher system counts its
+    `failed_calls` and `invalid_replies`."""
 
     name: str
     spec: str
-    score: Callable[[str, list[str]], list[float]]
-    failures: int = 0
+    score: Callable[[str, list[str]], list[float | None]]
     close: Callable[[], None] = lambda: None
     explain: Callable[[str, str], str] | None = None
+    failed_calls: int = 0
+    invalid_replies: int = 0
 
 
 def _first_stage(name: str, spec: str) -> System:
@@ -117,29 +132,48 @@ def _teacher(name: str, spec: str, model: str, *, config: EvaluateConfig) -> Sys
     import dspy
 
     from r2r_synth.teacher.lm import open_teacher
+    from r2r_synth.teacher.policy import CallFailed, call_failure, command_policy
     from r2r_synth.teacher.programs import load_program
 
+    embedded = model == "embedded"
+    policy = command_policy(embedded=embedded, timeout=config.timeout, max_retries=config.max_retries,
+                            api_key=config.api_key)
     stack = contextlib.ExitStack()
     teacher = stack.enter_context(
-        open_teacher(None if model == "embedded" else model, api_base=config.api_base, api_key=config.api_key)
+        open_teacher(None if embedded else model, api_base=config.api_base, api_key=config.api_key, policy=policy)
     )
     program = load_program("direct", programs_dir=config.programs_dir)
     system = System(name=name, spec=spec, score=lambda q, d: [], close=stack.close)
+    answered = 0
 
-    async def one(sem: asyncio.Semaphore, query: str, doc: str) -> float:
+    async def one(sem: asyncio.Semaphore, query: str, doc: str) -> float | CallFailed:
+        nonlocal answered
         async with sem:
             try:
                 pred = await program.module.acall(query=query, document=doc)
-                return float(pred.score)
-            except Exception as e:  # noqa: BLE001 - one failed call must not sink the evaluation: it ranks last
-                log.warning("teacher call failed: %s", e)
-                system.failures += 1
+                score = float(pred.score)
+                answered += 1
+                return score
+            except Exception as e:  # noqa: BLE001 - sorted below: a failed call, or an unusable reply
+                failure = call_failure(e)
+                if failure is not None:
+                    system.failed_calls += 1
+                    return failure
+                answered += 1
+                system.invalid_replies += 1
+                log.warning("%s: an unusable teacher reply ranks last: %s", name, policy.describe(e))
                 return -1.0
 
-    async def many(query: str, docs: list[str]) -> list[float]:
+    async def many(query: str, docs: list[str]) -> list[float | None]:
         sem = asyncio.Semaphore(config.concurrency)
         with dspy.context(lm=teacher.lm, adapter=teacher.adapter):
-            return list(await asyncio.gather(*(one(sem, query, d) for d in docs)))
+            out = list(await asyncio.gather(*(one(sem, query, d) for d in docs)))
+        failures = [x for x in out if isinstance(x, CallFailed)]
+        if failures and not answered:
+            stop = next((f for f in failures if f.cause in ("auth", "config")), None)
+            if stop is not None:  # a bad key or an unknown model: no later call can answer
+                raise stop
+        return [None if isinstance(x, CallFailed) else x for x in out]
 
     system.score = lambda q, docs: asyncio.run(many(q, docs))
     return system
@@ -188,7 +222,9 @@ class SystemResult:
     pairs: int
     seconds: float
     query_seconds: list[float] = field(repr=False)
-    failures: int = 0
+    failed_calls: int = 0
+    invalid_replies: int = 0
+    left_out: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -198,7 +234,10 @@ class SystemResult:
             "seconds": round(self.seconds, 2),
             "pairs_per_s": round(self.pairs / self.seconds, 1) if self.seconds > 0 else None,
             "median_query_s": round(statistics.median(self.query_seconds), 4) if self.query_seconds else None,
-            "failures": self.failures,
+            "failed_calls": self.failed_calls,
+            "invalid_replies": self.invalid_replies,
+            "queries_left_out": len(self.left_out),
+            "left_out_qids": self.left_out,
         }
 
 
@@ -209,11 +248,14 @@ class Evaluation:
     report: dict[str, Any]
 
 
-def rerank_candidates(system: System, cands: Sequence[Candidates], *,
-                      on_query: Callable[[], None] | None = None) -> tuple[dict[str, dict[str, float]], list[float]]:
-    """Score every candidate of every query; returns the run and the wall time per query."""
+def rerank_candidates(
+    system: System, cands: Sequence[Candidates], *, on_query: Callable[[], None] | None = None
+) -> tuple[dict[str, dict[str, float]], list[float], list[str]]:
+    """Score every candidate of every query; returns the run, the wall time per query, and the qids
+    left out of the run because a teacher call of theirs failed."""
     run: dict[str, dict[str, float]] = {}
     times: list[float] = []
+    left_out: list[str] = []
     for c in cands:
         texts = [d.full_text() for d in c.documents]
         t0 = time.perf_counter()
@@ -221,10 +263,23 @@ def rerank_candidates(system: System, cands: Sequence[Candidates], *,
         times.append(time.perf_counter() - t0)
         if len(scores) != len(texts):
             raise RuntimeError(f"system {system.name} returned {len(scores)} scores for {len(texts)} documents")
-        run[c.query.qid] = {d.docid: s for d, s in zip(c.documents, scores)}
+        if any(s is None for s in scores):
+            left_out.append(c.query.qid)
+        else:
+            run[c.query.qid] = {d.docid: s for d, s in zip(c.documents, scores)}
         if on_query:
             on_query()
-    return run, times
+    return run, times, left_out
+
+
+def _nothing_ranked(system: System, pairs: int, left_out: list[str]) -> TeacherError:
+    what = (f"every one of the {pairs} teacher calls of system {system.name!r} failed after its retries"
+            if system.failed_calls == pairs else
+            f"system {system.name!r} had a failed teacher call in every judged query ({len(left_out)} queries "
+            f"left out; {system.failed_calls} of its {pairs} calls failed after their retries)")
+    return TeacherError(f"{what}: nothing to measure",
+                        hint="check the teacher (--api-base, --api-key) and rerun; --timeout and --max-retries "
+                        "give a slow or overloaded teacher more room")
 
 
 def evaluate(config: EvaluateConfig, *, on_query: Callable[[str], None] | None = None) -> Evaluation:
@@ -238,6 +293,7 @@ def evaluate(config: EvaluateConfig, *, on_query: Callable[[str], None] | None =
 
     if not config.systems:
         raise ConfigError("no --system given", hint="e.g. --system bm25 --system outputs/my-student")
+    out = check_dir_target(config.out, what="--out")  # before any system runs (or spends a call)
     cands = load_candidates(config.input, qrels=config.qrels, limit=config.limit, depth=config.depth)
     qrels = {c.query.qid: dict(c.qrels) for c in cands if c.qrels}
     if not qrels:
@@ -250,20 +306,26 @@ def evaluate(config: EvaluateConfig, *, on_query: Callable[[str], None] | None =
     if len(set(names)) != len(names):
         raise ConfigError(f"two systems share a name: {names}", hint="name them apart with NAME=SPEC")
 
-    out = Path(config.out)
     results: list[SystemResult] = []
     for spec in config.systems:
         system = parse_system(spec, config=config)
         try:
-            run, times = rerank_candidates(
+            run, times, left_out = rerank_candidates(
                 system, cands, on_query=(lambda n=system.name: on_query(n)) if on_query else None
             )
         finally:
             system.close()
+        if left_out:
+            log.warning("%s: %d quer%s left out (a teacher call failed after its retries): %s", system.name,
+                        len(left_out), "y" if len(left_out) == 1 else "ies", ", ".join(left_out[:10]))
+        pairs = sum(len(c.documents) for c in cands)
+        if left_out and not run.keys() & qrels.keys():
+            raise _nothing_ranked(system, pairs, left_out)
         metrics = ir_eval(qrels, run, measures=config.measures)
-        results.append(SystemResult(name=system.name, spec=system.spec, metrics=metrics,
-                                    pairs=sum(len(c.documents) for c in cands), seconds=sum(times),
-                                    query_seconds=times, failures=system.failures))
+        results.append(SystemResult(name=system.name, spec=system.spec, metrics=metrics, pairs=pairs,
+                                    seconds=sum(times),
+                                    query_seconds=times, failed_calls=system.failed_calls,
+                                    invalid_replies=system.invalid_replies, left_out=left_out))
         write_run(out / f"run.{_safe(system.name)}.trec", run, tag=_safe(system.name))
     report = {
         "input": str(config.input),
@@ -277,10 +339,7 @@ def evaluate(config: EvaluateConfig, *, on_query: Callable[[str], None] | None =
         "created_at": utcnow().isoformat(),
         "config": config.public_dict(),
     }
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / (EVALUATION_FILE + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    tmp.replace(out / EVALUATION_FILE)
+    write_json_atomic(out / EVALUATION_FILE, report)
     plot(report, out / CHART_FILE)
     return Evaluation(results=results, out=out, report=report)
 

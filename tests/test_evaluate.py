@@ -182,7 +182,7 @@ def test_teacher_system_through_litellm(rankgpt, tmp_path, openai_server):
                                  api_base=openai_server.url, api_key="sk-test-key-123456", programs_dir=tmp_path,
                                  out=tmp_path / "ev"))
     row = ev.report["systems"]["teacher:openai/loopback"]
-    assert row["failures"] == 0 and row["pairs"] == 8 and 0 <= row["nDCG@10"] <= 1
+    assert row["failed_calls"] == 0 and row["queries_left_out"] == 0 and row["pairs"] == 8 and 0 <= row["nDCG@10"] <= 1
     assert len(openai_server.requests) == 8  # one direct call per (query, document)
     saved = (tmp_path / "ev" / "evaluation.json").read_text()
     assert "sk-test-key-123456" not in saved and '"api_key": "***"' in saved

@@ -15,13 +15,16 @@ from rich.markup import escape
 from r2r_synth.cli.app import app, console
 from r2r_synth.cli.options import (
     ApiBaseOpt,
+    ApiKeyOpt,
     ConcurrencyOpt,
     InputOpt,
     LimitOpt,
+    MaxRetriesOpt,
     OutOpt,
     ProgramsDirOpt,
     QrelsOpt,
     SeedOpt,
+    TimeoutOpt,
 )
 
 # ----------------------------------------------------------------- train / evaluate / rerank
@@ -130,9 +133,9 @@ def evaluate(
                                                       "nDCG@10, RR@10, R@100.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Pairs per model call.")] = 32,
     api_base: ApiBaseOpt = None,
-    api_key: Annotated[str | None, typer.Option("--api-key", show_default=False,
-                                                help="API key for teacher systems (default: the provider's env var). "
-                                                "Never written out.")] = None,
+    api_key: ApiKeyOpt = None,
+    timeout: TimeoutOpt = None,
+    max_retries: MaxRetriesOpt = None,
     programs_dir: ProgramsDirOpt = Path("programs"),
     concurrency: ConcurrencyOpt = 8,
     device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, ... (default: best available).")] = None,
@@ -146,8 +149,8 @@ def evaluate(
     from r2r_synth.evaluate import evaluate as run_evaluate
 
     config = EvaluateConfig(input=input, qrels=qrels, systems=system, out=out, limit=limit, depth=depth,
-                            batch_size=batch_size, api_base=api_base, api_key=api_key, programs_dir=programs_dir,
-                            concurrency=concurrency, device=device,
+                            batch_size=batch_size, api_base=api_base, api_key=api_key, timeout=timeout,
+                            max_retries=max_retries, programs_dir=programs_dir, concurrency=concurrency, device=device,
                             **({"measures": measure} if measure else {}))
     tasks: dict[str, int] = {}
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -164,10 +167,21 @@ def evaluate(
         table.add_column(m, justify="right")
     table.add_column("pairs/s", justify="right")
     table.add_column("median s/query", justify="right")
+    # A teacher's failed calls are never scored: their queries leave that system's run (listed in the JSON).
+    teachers = any(row["spec"].startswith("teacher:") for row in ev.report["systems"].values())
+    if teachers:
+        table.add_column("failed calls", justify="right")
+        table.add_column("queries left out", justify="right")
     for name, row in ev.report["systems"].items():
         table.add_row(escape(name), *(f"{row[m]:.4f}" for m in config.measures), f"{row['pairs_per_s']}",
-                      f"{row['median_query_s']}")
+                      f"{row['median_query_s']}",
+                      *([f"{row['failed_calls']}", f"{row['queries_left_out']}"] if teachers else []))
     Console().print(table)
+    left_out = {name: row["left_out_qids"] for name, row in ev.report["systems"].items() if row["left_out_qids"]}
+    for name, qids in left_out.items():
+        console.print(f"[yellow]{escape(name)}[/]: {len(qids)} quer{'y' if len(qids) == 1 else 'ies'} left out "
+                      f"(a teacher call failed after its retries): {escape(', '.join(qids[:20]))}"
+                      + (" ..." if len(qids) > 20 else ""))
     console.print(f"wrote {ev.out / EVALUATION_FILE}, {ev.out / CHART_FILE} and one TREC run per system")
 
 
