@@ -122,7 +122,7 @@ def main() -> int:
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         final = keys_and_ids(out)
         manifest = json.loads((out / "manifest.json").read_text())
-        requests = [json.loads(x) for x in log.read_text().splitlines()]
+        requests = [r for r in map(json.loads, log.read_text().splitlines()) if "reply" not in r]
 
     # Which finished keys were asked again after the kill?
     finished_sets = {(kind, ids) for kind, ids in at_kill.values()}

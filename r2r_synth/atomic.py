@@ -37,7 +37,10 @@ def check_file_target(path: Path | str, *, what: str) -> Path:
     path = Path(path)
     if path.is_dir():
         raise InputError(f"{what} {path} is a directory", hint=f"give {what} a file path")
-    check_dir_target(path.parent, what=what)
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            raise InputError(f"{what} {path}: {parent} is a file, not a directory",
+                             hint=f"give {what} a file path whose folders are directories")
     return path
 
 
