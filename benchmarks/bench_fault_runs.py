@@ -30,21 +30,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
+from bench_resume import write_candidates
 from openai_server import spawn_server
-
-from r2r_synth.schemas import Candidates, Document, Query
 
 PRICED = "openai/gpt-4o-mini"
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "R2R_API_KEY": "sk-bench-0123456789"}
-
-
-def write_candidates(path: Path, n_queries: int, depth: int) -> None:
-    with path.open("w") as fh:
-        for q in range(n_queries):
-            docs = [Document(docid=f"f{q}-{d}", text=f"Passage {d}: the tide carries sand {q * depth + d} metres "
-                             "along the shore each day, building a spit where the current slows.") for d in range(depth)]
-            c = Candidates(query=Query(qid=f"fq{q}", text=f"how fast does a sand spit grow {q}"), documents=docs)
-            fh.write(c.model_dump_json() + "\n")
 
 
 def free_port() -> int:

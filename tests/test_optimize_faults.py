@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -159,7 +160,9 @@ def test_an_output_path_under_a_file_is_refused_before_any_call(tmp_path, flag):
     blocker.write_text("not a directory\n")
     target = {"programs_dir": blocker, "report": blocker / "report.json"}[flag]
     with OpenAIServer() as srv:
-        with pytest.raises(InputError, match=f"--{flag.replace('_', '-')} {blocker} exists and is not a directory"):
+        said = (f"--programs-dir {blocker} exists and is not a directory" if flag == "programs_dir" else
+                f"--report {target}: {blocker} is a file, not a directory")
+        with pytest.raises(InputError, match=re.escape(said)):
             run_optimize(config(tmp_path, srv.url, evaluate_only=False, **{flag: target}),
                          candidates=make_candidates(4))
         assert srv.requests == []  # refused before the first call, not after the calls were spent

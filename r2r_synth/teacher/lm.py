@@ -4,9 +4,9 @@ offline teacher.
 `open_teacher(...)` is a context manager yielding a `Teacher`:
 
 - `.name` is what provenance records (the model string or the router's model group; never a key),
-- `.lm` is a `dspy.LM` for DSPy code (optimizers, evaluation, notebooks:
-  `with dspy.context(lm=t.lm, adapter=t.adapter)`); its engine sends every call through LiteLLM
-  under `.policy`, so DSPy code retries, gives up and masks keys exactly as `generate` does,
+- `.lm` is a `PolicyLM` (a `dspy.LM`) for DSPy code (optimizers, evaluation, notebooks:
+  `with dspy.context(lm=t.lm, adapter=t.adapter)`); every call it makes follows `.policy`, so DSPy
+  code retries, gives up and masks keys exactly as `generate` does,
 - `.adapter` is the `dspy.Adapter` to format/parse with (None: DSPy's default ChatAdapter),
 - `.policy` is the `CallPolicy` (retries, timeout, masking) every caller applies,
 - `await .acomplete(messages)` is the engine's direct door to the same backend: one attempt, no
@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import dspy
+from dspy.utils.callback import with_callbacks
 
 from r2r_synth.errors import ConfigError
 from r2r_synth.teacher.policy import CallPolicy
@@ -67,18 +68,44 @@ class Completion:
     cost: float | None = None
 
 
-# --------------------------------------------------------------------------- DSPy engines
+# --------------------------------------------------------------------------- the DSPy LM
 
 
-class _PolicyEngine:
-    """A DSPy engine (`complete(Request) -> Response`) that sends each request through `send` (LiteLLM
-    for a model string, or a Router) under a `CallPolicy`: retries with backoff and jitter on
-    429/5xx/timeouts, `CallFailed` when they run out. The LM itself is built with `num_retries=0`,
-    so no call is retried twice over."""
+def _unwrapped(method: Callable[..., Any]) -> Callable[..., Any]:
+    return getattr(method, "__wrapped__", method)
 
-    def __init__(self, send: Callable[..., Any], *, policy: CallPolicy, defaults: dict[str, Any]):
-        self.send = send
+
+class PolicyLM(dspy.LM):
+    """A `dspy.LM` whose every call follows a `CallPolicy`: DSPy code (optimizers, evaluation,
+    notebooks) retries, gives up and masks keys exactly as `generate` does.
+
+    The policy wraps the LM's call inside DSPy's callback layer, so callbacks and history see one
+    call however many attempts it took, and DSPy's response cache answers before any attempt. The
+    LM is built with `num_retries=0`: no call is retried twice over. Requests go through DSPy's own
+    LiteLLM engine (a model string) or a router engine, which carry every provider argument as is
+    (e.g. llama.cpp's `response_format` with a `schema`)."""
+
+    def __init__(self, model: str, *, policy: CallPolicy, **kwargs: Any):
+        super().__init__(model, num_retries=0, **kwargs)
         self.policy = policy
+
+    @with_callbacks
+    def __call__(self, prompt: Any = None, *, messages: Any = None, **kwargs: Any) -> Any:
+        call = _unwrapped(dspy.LM.__call__)
+        return self.policy.call(lambda: call(self, prompt, messages=messages, **kwargs))
+
+    @with_callbacks
+    async def acall(self, prompt: Any = None, *, messages: Any = None, **kwargs: Any) -> Any:
+        call = _unwrapped(dspy.LM.acall)
+        return await self.policy.acall(lambda: call(self, prompt, messages=messages, **kwargs))
+
+
+class RouterEngine:
+    """A DSPy engine (`complete(Request) -> Response`) that sends through a `litellm.Router`, so DSPy
+    programs spread over the router's deployments like `generate` does (the policy is `PolicyLM`'s)."""
+
+    def __init__(self, router: Any, *, defaults: dict[str, Any]):
+        self.router = router
         self.defaults = defaults
 
     def _data(self, request: Any) -> dict[str, Any]:
@@ -90,31 +117,22 @@ class _PolicyEngine:
     def complete(self, request: Any) -> Any:
         from dspy.clients.lm15_boundary import response_value
 
-        data = self._data(request)
-        raw = self.policy.call(lambda: self.send(request.model, data))
+        raw = self.router.completion(model=request.model, **self._data(request))
         return response_value(raw, "chat", request)
 
     def close(self) -> None:
         pass
 
 
-class _AsyncPolicyEngine(_PolicyEngine):
+class AsyncRouterEngine(RouterEngine):
     async def complete(self, request: Any) -> Any:  # type: ignore[override]
         from dspy.clients.lm15_boundary import response_value
 
-        data = self._data(request)
-        raw = await self.policy.acall(lambda: self.send(request.model, data))
+        raw = await self.router.acompletion(model=request.model, **self._data(request))
         return response_value(raw, "chat", request)
 
     async def aclose(self) -> None:
         pass
-
-
-def policy_lm(name: str, *, send: Callable[..., Any], asend: Callable[..., Any], policy: CallPolicy,
-              defaults: dict[str, Any]) -> dspy.LM:
-    """A `dspy.LM` named `name` whose calls go through `send` / `asend` under `policy`."""
-    return dspy.LM(name, cache=False, num_retries=0, engine=_PolicyEngine(send, policy=policy, defaults=defaults),
-                   async_engine=_AsyncPolicyEngine(asend, policy=policy, defaults=defaults))
 
 
 # --------------------------------------------------------------------------- the teacher
@@ -281,13 +299,8 @@ def make_teacher(
         gen["max_tokens"] = max_tokens
     gen.update(extra or {})
 
-    def send(m: str, data: dict[str, Any]) -> Any:
-        return litellm.completion(model=m, num_retries=0, **client, **data)
-
-    async def asend(m: str, data: dict[str, Any]) -> Any:
-        return await litellm.acompletion(model=m, num_retries=0, **client, **data)
-
-    lm = policy_lm(model, send=send, asend=asend, policy=policy, defaults=gen)
+    # engine="litellm": every teacher goes through LiteLLM, the same door `generate` uses.
+    lm = PolicyLM(model, policy=policy, engine="litellm", cache=False, **gen, **client)
     teacher = Teacher(name=name or model, lm=lm, adapter=adapter, model=model, completion_kwargs={**gen, **client},
                       embedded=embedded, policy=policy)
     direct = bool(api_base) and provider in OPENAI_COMPATIBLE

@@ -68,6 +68,31 @@ def _status_of(exc: BaseException) -> int | None:
     return code if isinstance(code, int) else None
 
 
+def _provider_error(exc: BaseException) -> BaseException:
+    """The provider's own exception under DSPy's wrappers (DSPy re-raises LiteLLM's errors as its
+    `LMError`s, keeping the original as `__cause__`)."""
+    seen: set[int] = set()
+    cur = exc
+    while cur.__cause__ is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        cur = cur.__cause__
+    return cur
+
+
+def _classify_dspy(exc: BaseException) -> str | None:
+    from dspy.utils import exceptions as dx
+
+    if isinstance(exc, (dx.LMRateLimitError, dx.LMServerError, dx.LMTimeoutError, dx.LMTransportError)):
+        return "retry"
+    if isinstance(exc, (dx.LMAuthError, dx.LMBillingError)):
+        return "auth"
+    if isinstance(exc, (dx.LMInvalidRequestError, dx.ContextWindowExceededError)):
+        return "refused"
+    if isinstance(exc, dx.LMError):
+        return "config"
+    return None
+
+
 def classify(exc: BaseException) -> Literal["retry", "auth", "config", "refused"]:
     """What a failed call means: ``retry`` (transient), ``auth``, ``config`` or ``refused``."""
     import httpx
@@ -75,6 +100,11 @@ def classify(exc: BaseException) -> Literal["retry", "auth", "config", "refused"
 
     if isinstance(exc, CallFailed):
         return "retry" if exc.cause in ("transport", "aborted") else exc.cause  # type: ignore[return-value]
+    root = _provider_error(exc)
+    if root is not exc and not isinstance(root, CallFailed):
+        verdict = classify(root)
+        if verdict != "config" or _classify_dspy(exc) is None:
+            return verdict
     if isinstance(exc, (litellm.AuthenticationError, litellm.PermissionDeniedError)):
         return "auth"
     if isinstance(exc, (litellm.Timeout, litellm.APIConnectionError, litellm.RateLimitError,
@@ -91,6 +121,9 @@ def classify(exc: BaseException) -> Literal["retry", "auth", "config", "refused"
         return "config"
     if isinstance(exc, litellm.BadRequestError) or (status is not None and 400 <= status < 500):
         return "refused"
+    dspy_verdict = _classify_dspy(exc)
+    if dspy_verdict is not None:
+        return dspy_verdict  # type: ignore[return-value]
     # An exception no provider mapping knows (a bug in a custom engine, an SDK change): not the
     # teacher's answer, and retrying blindly could hammer a server, so it stops the call as config.
     return "config"

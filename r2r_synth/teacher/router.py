@@ -68,7 +68,7 @@ def open_router(teacher: str | None, *, router: Path, temperature: float, max_to
     call is never retried twice over; the router keeps its fallbacks and routing strategy."""
     import litellm
 
-    from r2r_synth.teacher.lm import Teacher, policy_lm
+    from r2r_synth.teacher.lm import AsyncRouterEngine, PolicyLM, RouterEngine, Teacher
 
     data = read_router_config(router)
     names = router_model_names(data)
@@ -98,13 +98,8 @@ def open_router(teacher: str | None, *, router: Path, temperature: float, max_to
     if max_tokens is not None:
         gen["max_tokens"] = max_tokens
 
-    def send(model: str, data: dict[str, Any]) -> Any:
-        return r.completion(model=model, **data)
-
-    async def asend(model: str, data: dict[str, Any]) -> Any:
-        return await r.acompletion(model=model, **data)
-
-    lm = policy_lm(name, send=send, asend=asend, policy=policy, defaults=gen)
+    lm = PolicyLM(name, policy=policy, cache=False, engine=RouterEngine(r, defaults=gen),
+                  async_engine=AsyncRouterEngine(r, defaults=gen))
     models = sorted({d["litellm_params"]["model"] for d in data["model_list"] if d["model_name"] == name})
     return Teacher(name=name, lm=lm, adapter=None, model=models[0] if len(models) == 1 else None,
                    router=r, completion_kwargs=gen, policy=policy)
