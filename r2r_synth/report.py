@@ -1,6 +1,12 @@
 """`r2r-synth report`: one self-contained HTML page about a run directory, for people to look at before
 they train on it or publish it.
 
+It opens with the problems the data shows, in words (`r2r_synth.problems`: a constant label, position
+bias, a high reject rate, ...), then one section per record kind the run has: the label distribution
+beside the agreement figures that depend on it, and example records with the teacher's reasoning, those
+that disagree with gold first (`r2r_synth.report_kinds`). Sections of kinds the run does not hold are
+left out, not shown empty.
+
 The page (`report.html`) embeds its plots as base64 PNGs, so it can be mailed or attached as one file;
 the same PNGs are written beside it in `plots/`. Plots are made with matplotlib's Agg backend (no
 display needed):
@@ -21,7 +27,6 @@ Numbers come from `r2r_synth.runstats`, the same summary the dataset card is wri
 from __future__ import annotations
 
 import base64
-import html
 import io
 import json
 import logging
@@ -35,6 +40,11 @@ from typing import Any
 from r2r_synth import __version__
 from r2r_synth.atomic import check_dir_target, write_text_atomic
 from r2r_synth.errors import InputError
+from r2r_synth.problems import Problem, agreement_rows, find_problems
+from r2r_synth.report_kinds import CSS as KINDS_CSS
+from r2r_synth.report_kinds import esc as _e
+from r2r_synth.report_kinds import kind_sections, problems_html
+from r2r_synth.report_kinds import table as _table
 from r2r_synth.rundir import KIND_ORDER, Run, RunDir
 from r2r_synth.runstats import KindSummary, summarize
 
@@ -44,6 +54,8 @@ REPORT_FILE = "report.html"
 PLOTS_DIR = "plots"
 PRIMARY_MEASURE = "nDCG@10"
 WIDE_PLOTS = {"labels"}  # one panel per record kind: gets the page's full width
+PLOT_KINDS = {"confusion": "direct", "swap": "comparison"}  # a plot of one kind: left out of runs without it
+DEFAULT_SAMPLES = 5  # example records shown per kind
 _COLORS = {"direct": "#4C72B0", "comparison": "#DD8452", "listwise": "#55A868", "input": "#8172B3"}
 
 
@@ -70,7 +82,8 @@ def read_evaluation(path: Path) -> dict[str, dict[str, float]]:
                 'or a list of {"system": ..., "nDCG@10": ...} rows')
 
     def numeric(d: dict[str, Any]) -> dict[str, float]:
-        return {str(k): float(v) for k, v in d.items()
+        # An integer stays one (a count is shown as 43, not 43.0000).
+        return {str(k): v if isinstance(v, int) else float(v) for k, v in d.items()
                 if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
     table: dict[str, dict[str, float]] = {}
@@ -89,9 +102,9 @@ def read_evaluation(path: Path) -> dict[str, dict[str, float]]:
             inner = row.get("measures") if isinstance(row.get("measures"), dict) else row
             table[name] = numeric(inner)
     elif isinstance(data, dict):
-        for name, measures in data.items():
-            if isinstance(measures, dict):
-                vals = numeric(measures)
+        for name, values in data.items():
+            if isinstance(values, dict):
+                vals = numeric(values)
                 if vals:
                     table[str(name)] = vals
     if measures:
@@ -109,9 +122,43 @@ def _fig_png(fig) -> bytes:
 
     buf = io.BytesIO()
     fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=100)
+    legends_off_data(fig)
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", pad_inches=0.1)
     plt.close(fig)
     return buf.getvalue()
+
+
+def legend_covers_data(ax, renderer) -> bool:
+    """Whether the legend of `ax` lies over any of its data: bars, lines, points, images, or the text
+    labels drawn inside the axes."""
+    leg = ax.get_legend()
+    if leg is None:
+        return False
+    box = leg.get_window_extent(renderer)
+    for artist in (*ax.patches, *ax.lines, *ax.collections, *ax.images, *ax.texts):
+        if not artist.get_visible():
+            continue
+        ext = artist.get_window_extent(renderer)
+        w = min(box.x1, ext.x1, ax.bbox.x1) - max(box.x0, ext.x0, ax.bbox.x0)
+        h = min(box.y1, ext.y1, ax.bbox.y1) - max(box.y0, ext.y0, ax.bbox.y0)
+        if w > 0.5 and h > 0.5:
+            return True
+    return False
+
+
+def legends_off_data(fig) -> None:
+    """Move every legend that covers data below its axes (under the tick labels and the axis label),
+    so no plot of the report hides a bar or a label behind its legend."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    for ax in fig.axes:
+        if not legend_covers_data(ax, renderer):
+            continue
+        handles, labels = ax.get_legend_handles_labels()
+        below = min(ax.bbox.y0, ax.xaxis.get_tightbbox(renderer).y0)
+        y = (below - ax.bbox.y0) / ax.bbox.height - 0.02
+        ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, y), ncol=min(3, len(labels)),
+                  fontsize=8, frameon=False)
 
 
 def _plt():
@@ -289,31 +336,29 @@ class ReportResult:
     html: Path
     plots: dict[str, Path] = field(default_factory=dict)
     missing: dict[str, str] = field(default_factory=dict)  # plot -> why it is not there
-
-
-def _e(x: Any) -> str:
-    return html.escape(str(x))
-
-
-def _table(rows: list[list[Any]], header: list[str] | None = None) -> str:
-    head = "<thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in header) + "</tr></thead>" if header else ""
-    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table>{head}<tbody>{body}</tbody></table>"
+    problems: list[Problem] = field(default_factory=list)  # what the page names in words
 
 
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1180px;color:#222}
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1180px;color:#222;
+padding:0 16px;overflow-wrap:break-word}
 h1{font-size:1.6em;margin-bottom:0} .sub{color:#666;margin-top:4px}
 h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:28px}
-table{border-collapse:collapse;margin:8px 0} td,th{border:1px solid #ddd;padding:4px 10px;text-align:left;font-size:14px}
+table{border-collapse:collapse;margin:8px 0;max-width:100%}
+td,th{border:1px solid #ddd;padding:4px 8px;text-align:left;font-size:14px}
 th{background:#f4f4f4} code{background:#f4f4f4;padding:1px 4px;border-radius:3px}
-img{max-width:100%;border:1px solid #eee} .note{color:#666;font-style:italic}
-.grid{display:flex;flex-wrap:wrap;gap:16px} .grid>div{flex:1 1 520px} .grid>div.wide{flex-basis:100%}
-"""
+img{max-width:100%;height:auto;border:1px solid #eee;box-sizing:border-box} .note{color:#666;font-style:italic}
+.grid{display:flex;flex-wrap:wrap;gap:16px} .grid>div{flex:1 1 520px;min-width:0} .grid>div.wide{flex-basis:100%}
+@media (max-width:600px){body{padding:0 8px} td,th{padding:3px 4px;font-size:13px}}
+""" + KINDS_CSS
 
 
-def build_report(run_dir: Path, *, out: Path | None = None, evaluation: Path | None = None) -> ReportResult:
-    """Write `report.html` (+ `plots/*.png`) about `run_dir` into `out` (default: `run_dir/report`)."""
+def build_report(run_dir: Path, *, out: Path | None = None, evaluation: Path | None = None,
+                 samples: int = DEFAULT_SAMPLES) -> ReportResult:
+    """Write `report.html` (+ `plots/*.png`) about `run_dir` into `out` (default: `run_dir/report`), with
+    `samples` example records per kind."""
+    if samples < 0:
+        raise InputError(f"--samples {samples}: must be 0 or more", hint="e.g. --samples 5 (0 shows no example)")
     out = check_dir_target(Path(out) if out is not None else Path(run_dir) / "report")
     run = RunDir(run_dir).load(require_manifest=False)
     table = read_evaluation(evaluation) if evaluation is not None else None
@@ -332,6 +377,12 @@ def build_report(run_dir: Path, *, out: Path | None = None, evaluation: Path | N
     if evaluation is not None:
         plots["ndcg"] = (f"{PRIMARY_MEASURE} by system", plot_eval(table),
                          f"{evaluation} has no {PRIMARY_MEASURE} value")
+    # Only the sections the run has: no empty panel of a kind it holds no record of, and no token plot
+    # for records that carry no usage (an imported corpus).
+    present = set(run.kinds)
+    plots = {name: v for name, v in plots.items() if PLOT_KINDS.get(name, next(iter(present), None)) in present}
+    if not any(s.has_usage for s in summary.values()):
+        plots.pop("tokens", None)
     out.mkdir(parents=True, exist_ok=True)
     pdir = out / PLOTS_DIR
     pdir.mkdir(exist_ok=True)
@@ -350,7 +401,9 @@ def build_report(run_dir: Path, *, out: Path | None = None, evaluation: Path | N
         wide = ' class="wide"' if name in WIDE_PLOTS else ""
         sections.append(f'<div{wide}><h2>{_e(title)}</h2><img alt="{_e(title)}" src="data:image/png;base64,{b64}">'
                         f"{caption}</div>")
-    page = _page(run, summary, table, sections)
+    result.problems = find_problems(summary)
+    details = problems_html(result.problems, summary) + kind_sections(run, summary, samples=samples)
+    page = _page(run, summary, table, sections, details=details)
     write_text_atomic(result.html, page)
     log.info("wrote %s with %d plots", result.html, len(result.plots))
     return result
@@ -366,16 +419,34 @@ def _write_png(path: Path, png: bytes) -> None:
 
 def _caption(name: str, summary: dict[str, KindSummary], table: dict[str, dict[str, float]] | None) -> str:
     if name == "confusion" and "direct" in summary:
-        a = summary["direct"].agreement
-        return "<p>" + _e(", ".join(f"{k}: {v:.3f}" for k, v in a.items())) + "</p>"
+        rows = agreement_rows(summary["direct"])
+        return "<p>" + _e("; ".join(f"{n} {v:.3f} ({ref})" for n, v, ref in rows if v is not None)) + "</p>"
     if name == "ndcg" and table:
         measures = sorted({m for v in table.values() for m in v})
-        rows = [[sys_] + [f"{v[m]:.4f}" if m in v else "" for m in measures] for sys_, v in table.items()]
-        return _table(rows, ["system", *measures])
+        rows = [[sys_] + [v.get(m, "") for m in measures] for sys_, v in table.items()]
+        return _table(rows, ["system", *measures], digits=4)
     return ""
 
 
-def _page(run: Run, summary: dict[str, KindSummary], table, sections: list[str]) -> str:
+def _filter_funnel(m) -> list[str]:
+    """A run written by `r2r-synth filter` (manifest `extra["filter"]`): its parent, what that cost, and
+    per kind the records in, dropped by each rule in the order applied, and kept."""
+    f = m.extra.get("filter") if m is not None else None
+    if not f:
+        return []
+    p = f["parent"]
+    rules = [r["rule"] for r in f["rules"]]
+    rows = [[kind, per["input"], *(f"−{per['rules'][r]['dropped']}" if r in per["rules"] else "" for r in rules),
+             per["kept"]] for kind, per in f["kinds"].items()]
+    cost = "cost unknown" if p.get("cost") is None else f"${p['cost']:.4f}"
+    about = (f"<p>Filtered from <code>{_e(p['dir'])}</code> (<code>{_e(p['command'])}</code>, status "
+             f"{_e(p['status'])}; its teacher spend: {p['usage']['total_tokens']:,} tokens, {_e(cost)}). Each rule "
+             "drops what the rules before it kept; the dropped records, with their rule, are in "
+             "<code>filtered.jsonl</code>.</p>")
+    return ["<h2>Filter funnel</h2>", about, _table(rows, ["kind", "input", *rules, "kept"])]
+
+
+def _page(run: Run, summary: dict[str, KindSummary], table, sections: list[str], *, details: str = "") -> str:
     m = run.manifest
     info: list[list[Any]] = [["run directory", str(run.path)]]
     if m is not None:
@@ -392,7 +463,11 @@ def _page(run: Run, summary: dict[str, KindSummary], table, sections: list[str])
     prompt, completion = sum(s.prompt_tokens for s in kinds), sum(s.completion_tokens for s in kinds)
     costs = [s.cost for s in kinds if s.cost is not None]
     unknown = sum(s.cost_unknown for s in kinds)
-    info.append(["tokens (all records)", f"{prompt:,} prompt + {completion:,} completion = {prompt + completion:,}"])
+    if any(s.has_usage for s in kinds):
+        info.append(["tokens (all records)",
+                     f"{prompt:,} prompt + {completion:,} completion = {prompt + completion:,}"])
+    else:
+        info.append(["tokens", "not recorded (the records carry no token usage, as imported corpora do not)"])
     info.append(["cost (all records)", (f"${sum(costs):.4f}" if costs else "unknown")
                  + (f" ({unknown} records with unknown cost)" if costs and unknown else "")])
     if m is not None and m.usage.total_tokens != sum(s.total_tokens for s in kinds):
@@ -409,10 +484,6 @@ def _page(run: Run, summary: dict[str, KindSummary], table, sections: list[str])
             counts.append([k, s.records, s.queries, s.rejects, c.requested, c.skipped_done])
         else:
             counts.append([k, s.records, s.queries, s.rejects, "", ""])
-    quality = []
-    for k, s in summary.items():
-        for name, v in s.agreement.items():
-            quality.append([k, name, "n/a" if v is None or math.isnan(v) else f"{v:.3f}"])
     now = datetime.now(UTC)
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
@@ -421,9 +492,8 @@ def _page(run: Run, summary: dict[str, KindSummary], table, sections: list[str])
         f"<p class='sub'>made by r2r-synth {_e(__version__)} on {now:%Y-%m-%d %H:%M} UTC</p>",
         "<h2>Run</h2>", _table(info),
         "<h2>Counts</h2>",
-        _table(counts, ["kind", "records", "queries", "rejects", "requested", "skipped (already done)"]),
+        _table(counts, ["kind", "records", "queries", "rejects", "requests", "done before"]),
     ]
-    if quality:
-        parts += ["<h2>Agreement</h2>", _table(quality, ["kind", "measure", "value"])]
-    parts += ["<div class='grid'>", *sections, "</div>", "</body></html>"]
+    parts += _filter_funnel(m)
+    parts += [details, "<h2>Plots</h2>", "<div class='grid'>", *sections, "</div>", "</body></html>"]
     return "\n".join(parts)

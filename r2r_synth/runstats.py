@@ -6,6 +6,7 @@ never disagree.
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -61,6 +62,20 @@ class KindSummary:
     swap_agree: int = 0
     # listwise: rows = first-stage position in the window, columns = the teacher's rank
     position_rank: list[list[int]] | None = None
+    # figures the problem checks (r2r_synth.problems) read
+    has_usage: bool = False  # some record carries token usage (imported corpora carry none)
+    repeated_reasoning: int = 0  # reasoning texts that occur more than once, counted per occurrence
+    reasoning_texts: int = 0
+    baselines: dict[str, float] = field(default_factory=dict)  # agreement of a constant teacher (see _direct)
+    top_label: tuple[int, int] | None = None  # direct: (most common grade, its records)
+    top_score: tuple[float, int] | None = None  # direct: (most common score, its records)
+    answers: int = 0  # comparison: answers in either order
+    first_shown: int = 0  # comparison: answers preferring the document shown first
+    keeps_order: int = 0  # listwise: windows ranked exactly in the order shown
+    same_position: int = 0  # listwise: documents whose rank is their position in the window
+    window_docs: int = 0
+    mean_tau: float | None = None  # listwise: mean Kendall tau of shown position vs the teacher's rank
+    tau_z: float | None = None  # its z score against random orders
 
 
 def summarize(run: Run, *, top_reasons: int = 5) -> dict[str, KindSummary]:
@@ -94,6 +109,7 @@ def summarize(run: Run, *, top_reasons: int = 5) -> dict[str, KindSummary]:
                 costs.append(p.cost)
         s.teachers = list(teachers)
         s.cost = sum(costs) if costs else None
+        s.has_usage = any(r.provenance.usage is not None and r.provenance.usage.total_tokens for r in recs)
         if kind == "direct":
             _direct(s, recs)
         elif kind == "comparison":
@@ -108,10 +124,19 @@ def summarize(run: Run, *, top_reasons: int = 5) -> dict[str, KindSummary]:
     return out
 
 
+def _repeats(s: KindSummary, texts: list[str]) -> None:
+    counts = Counter(" ".join(t.split()).lower() for t in texts if t and t.strip())
+    s.reasoning_texts = sum(counts.values())
+    s.repeated_reasoning = sum(n for n in counts.values() if n > 1)
+
+
 def _direct(s: KindSummary, recs: list[DirectRecord]) -> None:
     s.label_counts = dict(sorted(Counter(r.relevance for r in recs).items()))
     s.gold_counts = dict(sorted(Counter(r.gold for r in recs if r.gold is not None).items()))
     s.reasoning_words = [_words(r.reasoning) for r in recs]
+    _repeats(s, [r.reasoning for r in recs])
+    s.top_label = max(s.label_counts.items(), key=lambda kv: (kv[1], -kv[0]))
+    s.top_score = Counter(round(r.score, 3) for r in recs).most_common(1)[0]
     judged = [r for r in recs if r.gold is not None]
     s.judged = len(judged)
     if judged:
@@ -119,12 +144,22 @@ def _direct(s: KindSummary, recs: list[DirectRecord]) -> None:
         for r in judged:
             conf[r.gold][r.relevance] += 1
         s.confusion = conf
-        s.agreement = direct_agreement([r.relevance for r in judged], [r.gold for r in judged])
+        gold = [r.gold for r in judged]
+        s.agreement = direct_agreement([r.relevance for r in judged], gold)
+        # What a teacher answering its most common grade for every passage would score: an agreement
+        # figure means something only beside it (a constant 3 scores the share of gold >= 2 in binary
+        # accuracy).
+        s.baselines = direct_agreement([s.top_label[0]] * len(gold), gold)
 
 
 def _comparison(s: KindSummary, recs: list[ComparisonRecord]) -> None:
     s.preferred_counts = dict(sorted(Counter(r.preferred for r in recs).items()))
     s.reasoning_words = [_words(r.reasoning) for r in recs] + [_words(r.swapped.reasoning) for r in recs if r.swapped]
+    _repeats(s, [r.reasoning for r in recs] + [r.swapped.reasoning for r in recs if r.swapped])
+    # The document shown first is A in the record's own order and B in the swapped one (whose answer
+    # is stored translated back into the record's labels).
+    s.answers = len(recs) + sum(1 for r in recs if r.swapped)
+    s.first_shown = sum(r.preferred == "A" for r in recs) + sum(r.swapped.preferred == "B" for r in recs if r.swapped)
     checked = [r for r in recs if r.swapped is not None]
     s.swap_checked = len(checked)
     s.swap_agree = sum(1 for r in checked if r.swap_agrees)
@@ -137,18 +172,55 @@ def _comparison(s: KindSummary, recs: list[ComparisonRecord]) -> None:
     s.judged = len(judged)
     if judged:
         s.agreement.update(comparison_agreement(judged))
+        # A teacher answering its most common label for every pair (always "A": the first stage's order
+        # in most pair strategies) scores the share of pairs gold orders that way.
+        from r2r_synth import metrics
+
+        top = max(s.preferred_counts, key=s.preferred_counts.get)
+        gold = ["A" if r.gold_a > r.gold_b else "B" for r in judged]
+        s.baselines["preference_accuracy"] = metrics.preference_accuracy(gold, [top] * len(gold))
 
 
 def _listwise(s: KindSummary, recs: list[ListwiseRecord]) -> None:
     s.reasoning_words = [_words(i.reason) for r in recs for i in r.items if i.reason]
+    _repeats(s, [i.reason for r in recs for i in r.items if i.reason])
     n = max(len(r.documents) for r in recs)
     grid = [[0] * n for _ in range(n)]
+    taus, var = [], 0.0
     for r in recs:
         rank = {d: i for i, d in enumerate(r.ranking)}
+        ranks = [rank[d.docid] for d in r.documents]
         for pos, d in enumerate(r.documents):
             grid[pos][rank[d.docid]] += 1
+        s.keeps_order += ranks == sorted(ranks)
+        s.same_position += sum(pos == k for pos, k in enumerate(ranks))
+        s.window_docs += len(ranks)
+        m = len(ranks)
+        if m >= 2:
+            taus.append(kendall_tau(ranks))
+            var += 2 * (2 * m + 5) / (9 * m * (m - 1))  # variance of tau over random orders of m items
     s.position_rank = grid
     s.judged = sum(1 for r in recs if r.gold)
+    if taus:
+        s.mean_tau = sum(taus) / len(taus)
+        s.tau_z = s.mean_tau / (math.sqrt(var) / len(taus))
+
+
+def kendall_tau(ranks: list[int]) -> float:
+    """Kendall's tau between positions 0..m-1 and `ranks` (distinct): 1 when the order is kept, -1 when
+    it is reversed."""
+    m = len(ranks)
+    s = sum((ranks[j] > ranks[i]) - (ranks[j] < ranks[i]) for i in range(m) for j in range(i + 1, m))
+    return s / (m * (m - 1) / 2)
+
+
+def binomial_p(k: int, n: int) -> float:
+    """Two-sided p value of `k` successes in `n` fair coin flips (exact)."""
+    if n == 0:
+        return 1.0
+    tail = max(k, n - k)
+    p = 2 * sum(math.comb(n, i) for i in range(tail, n + 1)) / 2**n
+    return min(1.0, p)
 
 
 def direct_agreement(teacher: list[int], gold: list[int]) -> dict[str, float]:

@@ -46,9 +46,15 @@ def make_run(
     qid_prefix: str = "q",
     rejects: bool = True,
     prompt_texts: dict[str, str] | None = None,
+    label: int | None = None,
+    prefer_first: bool = False,
+    distinct_reasoning: bool = False,
 ) -> Path:
     """Write a run directory with `queries` queries of `docs` documents each and return its path.
-    `prompt_texts` (program name -> instruction text) become the run's program snapshots."""
+    `prompt_texts` (program name -> instruction text) become the run's program snapshots. The rest
+    shape a teacher: `label` gives every direct record that grade (a constant teacher), `prefer_first`
+    makes every comparison answer prefer the passage shown first (A as asked, B swapped: position bias),
+    `distinct_reasoning` writes reasoning that names its record (no text repeats)."""
     run = RunDir(root)
     direct, comp, lw, rej = [], [], [], []
     for q in range(queries):
@@ -60,18 +66,24 @@ def make_run(
             i = q * docs + j
             direct.append(DirectRecord(
                 key=request_key(kind="direct", inputs={"q": query.qid, "d": d.docid}, program_hash="p", teacher=teacher),
-                query=query, document=d, reasoning=" ".join(["because"] * (5 + i % 11)), relevance=(i + q) % 4,
-                score=((i + q) % 4) / 3, first_stage_rank=j + 1, gold=gold.get(d.docid), provenance=_prov("direct", i,
+                query=query, document=d, reasoning=" ".join(["because"] * (5 + i % 11))
+                + (f" passage {d.docid} speaks of topic {q}" if distinct_reasoning else ""),
+                relevance=(i + q) % 4 if label is None else label, score=((i + q) % 4) / 3, first_stage_rank=j + 1, gold=gold.get(d.docid), provenance=_prov("direct", i,
                                                                                                          teacher=teacher)))
         for j in range(docs - 1):
             a, b = documents[j], documents[j + 1]
-            first = "A" if (q + j) % 2 else "B"
+            first = "A" if (q + j) % 2 or prefer_first else "B"
             second = first if (q + j) % 5 else ("B" if first == "A" else "A")
+            if prefer_first:
+                second = "B"  # B is shown first in the swapped order
             comp.append(ComparisonRecord(
                 key=request_key(kind="comparison", inputs={"q": query.qid, "a": a.docid, "b": b.docid},
                                 program_hash="p", teacher=teacher),
-                query=query, doc_a=a, doc_b=b, reasoning="A says more. " * (1 + j), preferred=first, confidence=0.7,
-                swapped=ComparisonAnswer(reasoning="B is shown first now.", preferred=second, confidence=0.6),
+                query=query, doc_a=a, doc_b=b, reasoning="A says more. " * (1 + j)
+                + (f"{a.docid} against {b.docid}." if distinct_reasoning else ""), preferred=first, confidence=0.7,
+                swapped=ComparisonAnswer(reasoning="B is shown first now."
+                                         + (f" {b.docid} against {a.docid}." if distinct_reasoning else ""),
+                                         preferred=second, confidence=0.6),
                 gold_a=gold.get(a.docid), gold_b=gold.get(b.docid), pair_strategy="adjacent",
                 provenance=_prov("comparison", q * docs + j, teacher=teacher)))
         ranking = [d.docid for d in reversed(documents)]

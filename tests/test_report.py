@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import re
 import shutil
@@ -53,10 +54,12 @@ def test_report_has_every_plot_embedded_and_beside(tmp_path):
         h, w = mpimg.imread(path).shape[:2]
         assert h > 100 and w > 100
     assert "<script" not in html and "http://" not in html and "https://" not in html  # self-contained
-    # Figures on the page: counts, agreement, swap consistency, nDCG table restricted to the measures.
-    assert "<td>direct</td><td>64</td><td>16</td><td>4</td>" in html
-    assert "swap_consistency" in html and "0.5412" in html
-    assert "pairs_per_s" not in html and ">4300<" not in html
+    # Figures on the page: counts (integers as integers), agreement under readable names, swap
+    # consistency, the nDCG table restricted to the measures, with four decimals.
+    assert "<td>direct</td><td class=num>64</td><td class=num>16</td><td class=num>4</td>" in html
+    assert "swap consistency (same passage preferred in both orders)" in html and "binary_accuracy" not in html
+    assert "<td class=num>0.5412</td>" in html and "<td class=num>0.7000</td>" in html
+    assert "pairs_per_s" not in html and "4300" not in html and "64.0" not in html
 
 
 def test_missing_plots_say_why(tmp_path):
@@ -66,18 +69,35 @@ def test_missing_plots_say_why(tmp_path):
         (run / line).write_text("".join(json.dumps({**r, "gold": None}) + "\n" for r in recs))
     res = build_report(run)
     assert res.html == run / "report" / "report.html"
-    assert set(res.missing) == {"confusion", "swap", "rejects"}
+    # A direct-only run: no swap panel at all (not an empty one); the plots it could have say why not.
+    assert set(res.missing) == {"confusion", "rejects"} and "swap" not in res.plots
     html = res.html.read_text()
     assert "no direct record has a gold grade" in html and "nothing was rejected" in html
+    assert "Swap consistency" not in html and "Comparison records" not in html
 
 
-def test_report_of_an_imported_corpus(tmp_path, r2r_corpus):
+def test_report_of_an_imported_corpus_shows_only_listwise_and_names_its_position_bias(tmp_path, r2r_corpus):
     run = tmp_path / "r2r"
     import_r2r([r2r_corpus / "msmarco_100.jsonl"], out=run)
     res = build_report(run)
-    assert {"labels", "reasoning_length"} <= set(res.plots)
-    assert "tokens" in res.missing and "imported corpora carry none" in res.html.read_text()
-    assert "imported:r2r-gpt4" in res.html.read_text()
+    html = res.html.read_text()
+    # Only the sections the run has: no direct / comparison panel, note or plot, no token plot.
+    assert set(res.plots) == {"labels", "reasoning_length"} and set(res.missing) == {"rejects"}
+    for absent in ("Direct records", "Comparison records", "Teacher vs gold", "Swap consistency", "Tokens and cost",
+                   "no direct record", "0 prompt + 0 completion"):
+        assert absent not in html, absent
+    assert html.count("not recorded (the records carry no token usage") == 1
+    assert "imported:r2r-gpt4" in html and "Listwise records" in html
+    # The bias the heat map shows, in words, with its figures.
+    (bias,) = res.problems
+    assert (bias.kind, bias.check) == ("listwise", "position bias")
+    assert re.search(r"Position bias: the teacher's ranks follow the order it was shown: mean Kendall tau \+0\.\d\d",
+                     bias.text)
+    assert "12 of 100 windows (12%) were returned in the order shown" in bias.text
+    assert "bright diagonal of the position-vs-rank heat map" in html
+    # Example windows: the teacher's ranking, each passage with the position it was shown at and its reason.
+    assert html.count("<ol class='window'>") == 5 and html.count("<li>(shown ") == 25
+    assert html.count("<blockquote><i>no reason given</i>") == 0
 
 
 def test_report_without_manifest_still_describes_the_files(tmp_path):
@@ -141,21 +161,140 @@ def test_cli_report_out_naming_a_file_exits_2_and_writes_nothing(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html", "run"]
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None and shutil.which("chromium-browser") is None,
-                    reason="headless Chromium is not installed (apt-get install -y chromium); the page "
-                           "is not rendered in this environment")
-def test_report_renders_in_headless_chromium(tmp_path):
+def test_report_of_a_constant_position_biased_teacher_says_so_and_shows_reasoning(tmp_path):
+    """What the embedded teacher does (every passage graded 3, the first passage shown always preferred):
+    the page names both problems in words, shows the distribution beside every agreement figure, and
+    shows example records with their reasoning, the disagreements with gold first."""
+    run = make_run(tmp_path / "run", queries=12, kinds=("direct", "comparison"), teacher="embedded/smollm2-135m-instruct",
+                   label=3, prefer_first=True, distinct_reasoning=True)
+    res = build_report(run, samples=4)
+    html = res.html.read_text()
+    assert [(p.kind, p.check) for p in res.problems] == [("direct", "constant label"), ("comparison", "position bias")]
+    constant, bias = res.problems
+    assert "Constant label: the teacher gave grade 3 to every passage." in constant.text
+    assert "binary accuracy (grade ≥ 2 = relevant) 0.500 (a constant 3: 0.500)" in constant.text
+    assert "embedded teacher (SmolLM2-135M)" in constant.advice
+    assert ("Position bias: in 72 of 72 answers (100%) the teacher preferred the passage shown first "
+            "(chance: 50%, binomial p = 4.2e-22); 36 of 36 pairs changed their preference") in bias.text
+    assert "Problems the data shows" in html and "Constant label: the teacher gave grade 3" in html
+    # The agreement figure sits beside the distribution it depends on and what a constant scores.
+    assert "Labels of the 48 records: 3: 48 (grade 3 for 48 of 48, 100%)" in html
+    assert ("<td>binary accuracy (grade ≥ 2 = relevant)</td><td class=num>0.500</td>"
+            "<td>a constant grade 3 scores 0.500</td>") in html
+    assert "always answering A scores" in html
+    # Examples: 4 per kind, query, passage, reasoning and labels; those that disagree with gold first.
+    assert html.count("class='rec'") == 8
+    direct = html[html.index("<section id='direct'>"):html.index("</section>")]
+    tags = re.findall(r"<span class='tag bad'>([^<]*)</span>", direct)
+    assert tags == ["disagrees with gold: teacher 3, gold 0"] * 4
+    first = direct.index("<div class='rec'>")
+    assert re.search(r"<blockquote>because( because)* passage d\d+-\d speaks of topic \d+</blockquote>", direct[first:])
+    assert "teacher grade <b>3</b>" in direct and "<b>Query</b> <code>q" in direct
+    comparison = html[html.index("<section id='comparison'>"):]
+    assert "Asked with B first: preferred <b>B</b> <span class='cut'>(the one shown first)</span>" in comparison
+    assert "B is shown first now. d" in comparison  # the swapped order's own reasoning
+    assert "--samples" not in html
+    assert build_report(run, samples=0, out=tmp_path / "none").html.read_text().count("class='rec'") == 0
+
+
+def test_a_clean_run_names_no_problem_and_says_what_was_checked(tmp_path):
+    run = make_run(tmp_path / "run", queries=12, kinds=("direct", "comparison"), distinct_reasoning=True)
+    # The factory's grades are arbitrary against its gold ones (no better than a constant): without gold
+    # the run has nothing to be measured against.
+    recs = [json.loads(x) for x in (run / "direct.jsonl").read_text().splitlines()]
+    (run / "direct.jsonl").write_text("".join(json.dumps({**r, "gold": None}) + "\n" for r in recs))
+    assert [p.check for p in build_report(make_run(tmp_path / "judged", queries=12, kinds=("direct",),
+                                                   distinct_reasoning=True)).problems] == ["no better than a constant"]
+    res = build_report(run)
+    assert res.problems == []
+    html = res.html.read_text()
+    assert "None found. Checked: constant label (one grade for at least 90% of the direct records)" in html
+
+
+def test_a_legend_that_covers_data_is_moved_below_the_axes():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    from r2r_synth.report import _fig_png, legend_covers_data
+
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.bar([0, 1, 2, 3], [10, 10, 10, 10], label="teacher")
+    ax.bar([0.4, 1.4, 2.4, 3.4], [10, 10, 10, 10], label="gold")
+    ax.set_xlabel("relevance grade")
+    ax.legend(loc="upper right")
+    fig.canvas.draw()
+    assert legend_covers_data(ax, fig.canvas.get_renderer())  # full-height bars: no free corner
+    png = _fig_png(fig)
+    assert png.startswith(PNG)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)  # the figure was closed: draw it again to measure where the legend went
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    assert not legend_covers_data(ax, renderer)
+    # Below the tick labels and the axis label, not over them.
+    assert ax.get_legend().get_window_extent(renderer).y1 <= ax.xaxis.get_tightbbox(renderer).y0 + 0.5
+    h, w = mpimg.imread(io.BytesIO(png)).shape[:2]
+    assert h > 300 and w > 450  # the saved image holds the moved legend (bbox_inches="tight")
+
+
+def test_cli_report_lists_problems_and_refuses_negative_samples(tmp_path):
+    run = make_run(tmp_path / "run", queries=6, kinds=("direct",), label=2)
+    proc = subprocess.run([sys.executable, "-m", "r2r_synth.cli", "report", str(run), "--samples", "2"],
+                          check=False, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "problem (direct): constant label" in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "r2r_synth.cli", "report", str(run), "--samples", "-1"],
+                          check=False, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "--samples" in proc.stderr and "Traceback" not in proc.stderr
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed (apt-get install -y "
+                                    "chromium); the page is not rendered in this environment")
+
+
+def render(page: Path, prefix: Path, *widths: int) -> list[dict]:
+    args = [a for w in widths for a in ("--width", str(w))]
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "screenshot_report.py"), str(page), str(prefix),
+                           *args, "--json"], check=False, capture_output=True, text=True, timeout=180)
+    assert proc.returncode in (0, 1), proc.stderr
+    facts = json.loads(proc.stdout)
+    assert (proc.returncode == 0) == all(f["ok"] for f in facts)
+    return facts
+
+
+@needs_chromium
+def test_report_renders_without_overflow_or_overlap_at_desktop_and_phone_widths(tmp_path):
     run = make_run(tmp_path / "run", queries=16, kinds=("direct", "comparison", "listwise"))
     res = build_report(run)
-    shot = tmp_path / "shot.png"
-    proc = subprocess.run(["bash", str(REPO / "scripts" / "screenshot_report.sh"), str(res.html), str(shot),
-                           "1280x2400"], check=False, capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stderr
-    img = mpimg.imread(shot)
-    assert img.shape[:2] == (2400, 1280)
-    # A page that failed to render is one flat colour; ours has text, tables and plots.
-    assert img[..., :3].std() > 0.05
-    # The plots are drawn: saturated plot colours occur in the upper part of the page.
-    top = img[: 1600, :, :3]
-    colourful = ((top.max(axis=2) - top.min(axis=2)) > 0.3).mean()
-    assert colourful > 0.01
+    facts = render(res.html, tmp_path / "shot", 1400, 420)
+    for f in facts:
+        # The layout as a user sees it: nothing wider than the window, no text out of its box, no two
+        # boxes (headings, paragraphs, tables, plots, records) on top of each other.
+        assert (f["overflow"], f["spill"], f["overlap"]) == ([], [], []), f
+        assert f["viewport"] == f["width"] and f["scroll_width"] <= f["width"]
+        assert len(f["images"]) == 6 and all(i["loaded"] and i["w"] <= f["width"] for i in f["images"])
+        assert f["boxes"] > 100  # the checks saw the page: headings, tables, plots, records, list items
+        img = mpimg.imread(f["screenshot"])
+        assert img.shape[1] == f["width"] and img.shape[0] == f["height"] > 2000
+        assert img[..., :3].std() > 0.05  # not a blank page
+    # At 420 pixels the page is narrower and so taller; its plots are scaled down to fit.
+    wide, narrow = facts
+    assert narrow["height"] > wide["height"]
+    assert all(i["w"] < i["natural"] for i in narrow["images"] if i["natural"] > 420)
+
+
+@needs_chromium
+def test_the_layout_check_catches_overflow_and_overlap(tmp_path):
+    """The checks can fail: a page with a table wider than the window and a box drawn over a heading."""
+    page = tmp_path / "bad.html"
+    page.write_text("<!DOCTYPE html><html><body><h2>Counts</h2>"
+                    "<p style='position:relative;top:-30px'>drawn over the heading</p>"
+                    "<table><tr>" + "<td>wide-cell-content</td>" * 40 + "</tr></table></body></html>")
+    (f,) = render(page, tmp_path / "bad", 420)
+    assert not f["ok"] and f["scroll_width"] > 420
+    assert any("td" in x for x in f["overflow"])
+    assert any(x.startswith('h2 "Counts"') and "drawn over the heading" in x for x in f["overlap"])
