@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 SECRET_ENV_SUFFIXES = ("_API_KEY", "_TOKEN", "_SECRET", "_KEY")
 
@@ -99,15 +100,21 @@ class TrainConfig(CommandConfig):
 
 
 class EvaluateConfig(CommandConfig):
-    """`r2r-synth evaluate`: rerank candidate lists with each system and score them with ir-measures."""
+    """`r2r-synth evaluate`: rerank the top `depth` candidates with each system (the rest follow in
+    first-stage order), score them with ir-measures and test each system against the first."""
 
     input: str
     qrels: Path | None = None
     systems: list[str]
     out: Path
     limit: int | None = None
-    depth: int | None = 100
-    measures: list[str] = ["nDCG@10", "RR@10", "R@100"]
+    depth: int | None = 100  # rerank the top K of each query; None: every candidate
+    # Measures a top-K rerank can change (R@100 of a top-100 rerank is the same for every system;
+    # ask for it with --measure, and evaluation.json says it is unchanged).
+    measures: list[str] = ["nDCG@10", "RR@10"]
+    test: Literal["randomization", "t-test"] = "randomization"  # the paired test the table shows
+    permutations: int = Field(default=10_000, ge=100)  # randomization test: sign assignments sampled
+    seed: int = 0  # randomization test: its sampling seed
     batch_size: int = 32
     api_base: str | None = None
     api_key: str | None = None  # passed to LiteLLM for teacher systems; never written out

@@ -257,6 +257,89 @@ def ir_eval_per_query(
     return out
 
 
+# --------------------------------------------------------------------------- reranking and paired tests
+
+# ir-measures families whose value at a cutoff depends only on *which* documents sit above it, not
+# on their order (and NumRel/NumQ, which read the qrels alone).
+SET_BASED = frozenset({"P", "R", "SetP", "SetR", "SetF", "SetAP", "SetRelP", "Success", "Judged", "NumRet",
+                       "NumRelRet", "NumRel", "NumQ"})
+
+
+def unchanged_by_reranking(measures: Sequence[str], *, depth: int | None) -> list[str]:
+    """The `measures` no reranker can change when each system reorders the same top `depth`
+    candidates of every query and the rest follow in first-stage order (None: the whole list).
+
+    A set-based measure (recall, precision, success, ...) at a cutoff k >= depth sees the top-depth set,
+    which reordering keeps, plus the first-stage tail, which it never touches; without a cutoff it
+    sees the whole list. Such a measure scores every system alike, query by query (R@100 of a top-100
+    rerank is the first stage's recall).
+    """
+    out = []
+    for name, m in zip(measures, _parse_measures(measures)):
+        if m.NAME not in SET_BASED:
+            continue
+        cutoff = m.params.get("cutoff")
+        if cutoff is None or (depth is not None and cutoff >= depth) or m.NAME in ("NumRel", "NumQ"):
+            out.append(name)
+    return out
+
+
+def _check_paired(a: Sequence[float], b: Sequence[float]) -> None:
+    if len(a) != len(b):
+        raise ValueError(f"the first system has {len(a)} per-query values but the second has {len(b)}; pass "
+                         "one value per query for both, in the same query order")
+
+
+def paired_t_test(a: Sequence[float], b: Sequence[float]) -> float | None:
+    """Two-sided paired Student's t-test of mean(a) == mean(b) over the same queries (``scipy.stats.ttest_rel``).
+
+    Returns the p-value: 1.0 when every difference is zero, 0.0 when every difference is the same
+    non-zero value (no variance: the difference is certain), None under two pairs (undefined).
+    """
+    from scipy.stats import ttest_rel
+
+    _check_paired(a, b)
+    diffs = [x - y for x, y in zip(a, b)]
+    if len(diffs) < 2:
+        return None
+    if all(d == diffs[0] for d in diffs):
+        return 1.0 if diffs[0] == 0 else 0.0
+    return float(ttest_rel(a, b, alternative="two-sided").pvalue)
+
+
+def paired_randomization_test(a: Sequence[float], b: Sequence[float], *, samples: int = 10_000,
+                              seed: int = 0) -> float | None:
+    """Two-sided paired randomization test (Fisher's; Smucker, Allan & Carterette, CIKM 2007).
+
+    Under the null hypothesis the two systems are exchangeable within each query, so each per-query
+    difference keeps or flips its sign with probability 1/2. The p-value is the share of sign
+    assignments whose |mean difference| is at least the observed one: all 2^n of them when that is
+    at most `samples` (exact), else `samples` random ones drawn with `seed`, counted with the
+    observed assignment, ``(hits + 1) / (samples + 1)`` (Phipson & Smyth 2010: never 0). None when
+    there is no pair.
+    """
+    import numpy as np
+
+    _check_paired(a, b)
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    n = len(d)
+    if n == 0:
+        return None
+    observed = abs(d.mean())
+    if observed == 0:
+        return 1.0
+    tol = 1e-12 * max(1.0, observed)  # equal means computed in another order must count as equal
+    if n < 63 and 2**n <= samples:
+        signs = 1 - 2 * ((np.arange(2**n)[:, None] >> np.arange(n)) & 1)
+        return float(np.mean(np.abs(signs @ d) / n >= observed - tol))
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for start in range(0, samples, 1000):  # bounded memory on collections of thousands of queries
+        signs = rng.choice((-1.0, 1.0), size=(min(1000, samples - start), n))
+        hits += int(np.sum(np.abs(signs @ d) / n >= observed - tol))
+    return (hits + 1) / (samples + 1)
+
+
 # --------------------------------------------------------------------------- DSPy metric wrappers
 # Examples carry the gold label in `gold` (a grade for direct, "A"/"B" for comparison); predictions
 # carry the signature's outputs (`relevance`, `score` / `preferred`, `confidence`).

@@ -155,3 +155,55 @@ def test_ir_eval_averages_over_the_runs_judged_queries_only():
     run = {"1": {"a": 2.0, "x": 1.0}}
     assert M.ir_eval(qrels, run, measures=["nDCG@10"]) == {"nDCG@10": pytest.approx(1.0)}
     assert set(M.ir_eval_per_query(qrels, run, measures=["nDCG@10"])) == {"1"}
+
+
+# --------------------------------------------------------------------------- reranking and paired tests
+
+
+def test_unchanged_by_reranking_names_set_based_measures_at_or_past_the_depth():
+    measures = ["nDCG@10", "RR@10", "R@100", "R@5", "P@10", "P@5", "Success@20", "AP", "R", "NumRel", "nDCG@100"]
+    assert M.unchanged_by_reranking(measures, depth=10) == ["R@100", "P@10", "Success@20", "R", "NumRel"]
+    assert M.unchanged_by_reranking(measures, depth=100) == ["R@100", "R", "NumRel"]
+    assert M.unchanged_by_reranking(["R@1000"], depth=None) == []  # the whole list reranked: only no-cutoff ones
+    with pytest.raises(InputError, match="unknown measure 'Recall@x'"):
+        M.unchanged_by_reranking(["Recall@x"], depth=10)
+
+
+def test_randomization_test_by_hand_and_against_scipy_exact():
+    # Three queries, each +1: of the 8 sign assignments only all-plus and all-minus reach |mean| 1.
+    assert M.paired_randomization_test([1, 1, 1], [0, 0, 0]) == pytest.approx(2 / 8)
+    assert M.paired_randomization_test([0.3, 0.5], [0.3, 0.5]) == 1.0
+    assert M.paired_randomization_test([], []) is None
+    stats = pytest.importorskip("scipy.stats")
+    rng = random.Random(3)
+    a = [rng.random() for _ in range(9)]
+    b = [x - rng.uniform(-0.2, 0.4) for x in a]
+    ref = stats.permutation_test((a, b), lambda x, y, axis: (x - y).mean(axis=axis), permutation_type="samples",
+                                 n_resamples=10_000, vectorized=True)  # 2^9 < 10_000: scipy enumerates too
+    assert M.paired_randomization_test(a, b) == pytest.approx(ref.pvalue, abs=1e-9)
+
+
+def test_randomization_test_sampled_is_seeded_and_close_to_exact():
+    rng = random.Random(11)
+    a = [rng.random() for _ in range(20)]
+    b = [x - rng.gauss(0.05, 0.2) for x in a]
+    exact = M.paired_randomization_test(a, b, samples=2**20)  # all 2^20 assignments
+    sampled = M.paired_randomization_test(a, b, samples=20_000, seed=1)
+    assert sampled == M.paired_randomization_test(a, b, samples=20_000, seed=1)
+    assert sampled == pytest.approx(exact, abs=0.01) and sampled != exact
+    assert M.paired_randomization_test([1.0] * 40, [0.0] * 40, samples=1000) == pytest.approx(1 / 1001)  # never 0
+
+
+def test_paired_t_test_by_hand():
+    a, b = [0.9, 0.7, 0.4, 0.8], [0.5, 0.6, 0.5, 0.4]
+    d = [x - y for x, y in zip(a, b)]
+    mean = sum(d) / 4
+    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / 3)
+    t = mean / (sd / 2)
+    stats = pytest.importorskip("scipy.stats")
+    assert M.paired_t_test(a, b) == pytest.approx(2 * stats.t.sf(abs(t), df=3))
+    assert M.paired_t_test([1, 2], [1, 2]) == 1.0  # no difference at all
+    assert M.paired_t_test([1, 2], [0, 1]) == 0.0  # the same difference everywhere: certain
+    assert M.paired_t_test([1], [0]) is None
+    with pytest.raises(ValueError, match="the first system has 2 per-query values but the second has 1"):
+        M.paired_t_test([1, 2], [1])

@@ -117,20 +117,42 @@ def train(
                   f"{summary['documents']} documents{rejected})")
 
 
+class SignificanceTest(str, Enum):
+    randomization = "randomization"
+    t_test = "t-test"
+
+
+def _p_cell(p: float | None) -> str:
+    if p is None:
+        return "–"
+    return f"{p:.3f}" if p >= 0.001 else f"{p:.0e}"
+
+
 @app.command()
 def evaluate(
     input: InputOpt,
     system: Annotated[
         list[str],
-        typer.Option("--system", "-s", help="bm25 | bi-encoder[:PATH] | teacher:<LiteLLM model> | a model directory "
-                     "from `train`; NAME=SPEC names it. Repeat for several."),
+        typer.Option("--system", "-s", metavar="SPEC",
+                     help="bm25 | bi-encoder[:PATH] | cross-encoder:PATH_OR_HUB_ID | teacher:<LiteLLM model> | a "
+                     "directory from `train` (student-int8:DIR) | run:FILE (a TREC run) | fuse:[rrf|combsum:]A+B "
+                     "(systems named before it; A*0.7 weights one); NAME=SPEC names it. Repeat; the first is "
+                     "the baseline of the paired tests."),
     ],
     qrels: QrelsOpt = None,
     out: OutOpt = Path("outputs/evaluation"),
     limit: LimitOpt = None,
-    depth: Annotated[int, typer.Option("--depth", min=1, help="Rerank the top K candidates of each query.")] = 100,
-    measure: Annotated[list[str] | None, typer.Option("--measure", "-m", help="ir-measures name (repeat); default "
-                                                      "nDCG@10, RR@10, R@100.")] = None,
+    depth: Annotated[int, typer.Option("--depth", min=1, help="Rerank the top K candidates of each query; the "
+                                       "rest follow in first-stage order.")] = 100,
+    measure: Annotated[list[str] | None, typer.Option("--measure", "-m", metavar="NAME",
+                                                      help="ir-measures name (repeat); default nDCG@10, RR@10.",
+                                                      show_default=False)] = None,
+    test: Annotated[SignificanceTest, typer.Option("--test", help="The paired test whose p-values the table "
+                                                   "shows (both go into evaluation.json).")
+                    ] = SignificanceTest.randomization,
+    permutations: Annotated[int, typer.Option("--permutations", min=100, help="Randomization test: sign "
+                                              "assignments sampled.")] = 10_000,
+    seed: Annotated[int, typer.Option("--seed", help="Randomization test: sampling seed.")] = 0,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Pairs per model call.")] = 32,
     api_base: ApiBaseOpt = None,
     api_key: ApiKeyOpt = None,
@@ -140,15 +162,17 @@ def evaluate(
     concurrency: ConcurrencyOpt = 8,
     device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, ... (default: best available).")] = None,
 ) -> None:
-    """Rerank candidate lists with each system; nDCG@10, RR@10, R@100 (ir-measures), speed, JSON and a chart."""
+    """Rerank the top K with each system (the rest in first-stage order); ir-measures per query, paired tests
+    against the first system, TREC runs, JSON and a chart."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
     from r2r_synth.config import EvaluateConfig
-    from r2r_synth.evaluate import CHART_FILE, EVALUATION_FILE
+    from r2r_synth.evaluate import CHART_FILE, EVALUATION_FILE, PER_QUERY_FILE
     from r2r_synth.evaluate import evaluate as run_evaluate
 
     config = EvaluateConfig(input=input, qrels=qrels, systems=system, out=out, limit=limit, depth=depth,
+                            test=test.value, permutations=permutations, seed=seed,
                             batch_size=batch_size, api_base=api_base, api_key=api_key, timeout=timeout,
                             max_retries=max_retries, programs_dir=programs_dir, concurrency=concurrency, device=device,
                             **({"measures": measure} if measure else {}))
@@ -161,33 +185,60 @@ def evaluate(
             progress.advance(tasks[name])
 
         ev = run_evaluate(config, on_query=on_query)
-    table = Table(title=f"{ev.report['judged_queries']} judged queries, top {depth}")
-    table.add_column("system")
+    rep = ev.report
+    rows = rep["systems"]
+    sig = rep["significance"]
+    unchanged = rep["unchanged_by_reranking"]["measures"]
+    table = Table(title=f"{rep['judged_queries']} judged queries, top {depth} reranked; p: paired {test.value} "
+                  f"test against {escape(sig['baseline'])}")
+    table.add_column("system", overflow="fold")
+    num = {"justify": "right", "no_wrap": True}
     for m in config.measures:
-        table.add_column(m, justify="right")
-    table.add_column("pairs/s", justify="right")
-    table.add_column("median s/query", justify="right")
+        table.add_column(escape(m) + (" *" if m in unchanged else ""), **num)
+        if m in sig["measures"] and len(rows) > 1:
+            table.add_column("p", **num)
+    table.add_column("pairs/s", **num)
+    table.add_column("s/query", **num)  # the median
     # A teacher's failed calls are never scored: their queries leave that system's run (listed in the JSON).
-    teachers = any(row["spec"].startswith("teacher:") for row in ev.report["systems"].values())
+    teachers = any(row["failed_calls"] or row["spec"].startswith("teacher:") for row in rows.values())
     if teachers:
-        table.add_column("failed calls", justify="right")
-        table.add_column("queries left out", justify="right")
-    for name, row in ev.report["systems"].items():
-        table.add_row(escape(name), *(f"{row[m]:.4f}" for m in config.measures), f"{row['pairs_per_s']}",
-                      f"{row['median_query_s']}",
-                      *([f"{row['failed_calls']}", f"{row['queries_left_out']}"] if teachers else []))
-    Console().print(table)
-    left_out = {name: row["left_out_qids"] for name, row in ev.report["systems"].items() if row["left_out_qids"]}
-    for name, qids in left_out.items():
-        console.print(f"[yellow]{escape(name)}[/]: {len(qids)} quer{'y' if len(qids) == 1 else 'ies'} left out "
-                      f"(a teacher call failed after its retries): {escape(', '.join(qids[:20]))}"
-                      + (" ..." if len(qids) > 20 else ""))
-    console.print(f"wrote {ev.out / EVALUATION_FILE}, {ev.out / CHART_FILE} and one TREC run per system")
+        table.add_column("failed calls", **num)
+        table.add_column("queries left out", **num)
+    run_files = any("not_in_run" in row for row in rows.values())
+    if run_files:
+        table.add_column("not in run", **num)
+    for name, row in rows.items():
+        cells = []
+        for m in config.measures:
+            cells.append(f"{row[m]:.4f}")
+            if m in sig["measures"] and len(rows) > 1:
+                cells.append(_p_cell(sig["systems"][name][m][test.value]) if name in sig["systems"] else "")
+        table.add_row(escape(name), *cells, f"{row['pairs_per_s']}", f"{row['median_query_s']}",
+                      *([f"{row['failed_calls']}", f"{row['queries_left_out']}"] if teachers else []),
+                      *([f"{row.get('not_in_run', '')}"] if run_files else []))
+    # On a terminal the table fits it; in a log or a pipe it keeps its natural width rather than 80 columns.
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
+    if unchanged:
+        console.print(f"* {escape(', '.join(unchanged))}: the same for every system (set-based at or below the "
+                      f"depth: every system holds the same top-{depth} documents)")
+    for name, row in rows.items():
+        if row.get("not_in_run"):
+            console.print(f"[yellow]{escape(name)}[/]: {row['not_in_run']} reranked candidates are not in the run "
+                          f"({row['queries_not_in_run']} queries not at all): ranked below its documents, in "
+                          "first-stage order")
+        if row["left_out_qids"]:
+            qids = row["left_out_qids"]
+            console.print(f"[yellow]{escape(name)}[/]: {len(qids)} quer{'y' if len(qids) == 1 else 'ies'} left "
+                          f"out (a teacher call failed after its retries): {escape(', '.join(qids[:20]))}"
+                          + (" ..." if len(qids) > 20 else ""))
+    console.print(f"wrote {ev.out / EVALUATION_FILE}, {ev.out / PER_QUERY_FILE}, {ev.out / CHART_FILE} and one "
+                  "TREC run per system")
 
 
 @app.command()
 def rerank(
-    model: Annotated[Path, typer.Option("--model", exists=True, file_okay=False, help="A directory from `train`.")],
+    model: Annotated[str, typer.Option("--model", metavar="MODEL", help="A directory from `train`, or "
+                                       "cross-encoder:PATH_OR_HUB_ID, or bi-encoder[:PATH].")],
     query: Annotated[str, typer.Option("--query", "-q", help="Your query.")],
     docs: Annotated[str, typer.Option("--docs", "-d", help="Documents: JSONL ({\"text\", \"docid\"?, \"title\"?}) or "
                                       "plain text, one per line; - reads stdin.")] = "-",
@@ -196,16 +247,17 @@ def rerank(
     explain: Annotated[bool, typer.Option("--explain", help="Say why, for the top results (reasoning student).")] = False,
     explain_top: Annotated[int, typer.Option("--explain-top", min=1, help="How many results to explain.")] = 3,
     device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, ... (default: best available).")] = None,
-    int8: Annotated[bool, typer.Option("--int8", help="Cross-encoder on the CPU: int8 linear layers (faster, "
-                                       "scores shift slightly).")] = False,
+    int8: Annotated[bool, typer.Option("--int8", help="A student on the CPU with int8 weights (faster, scores "
+                                       "shift slightly).")] = False,
 ) -> None:
-    """Rank your own documents for a query with a trained student."""
+    """Rank your own documents for a query with a trained student or any cross-encoder."""
     from rich.table import Table
 
-    from r2r_synth.evaluate import read_documents, rerank_documents
+    from r2r_synth.evaluate import model_spec, read_documents, rerank_documents
 
+    model_spec(model, int8=int8)  # a bad --model is an error before stdin is read
     documents = read_documents("<stdin>", sys.stdin.read()) if docs == "-" else read_documents(docs)
-    ranked = rerank_documents(model=str(model), query=query, documents=documents, device=device,
+    ranked = rerank_documents(model=model, query=query, documents=documents, device=device,
                               explain=explain, explain_top=explain_top, int8=int8)
     ranked = ranked[:top] if top else ranked
     if json_out:
@@ -220,4 +272,3 @@ def rerank(
             text += f"\n[italic]why:[/] {escape(r.explanation)}"
         table.add_row(str(r.rank), f"{r.score:.4f}", escape(r.docid), text)
     Console().print(table)
-
