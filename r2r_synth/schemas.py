@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -228,6 +228,32 @@ class Reject(Strict):
         return self.reason.startswith("transient: ") or self.reason == "run aborted"
 
 
+FilterRule = Literal["swap-consistent", "gold-distance", "min-confidence", "length", "listwise-ndcg",
+                     "exact-duplicate", "near-duplicate", "self-consistency"]
+FILTER_RULES: tuple[str, ...] = get_args(FilterRule)  # the order `r2r-synth filter` applies them in
+
+
+class Filtered(Strict):
+    """A record `r2r-synth filter` dropped (a line of the child run's `filtered.jsonl`), whole, with the
+    rule that dropped it: kept records + filtered records = the parent's records."""
+
+    kind: Literal["direct", "comparison", "listwise"]
+    key: str
+    rule: FilterRule = Field(description="the rule that dropped the record: the first, in the fixed order, "
+                             "that drops it when the rules are applied one after another")
+    detail: str = Field(description="why, in words, e.g. 'grade 3, gold 0: 3 apart (> 1)'")
+    also: list[FilterRule] = Field(default_factory=list, description="the other rules that drop this record "
+                                   "when each is applied alone to the whole input")
+    record: Annotated[DirectRecord | ComparisonRecord | ListwiseRecord, Field(discriminator="kind")]
+
+    @model_validator(mode="after")
+    def _check(self) -> Filtered:
+        if (self.kind, self.key) != (self.record.kind, self.record.key):
+            raise ValueError(f"kind/key ({self.kind}, {self.key}) differ from the record's "
+                             f"({self.record.kind}, {self.record.key})")
+        return self
+
+
 RECORD_KINDS: dict[str, type[Strict]] = {
     "direct": DirectRecord,
     "comparison": ComparisonRecord,
@@ -238,6 +264,7 @@ RECORD_KINDS: dict[str, type[Strict]] = {
 
 RECORD_FILES = {"direct": "direct.jsonl", "comparison": "comparison.jsonl", "listwise": "listwise.jsonl"}
 REJECTS_FILE = "rejects.jsonl"
+FILTERED_FILE = "filtered.jsonl"
 MANIFEST_FILE = "manifest.json"
 
 

@@ -5,6 +5,8 @@ A run directory holds:
 - `direct.jsonl`, `comparison.jsonl`, `listwise.jsonl`: records, one validated JSON object a line,
   appended and flushed one at a time as requests finish (`RunDir.appender`);
 - `rejects.jsonl`: every request that did not become a record, with its reason and `cause`;
+- `filtered.jsonl` (a run written by `filter`): every record of the parent run that a curation rule
+  dropped, whole, with the rule (`Filtered`);
 - `journal.jsonl`: every teacher call as it happens (`r2r_synth.rundir.journal`), so spend and usage
   survive a SIGKILL;
 - `manifest.json`: provenance and totals, rewritten at the end of every session from the files and
@@ -17,9 +19,10 @@ A run directory holds:
 **The resume rule** (`RunDir.done_keys`): a request key is done when it has a record, or a reject
 that is the teacher's answer (an unusable reply, a refused request). A reject that is not the
 teacher's answer (transport, auth, config, aborted: `Reject.retryable`) is removed and asked again by
-the next run; `--retry-rejects` asks every reject again.
+the next run; `--retry-rejects` asks every reject again. A key in `filtered.jsonl` is done too: a
+curation rule decided about its answer.
 
-`generate`, `import` and `merge` write runs, and `report`, `publish` and `train` read them, only
+`generate`, `import`, `merge` and `filter` write runs, and `report`, `publish` and `train` read them, only
 through `RunDir`.
 """
 
@@ -51,12 +54,14 @@ from r2r_synth.io.jsonl import (
 from r2r_synth.rundir.journal import JOURNAL_FILE, Journal, JournalTotals, read_journal
 from r2r_synth.rundir.lock import LOCK_FILE, RunLock
 from r2r_synth.schemas import (
+    FILTERED_FILE,
     MANIFEST_FILE,
     RECORD_FILES,
     REJECTS_FILE,
     ComparisonRecord,
     Counts,
     DirectRecord,
+    Filtered,
     ListwiseRecord,
     Manifest,
     Reject,
@@ -113,9 +118,17 @@ class RunDir:
     def records_path(self, kind: str) -> Path:
         return self.path / RECORD_FILES[kind]
 
+    def _file(self, kind: str) -> Path:
+        """The file of `kind`: a record kind, 'reject' (rejects.jsonl) or 'filtered' (filtered.jsonl)."""
+        return {"reject": self.rejects_path, "filtered": self.filtered_path}.get(kind) or self.records_path(kind)
+
     @property
     def rejects_path(self) -> Path:
         return self.path / REJECTS_FILE
+
+    @property
+    def filtered_path(self) -> Path:
+        return self.path / FILTERED_FILE
 
     @property
     def manifest_path(self) -> Path:
@@ -134,7 +147,8 @@ class RunDir:
 
     def run_files(self) -> list[Path]:
         """The files (and the programs folder) that make up the run, where present."""
-        names = (*RECORD_FILES.values(), REJECTS_FILE, MANIFEST_FILE, JOURNAL_FILE, CONFIG_FILE, PROGRAMS_DIR)
+        names = (*RECORD_FILES.values(), REJECTS_FILE, FILTERED_FILE, MANIFEST_FILE, JOURNAL_FILE, CONFIG_FILE,
+                 PROGRAMS_DIR)
         return [self.path / n for n in names if (self.path / n).exists()]
 
     def clear(self) -> None:
@@ -158,7 +172,7 @@ class RunDir:
 
     def appender(self, kind: str) -> JsonlAppender:
         """Append records of `kind` ('reject' for rejects.jsonl), one flushed line each."""
-        return JsonlAppender(self.rejects_path if kind == "reject" else self.records_path(kind))
+        return JsonlAppender(self._file(kind))
 
     def journal(self, *, command: str) -> Journal:
         """Open this session's journal and record its start."""
@@ -167,12 +181,13 @@ class RunDir:
         return j
 
     def write_records(self, kind: str, records: Iterable[BaseModel]) -> int:
-        """Replace the records of `kind` ('reject' for rejects.jsonl) at once, atomically."""
-        return write_jsonl_atomic(self.rejects_path if kind == "reject" else self.records_path(kind), records)
+        """Replace the records of `kind` ('reject' for rejects.jsonl, 'filtered' for filtered.jsonl) at
+        once, atomically."""
+        return write_jsonl_atomic(self._file(kind), records)
 
     def records_writer(self, kind: str):
         """`with run.records_writer(kind) as w: w.write(rec)`: the file appears only on success."""
-        return atomic_jsonl(self.rejects_path if kind == "reject" else self.records_path(kind))
+        return atomic_jsonl(self._file(kind))
 
     def write_config(self, config: dict[str, Any]) -> None:
         write_json_atomic(self.path / CONFIG_FILE, config)
@@ -192,10 +207,10 @@ class RunDir:
     # ----------------------------------------------------------------- reading
 
     def iter_lines(self, kind: str, *, repair: bool = False) -> Iterator[tuple[int, dict[str, Any]]]:
-        """(line, object) of every line of `kind`'s file ('reject' for rejects.jsonl), each with a
+        """(line, object) of every line of `kind`'s file ('reject', 'filtered' as above), each with a
         string `key` (a line without one is an `InputError` naming file:line). With `repair` a torn
         last line (a crash mid-write) is cut off the file; without, it is skipped."""
-        path = self.rejects_path if kind == "reject" else self.records_path(kind)
+        path = self._file(kind)
         if not path.exists():
             return
         if repair:
@@ -217,6 +232,11 @@ class RunDir:
                                  hint="remove that line; the next run asks its request again") from None
         return out
 
+    def filtered(self) -> list[Filtered]:
+        """Every record a `filter` rule dropped, validated (a bad line is an `InputError` naming file:line)."""
+        path = self.filtered_path
+        return list(read_jsonl(path, Filtered, tolerate_torn_tail=True)) if path.exists() else []
+
     def records(self, kind: str) -> list[Any]:
         """Every record of `kind`, validated (a bad line is an `InputError` naming file:line)."""
         path = self.records_path(kind)
@@ -228,7 +248,7 @@ class RunDir:
         and rejects that will be asked again leave rejects.jsonl now, so every key ends up in exactly
         one file; without it (a dry run) nothing is touched."""
         done: set[str] = set()
-        for kind in RECORD_FILES:
+        for kind in (*RECORD_FILES, "filtered"):
             done.update(obj["key"] for _, obj in self.iter_lines(kind, repair=prune))
         if prune and self.rejects_path.exists():
             truncate_torn_tail(self.rejects_path)
