@@ -42,6 +42,7 @@ CHECKS = {
                      "when the order is swapped, listwise ranks that follow the order shown",
     "keeps the order shown": f"at least {KEEPS_ORDER_SHARE:.0%} of listwise windows ranked exactly as shown",
     "high reject rate": f"at least {REJECT_SHARE:.0%} of the requests of a kind rejected",
+    "unreadable input": "input lines that could not be read (rejects of kind 'input')",
     "repeated reasoning": f"at least {REPEATED_SHARE:.0%} of the reasoning texts repeated word for word",
     "short reasoning": f"a median under {SHORT_WORDS} words of reasoning",
     "no better than a constant": "agreement with gold that answering one grade for every passage matches",
@@ -223,6 +224,14 @@ def _listwise(s: KindSummary) -> list[Problem]:
 
 def _common(s: KindSummary) -> list[Problem]:
     out = []
+    if s.kind == "input":
+        if s.rejects:
+            top = f" (most often: {s.reject_reasons[0][0]}, {s.reject_reasons[0][1]})" if s.reject_reasons else ""
+            out.append(Problem("input", "unreadable input", f"Unreadable input: {s.rejects} input "
+                               f"line{'s' if s.rejects != 1 else ''} could not be read and "
+                               f"{'were' if s.rejects != 1 else 'was'} asked nothing{top}.", "Read rejects.jsonl (kind 'input'): each names "
+                               "its file and line; fix them and run again."))
+        return out
     asked = s.records + s.rejects
     if asked >= MIN_RECORDS and s.rejects / asked >= REJECT_SHARE:
         top = f" (most often: {s.reject_reasons[0][0]}, {s.reject_reasons[0][1]})" if s.reject_reasons else ""

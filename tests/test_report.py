@@ -298,3 +298,21 @@ def test_the_layout_check_catches_overflow_and_overlap(tmp_path):
     assert not f["ok"] and f["scroll_width"] > 420
     assert any("td" in x for x in f["overflow"])
     assert any(x.startswith('h2 "Counts"') and "drawn over the heading" in x for x in f["overlap"])
+
+
+def test_rejects_are_named_a_problem_when_many_and_an_unreadable_input_always(tmp_path):
+    from r2r_synth.rundir import RunDir
+    from r2r_synth.schemas import Reject
+
+    run = make_run(tmp_path / "run", queries=4, kinds=("direct",), distinct_reasoning=True)
+    rundir = RunDir(run)
+    rejects = rundir.rejects() + [
+        Reject(kind="direct", key=f"r{i}", reason="unparseable reply: no JSON object found", teacher="t")
+        for i in range(4)] + [Reject(kind="input", key="in0", reason="in.jsonl:7: not valid JSON")]
+    rundir.write_records("reject", rejects)
+    res = build_report(run)
+    found = {p.check: p for p in res.problems}
+    assert ("High reject rate: 5 of 21 direct requests (24%) were rejected (most often: unparseable reply, 5)."
+            == found["high reject rate"].text)
+    assert found["unreadable input"].text.startswith("Unreadable input: 1 input line could not be read and was asked nothing")
+    assert "rejects" in res.plots  # the rejects plot of a run is kept whatever kinds it holds
