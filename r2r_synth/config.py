@@ -225,3 +225,21 @@ class OptimizeConfig(CommandConfig):
     max_retries: int | None = None  # None: the call policy's default (5)
     cache: bool = True  # DSPy's request cache: a rerun of the same optimization is cheap
     evaluate_only: bool = False
+
+
+class FilterConfig(CommandConfig):
+    """`r2r-synth filter`: a run directory -> a child run of the records every named rule keeps, and
+    `filtered.jsonl` with the others (see r2r_synth.filter). A rule left None / False is off."""
+
+    run_dir: Path
+    out: Path
+    swap_consistent: bool = False  # comparisons: both orders prefer the same document
+    max_gold_distance: int | None = None  # direct: |grade - gold| at most this (judged records only)
+    min_confidence: float | None = None  # direct: max(score, 1 - score); comparison: confidence, both orders
+    min_words: int | None = None  # every reasoning text of a record has at least this many words
+    max_words: int | None = None
+    min_ndcg: float | None = None  # listwise: nDCG@10 of the ranking against the window's gold grades
+    exact_duplicates: bool = False  # the same normalized reasoning as a record kept before it
+    near_duplicates: float | None = None  # Jaccard of word 5-shingles (MinHash LSH, verified) at least this
+    self_consistency: int | None = None  # keep a request's majority answer when at least this many rollouts agree
+    overwrite: bool = False

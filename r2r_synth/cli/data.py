@@ -108,3 +108,68 @@ def report(
     for name, why in res.missing.items():
         typer.echo(f"  no {name} plot: {why}")
 
+
+@app.command("filter")
+def filter_cmd(
+    run_dir: RunDirArg,
+    out: OutOpt,
+    swap_consistent: Annotated[
+        bool, typer.Option("--swap-consistent", help="Keep only comparisons whose two orders prefer the same "
+                           "document (one asked in one order only is dropped too).")
+    ] = False,
+    max_gold_distance: Annotated[
+        int | None, typer.Option("--max-gold-distance", min=0, max=2, help="Drop direct records whose grade is "
+                                 "more than this from the gold grade (judged records only).")
+    ] = None,
+    min_confidence: Annotated[
+        float | None, typer.Option("--min-confidence", min=0.0, max=1.0, help="Drop records under this confidence: "
+                                   "comparison `confidence` (the lower of both orders); direct max(score, 1 - score).")
+    ] = None,
+    min_words: Annotated[
+        int | None, typer.Option("--min-words", min=0, help="Drop records with a reasoning text of fewer words.")
+    ] = None,
+    max_words: Annotated[
+        int | None, typer.Option("--max-words", min=0, help="Drop records with a reasoning text of more words.")
+    ] = None,
+    min_ndcg: Annotated[
+        float | None, typer.Option("--min-ndcg", min=0.0, max=1.0, help="Drop listwise rankings whose nDCG@10 "
+                                   "against the window's gold grades is under this.")
+    ] = None,
+    exact_duplicates: Annotated[
+        bool, typer.Option("--exact-duplicates", help="Drop a record whose reasoning (normalized) equals that of a "
+                           "record kept before it.")
+    ] = False,
+    near_duplicates: Annotated[
+        float | None, typer.Option("--near-duplicates", min=0.0, max=1.0, help="Drop a record whose reasoning has "
+                                   "at least this Jaccard similarity (word 5-shingles, MinHash LSH) with one kept "
+                                   "before it, e.g. 0.8.")
+    ] = None,
+    self_consistency: Annotated[
+        int | None, typer.Option("--self-consistency", min=1, help="Keep a request's majority answer when at least "
+                                 "this many of its rollouts agree; drop the other rollouts.")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a run already in --out.")] = False,
+) -> None:
+    """Curate a run: the records every named rule keeps go to a new run directory, the others to its
+    filtered.jsonl with the rule that dropped them."""
+    from r2r_synth.config import FilterConfig
+    from r2r_synth.filter import filter_run
+
+    cfg = FilterConfig(run_dir=run_dir, out=out, swap_consistent=swap_consistent, max_gold_distance=max_gold_distance,
+                       min_confidence=min_confidence, min_words=min_words, max_words=max_words, min_ndcg=min_ndcg,
+                       exact_duplicates=exact_duplicates, near_duplicates=near_duplicates,
+                       self_consistency=self_consistency, overwrite=overwrite)
+    res = filter_run(cfg, command=_command_line())
+    kinds = res.funnel["kinds"]
+    typer.echo(f"{run_dir}: " + ", ".join(f"{k} {v['input']}" for k, v in kinds.items()) + " records")
+    typer.echo(f"{'kind':<11} {'rule':<17} {'applies':>8} {'dropped':>8} {'flagged':>8}")
+    for kind, v in kinds.items():
+        for rule, c in v["rules"].items():
+            typer.echo(f"{kind:<11} {rule:<17} {c['applies']:>8} {c['dropped']:>8} {c['flagged']:>8}")
+    kept = sum(v["kept"] for v in kinds.values())
+    total = sum(v["input"] for v in kinds.values())
+    typer.echo(f"kept {kept} of {total} (" + ", ".join(f"{k} {v['kept']}" for k, v in kinds.items())
+               + f"); {total - kept} filtered -> {res.out / 'filtered.jsonl'}")
+    typer.echo("  (dropped: by the first rule, in this order, to drop the record; flagged: by the rule alone)")
+    if res.manifest.status != "complete":
+        typer.echo(f"note: {run_dir} is {res.manifest.status!r}; the filtered run says so too")

@@ -102,6 +102,7 @@ def kind_section(kind: str, s: KindSummary, run: Run, *, rows: dict[str, int], s
         if m.extra.get("provenance") == "imported":
             srcs = ", ".join(f"`{Path(x['path']).name}` (sha256 `{x['sha256'][:12]}`)" for x in m.extra.get("sources", []))
             lines.append(f"- **Imported** from {srcs}: the teacher output is someone else's, not generated here")
+        lines += _filter_lines(m.extra.get("filter"), kind)
     lines.append(f"- **Published by:** r2r-synth {__version__}: `{command}`")
     if optimize is not None:
         lines += _optimize_lines(optimize, s.programs)
@@ -109,6 +110,25 @@ def kind_section(kind: str, s: KindSummary, run: Run, *, rows: dict[str, int], s
         lines += ["", f"<details><summary>Optimize report ({optimize_name})</summary>", "", "```json",
                   dump[:20_000], "```", "", "</details>"]
     return "\n".join(lines)
+
+
+def _filter_lines(summary: dict[str, Any] | None, kind: str) -> list[str]:
+    """The funnel of a run written by `r2r-synth filter` (manifest `extra["filter"]`): its parent, what
+    that cost, and this config's records in, dropped by each rule in order, and kept."""
+    per = (summary or {}).get("kinds", {}).get(kind)
+    if per is None:
+        return []
+    parent, cost = summary["parent"], summary["parent"].get("cost")
+    spend = f"{parent['usage']['total_tokens']:,} tokens, " + ("cost unknown" if cost is None else f"${cost:.4f}")
+    steps = " → ".join([f"{per['input']} records", *(f"`{r}` −{c['dropped']}" for r, c in per["rules"].items()),
+                        f"{per['kept']} kept"])
+    lines = [(f"- **Filtered** with `r2r-synth filter` from `{PurePath(parent['dir']).name}` (made by "
+              f"`{portable(parent['command'])}`, status `{parent['status']}`; its teacher spend: {spend}): "
+              f"{steps}. The dropped records, each with its rule, are in the run's `filtered.jsonl` (not published)")]
+    earlier = (parent.get("filter") or {}).get("kinds", {}).get(kind)
+    if earlier:
+        lines.append(f"  - the parent was itself filtered: {earlier['input']} records → {earlier['kept']} kept")
+    return lines
 
 
 def _prompt_lines(program: str, hashes: list[str], prompt_texts: dict[tuple[str, str], str]) -> list[str]:
