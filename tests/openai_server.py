@@ -10,14 +10,22 @@ Behaviour, per request:
 - scripted actions: `script(match, *actions)` — the next request whose prompt contains `match`
   takes the next action; actions are `"ok"` (a valid answer), `{"status": 429}` / `{"status": 500}`
   (an OpenAI-shaped error), `{"sleep": 5}` (hold the reply: a client timeout), `{"content": "..."}`
-  (this exact assistant text, e.g. garbage), `{"drop": True}` (close the connection);
-- default: `"ok"`: a valid answer for r2r-synth's DirectRelevance or Comparison signature, in the
-  format the prompt asked for (DSPy's ChatAdapter field markers, or a JSON object when the request
-  has a `response_format`). Answers are deterministic functions of the prompt.
+  (this exact assistant text, e.g. garbage), `{"drop": True}` (close the connection),
+  `{"flaw": "duplicate" | "missing" | "unknown" | "empty"}` (a listwise answer whose permutation
+  repeats the best passage in place of the last / leaves the last out / adds an identifier outside
+  the window / names no passage);
+- default: `"ok"`: a valid answer for r2r-synth's DirectRelevance, Comparison or ListwiseRanking
+  signature, in the format the prompt asked for (DSPy's ChatAdapter field markers, or a JSON object
+  when the request has a `response_format`). Answers are deterministic functions of the prompt; a
+  listwise answer ranks the passages by a hash of (query, passage text), so every window of a query
+  agrees with one hidden total order (`listwise_score`).
 - random faults (`faults={"429": 0.2, "500": 0.1, "timeout": 0.05}`, seeded by `fault_seed`): each
   request draws once; a "timeout" holds the reply `fault_sleep` seconds (past the client's timeout);
 - `require_key="sk-..."`: a request without `Authorization: Bearer <that key>` gets a 401;
 - `down = True`: every request gets a 503 until it is set back to False (a teacher outage);
+- `GET /v1/models` lists one model, `loopback`, to anyone (as llama.cpp's server does); with
+  `guard_models=True` it answers 401 without the required key and 503 while down (as OpenAI and
+  vLLM do), which is what a preflight reads;
 - request log: `requests` (in process) or one JSON line per request in `log_path` (flushed at once,
   so it survives a SIGKILLed client); `auth` records whether the request carried the required key;
   a reply's token usage is added to its entry (`usage`) and logged as `{"reply": n, "usage": ...}`.
@@ -71,11 +79,55 @@ def _all_text(body: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
-def auto_answer(body: dict[str, Any]) -> str:
-    """A valid, deterministic answer to a DirectRelevance or Comparison prompt."""
+def listwise_window(user: str) -> tuple[str, list[dict[str, Any]]] | None:
+    """The query and passages (`[{"identifier", "text"}]`) of a ListwiseRanking prompt's user
+    message, or None when it is not one."""
+    marker = "[[ ## passages ## ]]"
+    if marker not in user or "[[ ## query ## ]]" not in user:
+        return None
+    query = user.split("[[ ## query ## ]]", 1)[1].split("[[ ## ", 1)[0].strip()
+    passages, _ = json.JSONDecoder().raw_decode(user.split(marker, 1)[1].lstrip())
+    return query, passages
+
+
+def listwise_score(query: str, text: str) -> int:
+    """The loopback teacher's hidden relevance of a passage to a query (higher ranks first)."""
+    return int(hashlib.sha256(f"{query}\x00{text}".encode()).hexdigest()[:8], 16)
+
+
+def listwise_answer(query: str, passages: list[dict[str, Any]], flaw: str | None = None) -> list[dict[str, Any]]:
+    """`ranked_passages` for a window: passages by `listwise_score`, best first, or flawed as asked."""
+    scored = sorted(passages, key=lambda p: listwise_score(query, p["text"]), reverse=True)
+    ids = [p["identifier"] for p in scored]
+    if flaw == "duplicate":
+        ids = ids[:-1] + ids[:1]
+    elif flaw == "missing":
+        ids = ids[:-1]
+    elif flaw == "unknown":
+        ids = ids + [len(ids) + 7]
+    elif flaw == "empty":
+        ids = []
+    elif flaw is not None:
+        raise ValueError(f"unknown listwise flaw {flaw!r}")
+    score = {p["identifier"]: listwise_score(query, p["text"]) for p in passages}
+    return [{"identifier": i, "relevance": score.get(i, 0) % 4,
+             "direct_reason": f"Passage {i} names the fact the query asks about.",
+             "listwise_reason": f"Passage {i} is more specific than the passages ranked below it.",
+             "direct_answer_sentence": f"The answer is in passage {i}."} for i in ids]
+
+
+def auto_answer(body: dict[str, Any], flaw: str | None = None) -> str:
+    """A valid, deterministic answer to a DirectRelevance, Comparison or ListwiseRanking prompt
+    (`flaw`: a flawed listwise permutation, see `listwise_answer`)."""
     user = _user_text(body)
     h = int(hashlib.sha256(user.encode()).hexdigest()[:8], 16)
     fields = _fields_in_prompt(user)
+    window = listwise_window(user) if "passages" in fields else None
+    if window is not None:
+        ranked = listwise_answer(*window, flaw=flaw)
+        if body.get("response_format"):
+            return json.dumps({"ranked_passages": ranked})
+        return f"[[ ## ranked_passages ## ]]\n{json.dumps(ranked)}\n\n[[ ## completed ## ]]"
     if "document_a" in fields:
         out: dict[str, Any] = {
             "reasoning": "Passage A states the answer directly; Passage B is only on the topic.",
@@ -98,13 +150,15 @@ class Behaviour:
     """What the server does: latency, scripted actions by prompt substring, a request log."""
 
     def __init__(self, *, latency: float = 0.0, log_path: str | None = None, faults: dict[str, float] | None = None,
-                 fault_seed: int = 0, fault_sleep: float = 30.0, require_key: str | None = None):
+                 fault_seed: int = 0, fault_sleep: float = 30.0, require_key: str | None = None,
+                 guard_models: bool = False):
         import random
 
         self.latency = latency
         self.faults = dict(faults or {})
         self.fault_sleep = fault_sleep
         self.require_key = require_key
+        self.guard_models = guard_models
         self.down = False
         self._rng = random.Random(fault_seed)
         self.rules: list[tuple[str, deque[Action]]] = []
@@ -112,6 +166,7 @@ class Behaviour:
         self._lock = threading.Lock()
         self._log = open(log_path, "a", encoding="utf-8") if log_path else None  # noqa: SIM115 - lives as long as the server
         self._n = 0
+        self.model_requests = 0  # GET /v1/models (not in `requests`: those are chat completions)
 
     def script(self, match: str, *actions: Action) -> None:
         with self._lock:
@@ -134,6 +189,17 @@ class Behaviour:
                     if u < acc:
                         return {"sleep": self.fault_sleep} if kind == "timeout" else {"status": int(kind)}
         return "ok"
+
+    def models(self, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        """The reply to `GET /v1/models` (see the module docstring)."""
+        with self._lock:
+            self.model_requests += 1
+            if self.guard_models and self.require_key is not None and \
+                    headers.get("authorization") != f"Bearer {self.require_key}":
+                return 401, {"error": {"message": "Incorrect API key provided.", "type": "invalid_request_error"}}
+            if self.guard_models and self.down:
+                return 503, {"error": {"message": "the teacher is down", "type": "server_error"}}
+        return 200, {"object": "list", "data": [{"id": "loopback", "object": "model"}]}
 
     def record(self, body: dict[str, Any], action: Action, headers: dict[str, str] | None = None) -> int:
         entry = {
@@ -212,7 +278,8 @@ async def _handle(behaviour: Behaviour, reader: asyncio.StreamReader, writer: as
             except asyncio.IncompleteReadError:  # the client died mid-request (e.g. SIGKILL)
                 return
             if method == "GET" and path.rstrip("/").endswith("/models"):
-                await _write(writer, 200, {"object": "list", "data": [{"id": "loopback", "object": "model"}]})
+                status, payload = behaviour.models(headers)
+                await _write(writer, status, payload)
                 continue
             if method != "POST" or not path.rstrip("/").endswith("/chat/completions"):
                 await _write(writer, 404, {"error": {"message": f"no route {method} {path}", "type": "not_found"}})
@@ -233,7 +300,10 @@ async def _handle(behaviour: Behaviour, reader: asyncio.StreamReader, writer: as
                 await _write(writer, status, {"error": {"message": action.get("message", f"scripted {status}"),
                                                         "type": err_type, "code": status}})
                 continue
-            content = action["content"] if isinstance(action, dict) and "content" in action else auto_answer(body)
+            if isinstance(action, dict) and "content" in action:
+                content = action["content"]
+            else:
+                content = auto_answer(body, flaw=action.get("flaw") if isinstance(action, dict) else None)
             payload = _completion(body, content)
             behaviour.replied(n, payload["usage"])
             await _write(writer, 200, payload)

@@ -315,6 +315,13 @@ def open_teacher_system(spec: SystemSpec, *, config: EvaluateConfig) -> System:
     teacher = stack.enter_context(
         open_teacher(None if embedded else model, api_base=config.api_base, api_key=config.api_key, policy=policy)
     )
+    from r2r_synth.teacher.preflight import preflight
+
+    try:
+        preflight(teacher)  # the key and the endpoint, before the first question: a ConfigError (exit 2)
+    except BaseException:
+        stack.close()
+        raise
     program = load_program("direct", programs_dir=config.programs_dir)
     system = System(name=spec.name, spec=spec.spec, close=stack.close)
     answered = 0

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -68,17 +69,6 @@ def _status_of(exc: BaseException) -> int | None:
     return code if isinstance(code, int) else None
 
 
-def _provider_error(exc: BaseException) -> BaseException:
-    """The provider's own exception under DSPy's wrappers (DSPy re-raises LiteLLM's errors as its
-    `LMError`s, keeping the original as `__cause__`)."""
-    seen: set[int] = set()
-    cur = exc
-    while cur.__cause__ is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        cur = cur.__cause__
-    return cur
-
-
 def _classify_dspy(exc: BaseException) -> str | None:
     from dspy.utils import exceptions as dx
 
@@ -93,19 +83,48 @@ def _classify_dspy(exc: BaseException) -> str | None:
     return None
 
 
+#: A client that refused to send for want of a key (the OpenAI SDK: "Missing credentials. Please pass
+#: an `api_key`..."; LiteLLM's providers: "Missing Anthropic API Key", "no key is set", ...).
+_MISSING_KEY = re.compile(r"missing credentials|api_key client option must be set|missing [\w ]{0,30}api key"
+                          r"|no (api )?key is set|api key (is )?(missing|not set|not provided)", re.IGNORECASE)
+
+
 def classify(exc: BaseException) -> Literal["retry", "auth", "config", "refused"]:
-    """What a failed call means: ``retry`` (transient), ``auth``, ``config`` or ``refused``."""
+    """What a failed call means: ``retry`` (transient), ``auth``, ``config`` or ``refused``.
+
+    The chain of causes is read from the innermost out, so the provider's own error decides under
+    DSPy's wrappers, and an httpx error decides over the httpcore error it was raised from."""
+    if isinstance(exc, CallFailed):
+        return "retry" if exc.cause in ("transport", "aborted") else exc.cause  # type: ignore[return-value]
+    chain: list[BaseException] = []
+    cur: BaseException | None = exc
+    while cur is not None and all(cur is not seen for seen in chain):
+        chain.append(cur)
+        cur = cur.__cause__
+    for link in reversed(chain):
+        if isinstance(link, CallFailed):
+            continue
+        verdict = _verdict(link)
+        if verdict is not None:
+            return verdict
+    dspy_verdict = _classify_dspy(exc)
+    if dspy_verdict is not None:
+        return dspy_verdict  # type: ignore[return-value]
+    # An exception no provider mapping knows (a bug in a custom engine, an SDK change): not the
+    # teacher's answer, and retrying blindly could hammer a server, so it stops the call as config.
+    return "config"
+
+
+def _verdict(exc: BaseException) -> Literal["retry", "auth", "config", "refused"] | None:
+    """The verdict of one exception by its type, status code or message; None when none applies."""
     import httpx
     import litellm
 
-    if isinstance(exc, CallFailed):
-        return "retry" if exc.cause in ("transport", "aborted") else exc.cause  # type: ignore[return-value]
-    root = _provider_error(exc)
-    if root is not exc and not isinstance(root, CallFailed):
-        verdict = classify(root)
-        if verdict != "config" or _classify_dspy(exc) is None:
-            return verdict
     if isinstance(exc, (litellm.AuthenticationError, litellm.PermissionDeniedError)):
+        return "auth"
+    if _MISSING_KEY.search(str(exc)):
+        # The OpenAI SDK's "Missing credentials" reaches us as LiteLLM's InternalServerError (500):
+        # no retry brings a key into the environment.
         return "auth"
     if isinstance(exc, (litellm.Timeout, litellm.APIConnectionError, litellm.RateLimitError,
                         litellm.InternalServerError, litellm.ServiceUnavailableError, asyncio.TimeoutError,
@@ -116,17 +135,11 @@ def classify(exc: BaseException) -> Literal["retry", "auth", "config", "refused"
         return "retry"
     if status in (401, 403):
         return "auth"
-    text = str(exc)
-    if isinstance(exc, litellm.NotFoundError) or status == 404 or "LLM Provider NOT provided" in text:
+    if isinstance(exc, litellm.NotFoundError) or status == 404 or "LLM Provider NOT provided" in str(exc):
         return "config"
     if isinstance(exc, litellm.BadRequestError) or (status is not None and 400 <= status < 500):
         return "refused"
-    dspy_verdict = _classify_dspy(exc)
-    if dspy_verdict is not None:
-        return dspy_verdict  # type: ignore[return-value]
-    # An exception no provider mapping knows (a bug in a custom engine, an SDK change): not the
-    # teacher's answer, and retrying blindly could hammer a server, so it stops the call as config.
-    return "config"
+    return None
 
 
 _HINTS = {
