@@ -1,5 +1,6 @@
 """The `r2r-synth` application object, the shared console, and the one place errors become exit
-codes (library code raises `R2RError`; `main` prints it, masked, and exits)."""
+codes (library code raises `R2RError`; `main` prints it, masked, and exits). Help is formatted
+by `r2r_synth.cli.help` (plain, at most 80 columns, short metavars)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from r2r_synth.cli.help import App
 from r2r_synth.cli.options import Verbose
 from r2r_synth.errors import R2RError
 
-app = typer.Typer(
+app = App(
     name="r2r-synth",
     help="Distill an LLM's reasoning about relevance into a small, explainable reranker (Reason-to-Rank).",
     no_args_is_help=True,

@@ -31,23 +31,25 @@ TeacherOpt = Annotated[
     typer.Option(
         "--teacher",
         "-t",
+        metavar="MODEL",
         help="Any LiteLLM model string (gpt-4o, anthropic/claude-..., ollama_chat/llama3.1, hosted_vllm/<name>). "
         "Omit it to use the embedded offline teacher (SmolLM2-135M: for trying the toolkit, not for quality).",
     ),
 ]
-ApiBaseOpt = Annotated[str | None, typer.Option("--api-base", help="Base URL of an OpenAI-compatible server.")]
+ApiBaseOpt = Annotated[str | None, typer.Option("--api-base", metavar="URL",
+                                                 help="Base URL of an OpenAI-compatible server.")]
 ProgramsDirOpt = Annotated[
     Path, typer.Option("--programs-dir", help="Where optimized teacher programs live (programs/<name>.json).")
 ]
 ApiKeyOpt = Annotated[
     str | None,
-    typer.Option("--api-key", envvar="R2R_API_KEY", show_default=False,
+    typer.Option("--api-key", envvar="R2R_API_KEY", show_default=False, metavar="KEY",
                  help="API key for the teacher (default: the provider's own environment variable, e.g. "
                  "OPENAI_API_KEY). Masked in every message; never recorded."),
 ]
 TimeoutOpt = Annotated[
     float | None,
-    typer.Option("--timeout", min=0.1, help="Seconds per teacher request (default 120; 600 for the embedded teacher)."),
+    typer.Option("--timeout", min=0.1, metavar="SECONDS", help="Seconds per teacher request (default 120; 600 for the embedded teacher)."),
 ]
 MaxRetriesOpt = Annotated[
     int | None,
