@@ -2,7 +2,9 @@
 """Usage: scripts/check_publish_folder.py RUN_DIR FOLDER  (FOLDER from `r2r-synth publish RUN_DIR --dry-run --out FOLDER`)
 
 Checks the dry-run folder loads with datasets for every config, row counts equal the run's record
-files, the card's YAML configs validate (datasets' MetadataConfigs) and match the configs present."""
+files, the card's YAML configs validate (datasets' MetadataConfigs) and match the configs present, the
+card's column table of each config is the Parquet schema (names and order), and the card names its
+language."""
 import glob
 import sys
 import tempfile
@@ -34,8 +36,14 @@ with tempfile.TemporaryDirectory() as cache:
         rows = {s: len(ds[s]) for s in ds}
         qs = [set(ds[s]["qid"]) for s in ds]
         disjoint = all(not (a & b) for i, a in enumerate(qs) for b in qs[i + 1:])
-        print(f"{kind:11s} file lines {lines:5d}  loaded rows {sum(rows.values()):5d} {rows}  query-disjoint splits: {disjoint}")
-        ok &= lines == sum(rows.values()) and disjoint
-print("license:", meta["license"], "| task_categories:", meta["task_categories"], "| size:", meta["size_categories"])
+        table = card.text.split(f"### Columns of `{kind}`\n\n", 1)[1].split("\n\n", 1)[0]
+        listed = [line.split(" | ")[0].strip("| `") for line in table.splitlines()[2:]]
+        columns = listed == list(ds[next(iter(ds))].column_names)
+        print(f"{kind:11s} file lines {lines:5d}  loaded rows {sum(rows.values()):5d} {rows}  query-disjoint splits: "
+              f"{disjoint}  card columns = Parquet columns: {columns}")
+        ok &= lines == sum(rows.values()) and disjoint and columns
+print("license:", meta["license"], "| task_categories:", meta["task_categories"], "| size:", meta["size_categories"],
+      "| language:", meta.get("language"), "| source_datasets:", meta.get("source_datasets"))
+ok &= bool(meta.get("language"))
 print("BAR", "PASS" if ok else "FAIL")
 sys.exit(0 if ok else 1)

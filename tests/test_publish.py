@@ -145,7 +145,9 @@ def test_a_split_without_queries_is_left_out_of_the_config(tmp_path, caplog):
 def test_card_tells_the_provenance(tmp_path):
     run = make_run(tmp_path / "run", queries=12, kinds=("direct", "comparison"))
     report = tmp_path / "optimize_report.json"
-    report.write_text(json.dumps({"direct": {"metric_before": 0.41, "metric_after": 0.57}}))
+    report.write_text(json.dumps({"optimizer": "mipro", "teacher": "openai/gpt-4o-mini", "programs": {"direct": {
+        "primary_metric": "ndcg@10", "before": {"ndcg@10": 0.41}, "after": {"ndcg@10": 0.57},
+        "program_hash_before": "direct-ph0", "program_hash_after": "direct-ph0123456789"}}}))
     out = tmp_path / "hub"
     publish(run, repo_id="alice/r2r-demo", license="mit", dry_run=True, out=out, optimize_report=report,
             command="r2r-synth publish run --repo-id alice/r2r-demo --license mit --dry-run --out hub")
@@ -157,13 +159,14 @@ def test_card_tells_the_provenance(tmp_path):
         "48 from 12 queries",  # counts
         "**Rejects:** 3", "3 × unparseable reply", "2 × validation",  # rejects and why
         "Agreement with gold",
-        "exact 0.",
-        "preference_accuracy",
+        "exact grade agreement 0.",
+        "preference accuracy (pairs whose gold grades differ) 0.",
         "**Swap consistency:** ",
         "**cost:** $",
         "r2r-synth generate --input dl19.json",  # the command that produced the run
         "r2r-synth publish run --repo-id alice/r2r-demo",
-        '"metric_after": 0.57',  # optimize report
+        "ndcg@10 0.410 -> 0.570; this run used the optimized program",  # optimize report
+        '"program_hash_after": "direct-ph0123456789"',
         "@article{ji2024reasontorank",
         'load_dataset("alice/r2r-demo", name="comparison")',
     ):
@@ -228,7 +231,8 @@ def test_a_hand_written_card_without_metadata_is_kept(tmp_path):
     run = make_run(tmp_path / "run", queries=3, kinds=("direct",))
     publish(run, repo_id="alice/x", license="mit", dry_run=True, out=out)
     text = (out / "README.md").read_text()
-    assert text.startswith("---\nlicense: mit\n") and "# My corpus\n\nWritten by hand." in text
+    assert text.startswith("---\n") and "# My corpus\n\nWritten by hand." in text
+    assert card_meta(out)["license"] == "mit"
     assert [c["config_name"] for c in check_card_configs(out)["configs"]] == ["direct"]
 
 

@@ -30,6 +30,10 @@ class PublishResult:
     rows: dict[str, dict[str, int]] = field(default_factory=dict)  # kind -> split -> rows
     commit_url: str | None = None
     dry_run: bool = False
+    language: list[str] = field(default_factory=list)  # the card's `language`
+    source_datasets: list[str] = field(default_factory=list)  # the card's `source_datasets` from this run
+    optimize_report: Path | None = None  # the optimize report quoted in the card
+    optimize_note: str | None = None  # why an optimize report was left out of the card
 
 
 def build_folder(
@@ -46,6 +50,8 @@ def build_folder(
     shard_rows: int = DEFAULT_SHARD_ROWS,
     secrets: list[str] | None = None,
     prompt_texts: dict[tuple[str, str], str] | None = None,
+    language: list[str] | None = None,
+    source_datasets: list[str] | None = None,
 ) -> PublishResult:
     """Write the dataset folder (Parquet shards + README.md card) for `run` into `folder`.
 
@@ -77,7 +83,8 @@ def build_folder(
             rows_per[kind][name] = len(rows)
     card = build_card(run, repo_id=repo_id, license=license, splits=splits, seed=seed, rows=rows_per,
                       existing_card=existing_card, command=command, optimize_report=optimize_report,
-                      prompt_texts=prompt_texts)
+                      prompt_texts=prompt_texts, language=language, source_datasets=source_datasets)
     write_text_atomic(folder / "README.md", scrub(str(card), extra=secrets))
     files.append("README.md")
-    return PublishResult(repo_id=repo_id, folder=folder, files=files, rows=rows_per)
+    return PublishResult(repo_id=repo_id, folder=folder, files=files, rows=rows_per, language=list(language or []),
+                         source_datasets=list(source_datasets or []), optimize_report=optimize_report)

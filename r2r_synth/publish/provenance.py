@@ -16,6 +16,7 @@ from typing import Any
 
 from r2r_synth import __version__
 from r2r_synth.errors import InputError
+from r2r_synth.problems import agreement_rows, find_problems, is_constant, label_distribution
 from r2r_synth.rundir import Run
 from r2r_synth.runstats import KindSummary
 
@@ -72,30 +73,10 @@ def kind_section(kind: str, s: KindSummary, run: Run, *, rows: dict[str, int], s
     lines.append(f"- **Rejects:** {s.rejects}" + (" — nothing was rejected" if not s.rejects else ""))
     for reason, n in s.reject_reasons:
         lines.append(f"  - {n} × {reason}")
-    if kind == "direct":
-        lab = ", ".join(f"{g}: {n}" for g, n in s.label_counts.items())
-        lines.append(f"- **Teacher labels (0–3):** {lab}")
-        if s.judged:
-            agr = ", ".join(f"{k} {v:.3f}" for k, v in s.agreement.items())
-            lines.append(f"- **Agreement with gold** ({s.judged} judged records): {agr}")
-        else:
-            lines.append("- **Agreement with gold:** no gold labels in this run")
-    if kind == "comparison":
-        pref = ", ".join(f"{g}: {n}" for g, n in s.preferred_counts.items())
-        lines.append(f"- **Preferred:** {pref}")
-        if s.swap_checked:
-            lines.append(f"- **Swap consistency:** {s.swap_agree}/{s.swap_checked} = "
-                         f"{s.swap_agree / s.swap_checked:.3f} (both orders prefer the same document)")
-        else:
-            lines.append("- **Swap consistency:** not measured (pairs were asked in one order only)")
-        acc = {k: v for k, v in s.agreement.items() if k != "swap_consistency"}
-        if s.judged and acc:
-            lines.append(f"- **Agreement with gold** ({s.judged} pairs with different gold grades): "
-                         + ", ".join(f"{k} {v:.3f}" for k, v in acc.items()))
-    if kind == "listwise":
-        lines.append(f"- **Gold labels:** {'present for ' + str(s.judged) + ' windows' if s.judged else 'none'}")
-    lines.append(f"- **Tokens:** {s.prompt_tokens:,} prompt + {s.completion_tokens:,} completion "
-                 f"= {s.total_tokens:,}; **cost:** {_fmt_cost(s.cost, s.cost_unknown)}")
+    lines += _label_lines(kind, s)
+    tokens = (f"{s.prompt_tokens:,} prompt + {s.completion_tokens:,} completion = {s.total_tokens:,}"
+              if s.has_usage else "not recorded (the records carry no token usage)")
+    lines.append(f"- **Tokens:** {tokens}; **cost:** {_fmt_cost(s.cost, s.cost_unknown)}")
     if m is not None:
         lines.append(f"- **Produced by:** r2r-synth {m.r2r_synth_version}: `{portable(m.command)}` "
                      f"(status `{m.status}`, started {m.started_at:%Y-%m-%d %H:%M} UTC)")
@@ -104,8 +85,9 @@ def kind_section(kind: str, s: KindSummary, run: Run, *, rows: dict[str, int], s
             lines.append(f"- **Imported** from {srcs}: the teacher output is someone else's, not generated here")
         lines += _filter_lines(m.extra.get("filter"), kind)
     lines.append(f"- **Published by:** r2r-synth {__version__}: `{command}`")
-    if optimize is not None:
-        lines += _optimize_lines(optimize, s.programs)
+    said = _optimize_lines(optimize, s.programs, s.teachers) if optimize is not None else []
+    if said:  # only the configs whose programs the report scored
+        lines += said
         dump = json.dumps(_portable_json(optimize), indent=2, ensure_ascii=False, default=str)
         lines += ["", f"<details><summary>Optimize report ({optimize_name})</summary>", "", "```json",
                   dump[:20_000], "```", "", "</details>"]
@@ -146,27 +128,99 @@ def _prompt_lines(program: str, hashes: list[str], prompt_texts: dict[tuple[str,
     return lines
 
 
-def _optimize_lines(report: dict[str, Any], programs: dict[str, str]) -> list[str]:
-    """What `optimize` did to the programs of this config: the primary metric before and after, and
-    whether the optimized program is the one this run used (same program hash)."""
+def _label_lines(kind: str, s: KindSummary) -> list[str]:
+    """The label distribution, the agreement figures that depend on it (each beside what a constant
+    answer scores), and the problems the data shows, in words (`r2r_synth.problems`)."""
+    lines = []
+    if kind == "direct":
+        gold = ", ".join(f"{g}: {n}" for g, n in s.gold_counts.items())
+        lines.append(f"- **Teacher labels (0–3):** {label_distribution(s)}"
+                     + (" — **the labels are (nearly) constant**" if is_constant(s) else "")
+                     + (f"; gold labels of the judged records: {gold}" if gold else ""))
+        if not s.judged:
+            lines.append("- **Agreement with gold:** no gold labels in this run")
+    if kind == "comparison":
+        pref = ", ".join(f"{g}: {n}" for g, n in s.preferred_counts.items())
+        lines.append(f"- **Preferred (as asked, A shown first):** {pref}; the passage shown first was preferred in "
+                     f"{s.first_shown} of {s.answers} answers in either order")
+        if s.swap_checked:
+            lines.append(f"- **Swap consistency:** {s.swap_agree}/{s.swap_checked} = "
+                         f"{s.swap_agree / s.swap_checked:.3f} (both orders prefer the same document)")
+        else:
+            lines.append("- **Swap consistency:** not measured (pairs were asked in one order only)")
+    if kind == "listwise":
+        lines.append(f"- **Gold labels:** {'present for ' + str(s.judged) + ' windows' if s.judged else 'none'}")
+        if s.mean_tau is not None:
+            lines.append(f"- **Order shown vs the teacher's ranking:** mean Kendall tau {s.mean_tau:+.2f}; "
+                         f"{s.keeps_order} of {s.records} windows ranked exactly as shown")
+    rows = [(n, v, ref) for n, v, ref in agreement_rows(s) if not n.startswith("swap consistency")]
+    if s.judged and rows:
+        what = "judged records" if kind == "direct" else "pairs with different gold grades"
+        lines.append(f"- **Agreement with gold** ({s.judged} {what}; each beside the score of a constant answer): "
+                     + "; ".join(f"{n} {_fmt3(v)} ({ref})" for n, v, ref in rows))
+    found = [p for p in find_problems({kind: s}) if p.kind == kind]
+    if found:
+        lines.append("- **Problems the data shows:**")
+        lines += [f"  - {p.text} {p.advice}" for p in found]
+    return lines
+
+
+def _optimize_lines(report: dict[str, Any], programs: dict[str, str], teachers: list[str]) -> list[str]:
+    """What `optimize` did to the programs of this config: the primary metric before and after, which
+    of the two programs this run used (by program hash), and the teacher the figures were measured with."""
     out = []
     progs = report.get("programs") if isinstance(report.get("programs"), dict) else {}
     for name, used_hash in programs.items():
         p = progs.get(name)
-        if not isinstance(p, dict):
+        if not isinstance(p, dict) or used_hash not in {p.get("program_hash_before"), p.get("program_hash_after")}:
             continue
         metric = p.get("primary_metric")
         before = (p.get("before") or {}).get(metric)
         after = (p.get("after") or {}).get(metric)
-        same = used_hash in {p.get("program_hash_after"), p.get("program_hash_before")}
-        out.append(
-            f"- **Optimized** (`{report.get('optimizer') or 'evaluate only'}`, "
-            f"{p.get('train_examples', '?')} train / {p.get('val_examples', '?')} validation examples): "
-            f"{metric} {_fmt3(before)} -> {_fmt3(after)}; "
-            + ("this run used that program" if same else
-               f"**this run's program hash `{used_hash}` is not the one optimized** — the report may not apply")
-        )
+        measured = report.get("teacher")
+        other = f" (not this run's teacher, {', '.join(f'`{t}`' for t in teachers)})" if measured not in teachers else ""
+        by = f"teacher `{measured}`{other}" if measured else "teacher not recorded"
+        if p.get("program_hash_after") is None:
+            out.append(f"- **Evaluated** by `r2r-synth optimize --evaluate-only` with {by} on "
+                       f"{p.get('val_examples', '?')} validation examples: {metric} {_fmt3(before)} "
+                       "(the program this run used)")
+            continue
+        which = ("this run used the optimized program" if used_hash == p.get("program_hash_after")
+                 else "this run used the program as it was before (the first figure)")
+        out.append(f"- **Optimized** (`{report.get('optimizer')}`, {by}, "
+                   f"{p.get('train_examples', '?')} train / {p.get('val_examples', '?')} validation examples): "
+                   f"{metric} {_fmt3(before)} -> {_fmt3(after)}; {which}")
     return out
+
+
+def select_optimize_report(path: Path | None, run: Run) -> tuple[dict[str, Any] | None, str | None]:
+    """The optimize report at `path` when it belongs to `run`, else None and why it is left out.
+
+    It belongs when a program it scored is one the run's records were made with (the same program
+    hash, before or after optimizing). A report of `optimize --evaluate-only` measured a teacher, not a
+    change to the programs: it belongs only when that teacher is the run's too."""
+    report = read_optimize_report(path)
+    if report is None:
+        return None, None
+    used = {(r.provenance.program, r.provenance.program_hash) for recs in run.records.values() for r in recs}
+    teachers = sorted({r.provenance.teacher for recs in run.records.values() for r in recs})
+    progs = report.get("programs") if isinstance(report, dict) else None
+    if not isinstance(progs, dict) or not any(isinstance(p, dict) and (p.get("program_hash_before")
+                                                                        or p.get("program_hash_after"))
+                                              for p in progs.values()):
+        return None, (f"{path.name} holds no program hashes (it is not a report written by `r2r-synth optimize`), "
+                      "so it cannot be matched to the programs of this run")
+    matched = [name for name, p in progs.items() if isinstance(p, dict)
+               and {(name, p.get("program_hash_before")), (name, p.get("program_hash_after"))} & used]
+    if not matched:
+        theirs = ", ".join(f"{n} {p.get('program_hash_after') or p.get('program_hash_before')}"
+                           for n, p in progs.items() if isinstance(p, dict))
+        ours = ", ".join(f"{n} {h}" for n, h in sorted(used))
+        return None, (f"{path.name} is about other programs ({theirs}) than the ones this run used ({ours})")
+    if report.get("evaluate_only") and report.get("teacher") not in teachers:
+        return None, (f"{path.name} is an `optimize --evaluate-only` report of teacher {report.get('teacher')}, "
+                      f"not of this run's teacher ({', '.join(teachers)}): its figures do not describe this data")
+    return report, None
 
 
 def read_optimize_report(path: Path | None) -> dict[str, Any] | None:

@@ -99,6 +99,83 @@ def parquet_schemas():
     }
 
 
+_PROV_DOCS = {
+    "teacher": "the model that wrote the row: a LiteLLM model string, `embedded/...` or `imported:<source>`",
+    "program": "the r2r-synth program (prompt program) that asked the teacher",
+    "program_hash": "content hash of that program's state (instructions and demos)",
+    "prompt_hash": "hash of the instruction text the teacher was shown",
+    "rollout_id": "which sample of the same request (samples differ at temperature > 0)",
+    "prompt_tokens": "tokens of the request (null when the backend reported none)",
+    "completion_tokens": "tokens of the reply (null when the backend reported none)",
+    "total_tokens": "prompt + completion tokens",
+    "cost": "USD the request cost, from the backend's price (null when unknown: never a guess)",
+    "latency_s": "seconds the request took",
+    "created_at": "when the row was written (UTC)",
+    "r2r_synth_version": "the r2r-synth version that wrote the row",
+}
+COLUMN_DOCS: dict[str, dict[str, str]] = {
+    "direct": {
+        "key": "content-addressed request key (a hash of the inputs, program and teacher)",
+        "qid": "query id", "query": "query text", "docid": "document id", "title": "document title (null when none)",
+        "document": "document text as the teacher saw it",
+        "reasoning": "the teacher's reasoning: how the document does or does not address the query",
+        "relevance": "the teacher's graded label, 0 (not relevant) to 3 (perfectly relevant), as in TREC DL",
+        "score": "the teacher's probability that the document is relevant, in [0, 1]",
+        "first_stage_rank": "1-based rank of the document in the first-stage candidates (null when unknown)",
+        "gold": "the gold grade 0-3 from qrels, beside the teacher's (null when unjudged)",
+        **_PROV_DOCS,
+    },
+    "comparison": {
+        "key": "content-addressed request key (a hash of the inputs, program and teacher)",
+        "qid": "query id", "query": "query text",
+        "doc_a_id": "id of document A (shown first as asked)", "doc_a_title": "title of A (null when none)",
+        "doc_a": "text of document A", "doc_b_id": "id of document B", "doc_b_title": "title of B (null when none)",
+        "doc_b": "text of document B",
+        "reasoning": "the teacher's reasoning with A shown first: why one document is more relevant",
+        "preferred": "the document the teacher preferred with A shown first: `A` or `B`",
+        "confidence": "the teacher's confidence in that preference, in [0, 1]",
+        "swapped_reasoning": "the reasoning with B shown first (null when asked in one order only)",
+        "swapped_preferred": "the preference with B shown first, in this row's labels (A = doc_a)",
+        "swapped_confidence": "the confidence with B shown first",
+        "swap_agrees": "whether both orders prefer the same document (false: position-biased; null: one order)",
+        "gold_a": "gold grade of A (null when unjudged)", "gold_b": "gold grade of B (null when unjudged)",
+        "pair_strategy": "how the pair was chosen (`--pairs`: adjacent, gold, topk)",
+        **_PROV_DOCS,
+    },
+    "listwise": {
+        "key": "content-addressed request key (a hash of the inputs, program and teacher)",
+        "qid": "query id", "query": "query text",
+        "documents": "the window of documents, in the order the teacher was shown it",
+        "ranking": "the teacher's ranking of the window: docids, most relevant first",
+        "items": "a reason per document, in ranking order (R2R: direct_reason, listwise_reason, direct_answer_sentence)",
+        "gold": "gold grades 0-3 of the window's judged documents",
+        **_PROV_DOCS,
+    },
+}
+
+
+def _type_name(t) -> str:
+    """An Arrow type as a short name: `string`, `int64`, `list<struct<docid: string, grade: int64>>`."""
+    import pyarrow as pa
+
+    if pa.types.is_list(t):
+        return f"list<{_type_name(t.value_type)}>"
+    if pa.types.is_struct(t):
+        return "struct<" + ", ".join(f"{t.field(i).name}: {_type_name(t.field(i).type)}" for i in range(t.num_fields)) + ">"
+    if pa.types.is_timestamp(t):
+        return f"timestamp[{t.unit}, {t.tz}]" if t.tz else f"timestamp[{t.unit}]"
+    return str(t)
+
+
+def columns_markdown(kind: str) -> str:
+    """The columns of `kind` as published (the Parquet schema), each with its type and meaning, as a
+    markdown table."""
+    schema = parquet_schemas()[kind]
+    docs = COLUMN_DOCS[kind]
+    rows = [f"| `{f.name}` | `{_type_name(f.type)}` | {docs[f.name]} |" for f in schema]
+    return "\n".join(["| column | type | meaning |", "|---|---|---|", *rows])
+
+
 def _prov(p) -> dict[str, Any]:
     u = p.usage
     return {
