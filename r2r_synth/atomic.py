@@ -54,10 +54,10 @@ def atomic_open(path: Path | str) -> Iterator[IO[str]]:
     try:
         with tmp.open("w", encoding="utf-8") as fh:
             yield fh
+        os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    os.replace(tmp, path)
 
 
 def write_text_atomic(path: Path | str, text: str, *, mask: bool = True) -> Path:

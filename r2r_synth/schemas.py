@@ -4,8 +4,9 @@ All models forbid unknown fields (`extra="forbid"`), so a typo in a row is an er
 file and line (see `r2r_synth.io.jsonl.read_jsonl`). `r2r-synth schema KIND` prints the JSON Schema
 of a record kind.
 
-Stages meet only here and at files: `generate` writes Direct/Comparison records, `import` writes
-Listwise records, `publish`, `report`, `train` and `evaluate` read them.
+Stages meet only here and at files: `generate` writes Direct/Comparison/Listwise records (and, for
+listwise windows, each query's final `RankingRecord`), `import` writes Listwise records, `publish`,
+`report`, `train` and `evaluate` read them.
 """
 
 from __future__ import annotations
@@ -174,10 +175,38 @@ class ListwiseItem(Strict):
     reason: str | None = Field(default=None, description="why the document is where it is (R2R: direct_reason)")
     comparison_reason: str | None = Field(default=None, description="R2R: listwise_reason")
     answer_sentence: str | None = Field(default=None, description="R2R: direct_answer_sentence")
+    relevance: Grade | None = Field(default=None, description="the teacher's graded label (0-3), where it gave one")
+
+
+class ListwiseWindow(Strict):
+    """Where a generated window sat among its query's sliding windows (RankGPT's order: the first
+    window asked is the bottom of the top K, each next one `stride` passages higher)."""
+
+    index: int = Field(ge=0, description="0 = the first window asked (the bottom of the list)")
+    count: int = Field(ge=1, description="how many windows the query has")
+    start: int = Field(ge=0, description="0-based position of the window's first passage in the query's order "
+                       "when it was asked")
+    window: int = Field(ge=2, description="the --window setting (the top window may be shorter)")
+    stride: int = Field(ge=1, description="the --stride setting")
+    depth: int = Field(ge=2, description="candidates of the query ranked by its windows (its top K)")
+
+
+class RankingRepair(Strict):
+    """What was wrong with a permutation the teacher gave, and how it was repaired the way RankGPT and
+    rank_llm repair one: identifiers outside the window and repeated ones are dropped (the first
+    mention counts), and the passages it left out are appended in the order they were shown."""
+
+    unknown: list[int] = Field(default_factory=list, description="identifiers not in the window (dropped)")
+    duplicates: list[int] = Field(default_factory=list, description="identifiers named again (dropped)")
+    missing: list[int] = Field(default_factory=list, description="identifiers left out (appended in shown order)")
 
 
 class ListwiseRecord(Strict):
-    """Listwise reasoning (R2R's released shape): a window of documents and the teacher's order."""
+    """Listwise reasoning (R2R's released shape): a window of documents and the teacher's order.
+
+    Generated records also carry where the window sat (`window`), each document's first-stage rank,
+    and whether the permutation had to be repaired; the query's final ranking over all its windows is
+    in `rankings.jsonl` (`RankingRecord`)."""
 
     kind: Literal["listwise"] = "listwise"
     key: str
@@ -186,13 +215,53 @@ class ListwiseRecord(Strict):
     ranking: list[str] = Field(description="docids, most relevant first (a permutation of the window)")
     items: list[ListwiseItem] = Field(default_factory=list, description="per-document reasons, in ranking order")
     gold: dict[str, int] = Field(default_factory=dict)
+    first_stage_ranks: list[int] | None = Field(
+        default=None, description="1-based first-stage rank of each document, in the order of `documents`")
+    window: ListwiseWindow | None = Field(default=None, description="the window's place in its query's sliding "
+                                          "windows (None: a single window, e.g. an imported R2R row)")
+    repaired: bool = Field(default=False, description="the teacher's permutation was flawed and was repaired")
+    repair: RankingRepair | None = Field(default=None, description="what the repair did (when `repaired`)")
     provenance: Provenance
 
     @model_validator(mode="after")
     def _check(self) -> ListwiseRecord:
         window = [d.docid for d in self.documents]
-        if sorted(window) != sorted(self.ranking):
+        if sorted(window) != sorted(self.ranking) or len(set(window)) != len(window):
             raise ValueError(f"ranking {self.ranking} is not a permutation of the window {window}")
+        if self.first_stage_ranks is not None and len(self.first_stage_ranks) != len(window):
+            raise ValueError(f"first_stage_ranks has {len(self.first_stage_ranks)} entries for a window of "
+                             f"{len(window)} documents; give one per document or none")
+        if self.repaired != (self.repair is not None):
+            raise ValueError("`repaired` and `repair` disagree: a repaired record says what the repair did")
+        return self
+
+
+class RankingRecord(Strict):
+    """The teacher's final ranking of one query's top K after all its sliding windows (one line of
+    `rankings.jsonl` per query and rollout, written when its last window is done). Its `key` is the
+    content address of the query's whole window run; `windows` are the keys of its windows'
+    records (or rejects), in the order they were asked."""
+
+    kind: Literal["ranking"] = "ranking"
+    key: str
+    query: Query
+    ranking: list[str] = Field(description="docids of the top K, most relevant first")
+    first_stage: list[str] = Field(description="the same docids in first-stage order")
+    window: int
+    stride: int
+    windows: list[str] = Field(description="keys of the query's windows, in the order asked")
+    windows_repaired: int = Field(default=0, description="windows whose permutation was repaired")
+    windows_rejected: int = Field(default=0, description="windows whose reply was unusable or refused (rejects.jsonl): "
+                                  "their passages kept the order they were shown in")
+    gold: dict[str, int] = Field(default_factory=dict)
+    provenance: Provenance = Field(description="the listwise program and teacher; usage and cost summed over the "
+                                   "windows' records")
+
+    @model_validator(mode="after")
+    def _check(self) -> RankingRecord:
+        if sorted(self.ranking) != sorted(self.first_stage) or len(set(self.ranking)) != len(self.ranking):
+            raise ValueError(f"qid {self.query.qid!r}: the final ranking is not a permutation of its "
+                             f"{len(self.first_stage)} candidates")
         return self
 
 
@@ -259,11 +328,13 @@ RECORD_KINDS: dict[str, type[Strict]] = {
     "comparison": ComparisonRecord,
     "listwise": ListwiseRecord,
     "reject": Reject,
+    "filtered": Filtered,
     "candidates": Candidates,
 }
 
 RECORD_FILES = {"direct": "direct.jsonl", "comparison": "comparison.jsonl", "listwise": "listwise.jsonl"}
 REJECTS_FILE = "rejects.jsonl"
+RANKINGS_FILE = "rankings.jsonl"
 FILTERED_FILE = "filtered.jsonl"
 MANIFEST_FILE = "manifest.json"
 

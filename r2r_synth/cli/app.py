@@ -58,6 +58,7 @@ class SchemaKind(str, Enum):
     comparison = "comparison"
     listwise = "listwise"
     reject = "reject"
+    filtered = "filtered"
     candidates = "candidates"
 
 
