@@ -24,7 +24,8 @@ QrelsOpt = Annotated[
     typer.Option("--qrels", help="TREC qrels (qid Q0 docid grade) or BEIR qrels TSV, when labels come separately.",
                  exists=True, dir_okay=False),
 ]
-LimitOpt = Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N queries.")]
+LimitOpt = Annotated[int | None, typer.Option("--limit", min=1, show_default="every query",
+                                              help="Only the first N queries.")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output directory.")]
 TeacherOpt = Annotated[
     str | None,

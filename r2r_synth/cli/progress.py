@@ -1,0 +1,92 @@
+"""What a long command shows while it works, on a terminal and in a log.
+
+On a terminal, rich draws a live bar or a spinner. When stderr is not a terminal (a log file, a
+scheduler, `nohup`, `2>run.log`), rich draws nothing until the end, so a run looks hung: there, the
+same state is written as plain lines instead, one every `R2R_PROGRESS_SECONDS` seconds (default 10)
+and one at each change of step. A start-up line goes out before each slow step (reading a large
+input, starting a model server, loading a model) in both cases.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.markup import escape
+
+DEFAULT_INTERVAL_S = 10.0
+
+
+def interval_s() -> float:
+    """Seconds between progress lines in a log (`R2R_PROGRESS_SECONDS`, default 10)."""
+    from r2r_synth.config import env
+
+    raw = env("R2R_PROGRESS_SECONDS")
+    try:
+        return max(0.05, float(raw)) if raw else DEFAULT_INTERVAL_S
+    except ValueError:
+        return DEFAULT_INTERVAL_S
+
+
+def clock(seconds: float) -> str:
+    """``42 s``, ``3m05s``, ``1h02m``: elapsed or remaining time in a log line."""
+    s = round(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def say(console: Console, command: str, message: str) -> None:
+    """One start-up or step line, ``command: message`` (on a terminal and in a log alike)."""
+    console.print(f"[dim]{escape(command)}:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+class Throttle:
+    """Calls `emit(line)` at most once every `interval` seconds (and always for `force`)."""
+
+    def __init__(self, emit: Callable[[str], None], *, interval: float | None = None):
+        self.emit = emit
+        self.interval = interval_s() if interval is None else interval
+        self._last = 0.0
+
+    def __call__(self, line: str, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._last >= self.interval:
+            self._last = now
+            self.emit(line)
+
+
+@contextmanager
+def heartbeat(console: Console, command: str) -> Iterator[Callable[[str], None]]:
+    """A spinner on a terminal; in a log, a line at each step and ``command: step (elapsed)`` every
+    interval while a step runs (a model loading or training gives no other sign of life). Yields
+    `update(step)`."""
+    if console.is_terminal:
+        with console.status(escape(command)) as status:
+            yield lambda step: status.update(f"{escape(command)}: {escape(step)}")
+        return
+    state = {"step": "starting"}
+    t0 = time.monotonic()
+    stop = threading.Event()
+    every = interval_s()
+
+    def beat() -> None:
+        while not stop.wait(every):
+            say(console, command, f"{state['step']} ({clock(time.monotonic() - t0)} elapsed)")
+
+    def update(step: str) -> None:
+        state["step"] = step
+        say(console, command, step)
+
+    thread = threading.Thread(target=beat, name=f"{command}-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield update
+    finally:
+        stop.set()
+        thread.join(timeout=1.0)

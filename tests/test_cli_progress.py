@@ -1,0 +1,53 @@
+"""Progress in a log: when the console is not a terminal, `optimize` and `train` write their step at
+once and again every interval while it runs (a model loading or training is otherwise silent), and
+nothing else writes a bar or a spinner into the file."""
+
+from __future__ import annotations
+
+import io
+import time
+
+from rich.console import Console
+
+from r2r_synth.cli.progress import Throttle, clock, heartbeat, interval_s
+
+
+def _log_console() -> tuple[Console, io.StringIO]:
+    buf = io.StringIO()
+    return Console(file=buf, force_terminal=False, width=80), buf
+
+
+def test_heartbeat_writes_the_step_and_then_a_line_each_interval(monkeypatch):
+    monkeypatch.setenv("R2R_PROGRESS_SECONDS", "0.05")
+    console, buf = _log_console()
+    with heartbeat(console, "train") as step:
+        step("training the cross-encoder student: loading the corpus and the base model")
+        time.sleep(0.3)
+    lines = buf.getvalue().splitlines()
+    assert lines[0] == "train: training the cross-encoder student: loading the corpus and the base model"
+    beats = [line for line in lines[1:] if line.endswith(" elapsed)")]
+    assert len(beats) >= 3, lines
+    assert beats[0].startswith("train: training the cross-encoder student") and "(0 s elapsed)" in beats[0]
+    time.sleep(0.15)
+    assert len(buf.getvalue().splitlines()) == len(lines)  # it stops with the block
+
+
+def test_a_terminal_gets_a_spinner_not_lines():
+    buf = io.StringIO()
+    console = Console(file=buf, force_terminal=True, width=80)
+    with heartbeat(console, "optimize") as step:
+        step("direct: scoring the prompt program")
+    out = buf.getvalue()
+    assert "\x1b[?25l" in out and "elapsed)" not in out  # a live display (cursor hidden), no log lines
+
+
+def test_throttle_and_clock(monkeypatch):
+    seen: list[str] = []
+    throttle = Throttle(seen.append, interval=60)
+    throttle("first")
+    throttle("dropped")
+    throttle("last", force=True)
+    assert seen == ["first", "last"]
+    assert [clock(s) for s in (4.4, 65, 3725)] == ["4 s", "1m05s", "1h02m"]
+    monkeypatch.setenv("R2R_PROGRESS_SECONDS", "not a number")
+    assert interval_s() == 10.0
