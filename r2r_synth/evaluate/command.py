@@ -156,8 +156,9 @@ def _rank_one(spec: SystemSpec, cands: list[Candidates], qrels: dict, *, config:
                     len(result.left_out), "y" if len(result.left_out) == 1 else "ies", ", ".join(result.left_out[:10]))
     if result.left_out and not result.run.keys() & qrels.keys():
         raise _nothing_ranked(system, result.pairs, result.left_out)
-    # A fusion costs what its systems cost, query by query, plus the fusing itself.
+    # A fusion costs what its systems cost, query by query, plus the fusing itself (a fused fusion too).
     times = {q: t + sum(ranked[c].times.get(q, 0.0) for c in system.components) for q, t in result.times.items()}
+    result.times = times
     per_query = ir_eval_per_query(qrels, result.run, measures=config.measures)
     return SystemResult(
         name=system.name, spec=system.spec, metrics=ir_eval(qrels, result.run, measures=config.measures),
