@@ -149,6 +149,8 @@ class PublishConfig(CommandConfig):
     out: Path | None = None
     optimize_report: Path | None = None  # default: <programs_dir>/optimize_report.json when it exists
     programs_dir: Path = DEFAULT_PROGRAMS_DIR  # where the default optimize report is looked for
+    language: list[str] = ["en"]  # the card's `language`: of the queries and documents, ISO 639 codes
+    source_datasets: list[str] = []  # added to what the run's provenance names (an irds: id, R2R's release)
 
 
 class ReportConfig(CommandConfig):
@@ -157,6 +159,7 @@ class ReportConfig(CommandConfig):
     run_dir: Path
     out: Path | None = None  # default: <run_dir>/report
     evaluation: Path | None = None
+    samples: int = 5  # example records shown per kind (disagreements with gold first)
 
 
 class GenerateConfig(CommandConfig):

@@ -380,7 +380,7 @@ def build_report(run_dir: Path, *, out: Path | None = None, evaluation: Path | N
     # Only the sections the run has: no empty panel of a kind it holds no record of, and no token plot
     # for records that carry no usage (an imported corpus).
     present = set(run.kinds)
-    plots = {name: v for name, v in plots.items() if PLOT_KINDS.get(name, next(iter(present), None)) in present}
+    plots = {name: v for name, v in plots.items() if name not in PLOT_KINDS or PLOT_KINDS[name] in present}
     if not any(s.has_usage for s in summary.values()):
         plots.pop("tokens", None)
     out.mkdir(parents=True, exist_ok=True)

@@ -39,10 +39,23 @@ def publish(
     ] = None,
     optimize_report: Annotated[
         Path | None,
-        typer.Option("--optimize-report", help="Optimize report to include in the card "
-                     "(default: <programs-dir>/optimize_report.json when it exists).", exists=True, dir_okay=False),
+        typer.Option("--optimize-report", help="Optimize report to quote in the card when it belongs to the run's "
+                     "programs (default: <programs-dir>/optimize_report.json when it exists).", exists=True,
+                     dir_okay=False),
     ] = None,
     programs_dir: ProgramsDirOpt = Path("programs"),
+    language: Annotated[
+        list[str] | None,
+        typer.Option("--language", metavar="CODE", show_default=False,
+                     help="ISO 639 code of the queries' and documents' language, for the card (default: en; "
+                     "repeat for several)."),
+    ] = None,
+    source_dataset: Annotated[
+        list[str] | None,
+        typer.Option("--source-dataset", metavar="NAME", show_default=False,
+                     help="A dataset the inputs came from, for the card, beside what the run names itself (an "
+                     "irds: input, R2R's release); repeatable."),
+    ] = None,
 ) -> None:
     """Publish a run as a Hugging Face dataset: one config per record kind, Parquet shards, a dataset card."""
     from r2r_synth.config import PublishConfig
@@ -52,12 +65,21 @@ def publish(
         optimize_report = programs_dir / "optimize_report.json"
     cfg = PublishConfig(run_dir=run_dir, repo_id=repo_id, license=license, split=split, seed=seed, private=private,
                         revision=revision, token=token, dry_run=dry_run, out=out, optimize_report=optimize_report,
-                        programs_dir=programs_dir)
+                        programs_dir=programs_dir, **({"language": language} if language else {}),
+                        source_datasets=source_dataset or [])
     res = do_publish(cfg.run_dir, repo_id=cfg.repo_id, license=cfg.license, split=cfg.split, seed=cfg.seed,
                      private=cfg.private, revision=cfg.revision, token=cfg.token, dry_run=cfg.dry_run, out=cfg.out,
-                     optimize_report=cfg.optimize_report, command=_command_line(token))
+                     optimize_report=cfg.optimize_report, command=_command_line(token), language=cfg.language,
+                     source_datasets=cfg.source_datasets)
     for kind, per in res.rows.items():
         typer.echo(f"{kind}: " + ", ".join(f"{s} {n} rows" for s, n in per.items()))
+    typer.echo(f"language: {', '.join(res.language)}" + ("" if language else " (the default; --language sets it)"))
+    typer.echo("source datasets: " + (", ".join(res.source_datasets) if res.source_datasets else
+                                      "none known (the run's input names none; --source-dataset adds one)"))
+    if res.optimize_report is not None:
+        typer.echo(f"optimize report: {res.optimize_report} (it scored this run's programs)")
+    if res.optimize_note:
+        typer.echo(f"optimize report left out of the card: {res.optimize_note}", err=True)
     if res.dry_run:
         typer.echo(f"dry run: {len(res.files)} files written to {res.folder} (nothing pushed)")
     else:
@@ -97,16 +119,23 @@ def report(
         typer.Option("--evaluation", "-e", help="JSON written by `r2r-synth evaluate`, for the nDCG@10 bars.",
                      exists=True, dir_okay=False),
     ] = None,
+    samples: Annotated[
+        int, typer.Option("--samples", min=0, metavar="N",
+                          help="Example records shown per kind, those that disagree with gold first (0: none).")
+    ] = 5,
 ) -> None:
-    """Write a self-contained HTML report (plots embedded) about a run directory."""
+    """Write a self-contained HTML report about a run directory: the problems its data shows, example
+    records with the teacher's reasoning, plots (embedded)."""
     from r2r_synth.config import ReportConfig
     from r2r_synth.report import build_report
 
-    cfg = ReportConfig(run_dir=run_dir, out=out, evaluation=evaluation)
-    res = build_report(cfg.run_dir, out=cfg.out, evaluation=cfg.evaluation)
+    cfg = ReportConfig(run_dir=run_dir, out=out, evaluation=evaluation, samples=samples)
+    res = build_report(cfg.run_dir, out=cfg.out, evaluation=cfg.evaluation, samples=cfg.samples)
     typer.echo(f"{res.html} ({len(res.plots)} plots)")
     for name, why in res.missing.items():
         typer.echo(f"  no {name} plot: {why}")
+    for p in res.problems:
+        typer.echo(f"  problem ({p.kind}): {p.check}")
 
 
 @app.command("filter")
