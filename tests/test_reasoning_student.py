@@ -214,7 +214,7 @@ def test_saved_model_reloads_with_plain_transformers_and_scores_identically(trai
     got = student.score(query, docs, batch_size=2)
     again = load_student(out).score(query, docs)
     assert again == pytest.approx(got, abs=1e-5)
-    with pytest.raises(ConfigError, match="int8 loading is for the cross-encoder student"):
+    with pytest.raises(ConfigError, match="int8 loading is for the bi-encoder and cross-encoder students"):
         load_student(out, int8=True)
     # plain transformers, no r2r-synth code on the model side: full logits at the prompt's end
     model = transformers.AutoModelForCausalLM.from_pretrained(out)

@@ -31,6 +31,7 @@ from r2r_synth.cli.options import (
 
 
 class StudentKind(str, Enum):
+    bi_encoder = "bi-encoder"
     cross_encoder = "cross-encoder"
     reasoning = "reasoning"
 
@@ -44,15 +45,22 @@ class LabelSource(str, Enum):
 def train(
     corpus: Annotated[
         list[Path],
-        typer.Option("--corpus", exists=True,
+        typer.Option("--corpus",
                      help="Run directories of `generate`, direct/comparison/listwise JSONL files, or R2R-format "
-                     "files (msmarco_500.jsonl). Repeat to combine."),
+                     "files (msmarco_500.jsonl); with --qrels also any input `generate` reads (RankGPT JSON, "
+                     "candidates JSONL, BEIR or TREC directory, irds:<id>). Repeat to combine."),
     ],
     out: OutOpt,
-    student: Annotated[StudentKind, typer.Option("--student", help="Which student to train.")] = StudentKind.cross_encoder,
+    student: Annotated[StudentKind, typer.Option("--student", help="Which student to train.")] = StudentKind.bi_encoder,
     base: Annotated[str | None, typer.Option("--base", help="Base model: local directory or HF id. "
-                                             "Default: all-MiniLM-L6-v2 (cross-encoder) / SmolLM2-135M-Instruct "
-                                             "(reasoning), both shipped on PyPI.")] = None,
+                                             "Default: all-MiniLM-L6-v2 (bi-encoder, cross-encoder) / "
+                                             "SmolLM2-135M-Instruct (reasoning), both shipped on PyPI. A "
+                                             "cross-encoder base keeps its trained head.")] = None,
+    qrels: Annotated[Path | None, typer.Option("--qrels", exists=True, dir_okay=False,
+                                               help="Human labels (TREC or BEIR qrels) for the candidate inputs of "
+                                               "--corpus: train on them with --labels gold.")] = None,
+    depth: Annotated[int | None, typer.Option("--depth", min=1, help="Candidate inputs: the top K candidates per "
+                                              "query (BM25 depth for BEIR/TREC directories; default 100).")] = None,
     epochs: Annotated[float, typer.Option("--epochs", min=0.0, help="Passes over the corpus.")] = 1.0,
     max_steps: Annotated[int | None, typer.Option("--max-steps", min=1, help="Stop after N optimizer steps.")] = None,
     max_minutes: Annotated[float | None, typer.Option("--max-minutes", min=0.01, help="Wall-clock budget: the "
@@ -73,14 +81,18 @@ def train(
     generation_weight: Annotated[float | None, typer.Option("--generation-weight", min=0.0,
                                                             help="Reasoning student: weight of the generation loss.")] = None,
     negatives: Annotated[int | None, typer.Option("--negatives", min=0, help="Random passages of other "
-                                                  "queries per query, as not relevant (both students).")] = None,
+                                                  "queries per query, as not relevant (every student).")] = None,
     encoder: Annotated[str | None, typer.Option("--encoder", help="Cross-encoder: the bi-encoder (directory or HF "
                                                 "id) that mines hard negatives and scores the distillation lists; "
                                                 "default all-MiniLM-L6-v2; 'none' trains on teacher labels alone.")] = None,
-    hard_negatives: Annotated[int | None, typer.Option("--hard-negatives", min=0, help="Cross-encoder: the "
-                                                       "encoder's nearest passages of other queries per list.")] = None,
-    distill_weight: Annotated[float | None, typer.Option("--distill-weight", min=0.0, help="Cross-encoder: "
-                                                         "weight of the distillation (ListNet) loss; 0 = off.")] = None,
+    hard_negatives: Annotated[int | None, typer.Option("--hard-negatives", min=0, help="Bi-encoder: negatives "
+                                                       "mined per positive (mine_hard_negatives, default 1); "
+                                                       "cross-encoder: the encoder's nearest passages of other "
+                                                       "queries per list (default 8).")] = None,
+    distill_weight: Annotated[float | None, typer.Option("--distill-weight", min=0.0, help="Weight of the "
+                                                         "distillation loss (bi-encoder: MarginMSE on the teacher's "
+                                                         "scores; cross-encoder: ListNet on the encoder's lists); "
+                                                         "0 = off.")] = None,
     temperature: Annotated[float | None, typer.Option("--temperature", help="Cross-encoder: distillation labels "
                                                       "are cosine / temperature (default 0.05).")] = None,
     lexical_weight: Annotated[float | None, typer.Option("--lexical-weight", min=0.0, max=1.0, help="Cross-encoder: "
@@ -95,12 +107,13 @@ def train(
     device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:1, mps (default: best available).")] = None,
     seed: SeedOpt = 42,
 ) -> None:
-    """Train a student reranker on a teacher corpus (multi-GPU: `accelerate launch -m r2r_synth.cli train ...`)."""
+    """Train a student reranker on a teacher corpus, or on candidates + qrels (multi-GPU: `accelerate launch -m r2r_synth.cli train ...`)."""
     from r2r_synth.config import TrainConfig
     from r2r_synth.student.train import train as run_train
 
     config = TrainConfig(
-        student=student.value, corpus=corpus, out=out, base=base, epochs=epochs, max_steps=max_steps,
+        student=student.value, corpus=corpus, out=out, base=base, qrels=qrels, depth=depth, epochs=epochs,
+        max_steps=max_steps,
         max_minutes=max_minutes,
         batch_size=batch_size, learning_rate=learning_rate, max_length=max_length, limit=limit,
         labels=labels.value, pointwise_weight=pointwise_weight, pairwise_weight=pairwise_weight,

@@ -1,7 +1,7 @@
 """The student interface: what `train` produces and what `evaluate` / `rerank` consume.
 
-Every student kind (the cross-encoder in `cross_encoder.py`, the reasoning student in the
-`reasoning` package) implements `Student` and a module-level training entry point
+Every student kind (the bi-encoder in `bi_encoder.py`, the cross-encoder in `cross_encoder.py`, the
+reasoning student in the `reasoning` package) implements `Student` and a module-level training entry point
 
     def train_student(view: TrainingView, *, config: TrainConfig, out_dir: Path) -> Student
 
@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from r2r_synth import __version__
+from r2r_synth.atomic import write_text_atomic
 from r2r_synth.config import TrainConfig
 from r2r_synth.errors import ConfigError, InputError
 from r2r_synth.student.corpus import TrainingView
@@ -34,6 +35,7 @@ R2R_CONFIG_FILE = "r2r_config.json"
 
 # kind -> (module, class). Imported lazily: torch/transformers load only when a student is used.
 STUDENT_CLASSES: dict[str, tuple[str, str]] = {
+    "bi-encoder": ("r2r_synth.student.bi_encoder", "BiEncoderStudent"),
     "cross-encoder": ("r2r_synth.student.cross_encoder", "CrossEncoderStudent"),
     "reasoning": ("r2r_synth.student.reasoning", "ReasoningStudent"),
 }
@@ -105,7 +107,8 @@ class Student(ABC):
     @abstractmethod
     def load(cls, path: Path, *, device: str | None = None, int8: bool = False) -> Student:
         """Load a student that `save` wrote; `int8` asks for int8 weights on the CPU where the kind
-        supports it (the cross-encoder) and is a `ConfigError` where it does not."""
+        supports it (the bi-encoder and the cross-encoder, through ONNX Runtime) and is a
+        `ConfigError` where it does not."""
 
     @classmethod
     def read_own_config(cls, path: Path) -> R2RConfig:
@@ -155,7 +158,7 @@ def write_r2r_config(out_dir: Path, meta: R2RConfig) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / R2R_CONFIG_FILE
-    path.write_text(meta.model_dump_json(indent=2) + "\n")
+    write_text_atomic(path, meta.model_dump_json(indent=2) + "\n")
     return path
 
 

@@ -5,6 +5,9 @@
 - run directories written by `generate` or `import` (read through `r2r_synth.rundir.RunDir`),
 - record files (one of those JSONL files on its own, records dispatched on their `kind`),
 - R2R's released listwise corpus (`msmarco_500.jsonl`: `re_rank_id`, `unsorted_docs`, reasons),
+- with `qrels=`, any candidate input `generate` reads (a RankGPT JSON, a JSONL of candidate lists, a
+  BEIR or TREC directory with its BM25 first stage, `irds:<id>`; `r2r_synth.io.candidates`): human
+  labels as the teacher, every judged candidate with its grade, at any `depth`,
 
 and returns a `TrainingView`: per query, its documents with the teacher's scores and grades, the
 teacher's preferences between pairs, the teacher's permutations (best first), and every reasoning
@@ -27,6 +30,7 @@ from r2r_synth.io.r2r import iter_r2r, looks_like_r2r
 from r2r_synth.rundir import KIND_ORDER, RunDir
 from r2r_synth.schemas import (
     RECORD_FILES,
+    Candidates,
     ComparisonRecord,
     DirectRecord,
     Document,
@@ -111,7 +115,8 @@ class TrainingView:
     queries: list[ViewQuery] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
     rejects: list[tuple[str, str]] = field(default_factory=list)  # (where, reason)
-    counts: dict[str, int] = field(default_factory=lambda: {"direct": 0, "comparison": 0, "listwise": 0})
+    counts: dict[str, int] = field(
+        default_factory=lambda: {"direct": 0, "comparison": 0, "listwise": 0, "candidates": 0})
 
     def __post_init__(self) -> None:
         self._by_qid = {q.qid: q for q in self.queries}
@@ -136,6 +141,11 @@ class TrainingView:
         return self.counts["listwise"] > 0
 
     @property
+    def has_teacher_labels(self) -> bool:
+        """Whether any record of a teacher was read (candidate lists with qrels carry gold labels only)."""
+        return self.has_scores or self.has_preferences or self.has_permutations
+
+    @property
     def has_gold(self) -> bool:
         """Whether any document carries a gold label (from qrels), for `--labels gold`."""
         return any(d.gold is not None for q in self.queries for d in q.docs.values())
@@ -149,6 +159,7 @@ class TrainingView:
             "direct": sum(len(d.teacher_scores) for q in kept for d in q.docs.values()),
             "comparison": sum(len(q.preferences) for q in kept),
             "listwise": sum(len(q.permutations) for q in kept),
+            "candidates": min(self.counts.get("candidates", 0), len(kept)),
         }
         return TrainingView(queries=kept, sources=self.sources, rejects=self.rejects, counts=counts)
 
@@ -159,6 +170,7 @@ class TrainingView:
             "direct_records": self.counts["direct"],
             "comparison_records": self.counts["comparison"],
             "listwise_records": self.counts["listwise"],
+            "candidate_lists": self.counts.get("candidates", 0),
             "preferences": sum(len(q.preferences) for q in self.queries),
             "rejects": len(self.rejects),
         }
@@ -207,6 +219,18 @@ class TrainingView:
         else:  # pragma: no cover - the readers only yield the three kinds
             raise TypeError(type(rec).__name__)
 
+    def add_candidates(self, cands: Candidates) -> None:
+        """One query's candidate list with its qrels: every candidate becomes a document, a judged one
+        with its gold grade (an unjudged one keeps `gold=None`). Judged documents that are not among
+        the candidates are not seen (their text is not in the list): a deeper `depth` reaches them."""
+        q = self.query(cands.query)
+        for d in cands.documents:
+            vd = q.doc(d)
+            grade = cands.qrels.get(d.docid)
+            if grade is not None:
+                vd.gold = grade
+        self.counts["candidates"] = self.counts.get("candidates", 0) + 1
+
 
 def _first_object(path: Path) -> dict | None:
     for _line, obj in iter_json_lines(path):
@@ -230,7 +254,7 @@ def _read_file(path: Path, view: TrainingView) -> None:
         raise InputError(
             f"{path}:1: not a record r2r-synth can train on (kind={kind!r})",
             hint="--corpus takes run directories, direct/comparison/listwise JSONL files, or R2R-format "
-            "files (with re_rank_id and unsorted_docs)",
+            "files (with re_rank_id and unsorted_docs); candidate lists train with --qrels FILE --labels gold",
         )
     for line, obj in iter_json_lines(path):
         k = obj.get("kind")
@@ -243,28 +267,62 @@ def _read_file(path: Path, view: TrainingView) -> None:
         view.add(rec)
 
 
-def load_training_view(paths: list[Path | str]) -> TrainingView:
-    """Read every corpus path into one `TrainingView` (see the module docstring)."""
+def _starts_with_object(p: Path) -> bool:
+    with p.open("rb") as f:
+        return f.read(64).lstrip()[:1] == b"{"
+
+
+def _is_teacher_corpus(p: Path) -> bool:
+    """A run directory with record files, a record file or an R2R file (else: a candidate input)."""
+    if p.is_dir():
+        return any(RunDir(p).records_path(k).exists() for k in KIND_ORDER)
+    if not p.is_file():
+        return False
+    if not _starts_with_object(p):
+        return False  # a RankGPT JSON list, or not JSON at all
+    first = _first_object(p)
+    return first is not None and (looks_like_r2r(first) or first.get("kind") in _RECORD_MODELS)
+
+
+def load_training_view(paths: list[Path | str], *, qrels: Path | None = None,
+                       depth: int | None = None) -> TrainingView:
+    """Read every corpus path into one `TrainingView` (see the module docstring). With `qrels`,
+    paths that are not teacher corpora are read as candidate inputs (`load_candidates`, the top
+    `depth` of each query) whose judged documents carry the qrels' grades."""
     if not paths:
         raise InputError("no corpus given", hint="pass --corpus with a run directory, a record file or an R2R file")
     view = TrainingView()
-    for p in map(Path, paths):
-        if p.is_dir():
+    for raw in paths:
+        p = Path(raw)
+        irds = str(raw).startswith("irds:")
+        # irds: inputs carry their own qrels (a --qrels file replaces them)
+        if irds or (qrels is not None and p.exists() and not _is_teacher_corpus(p)):
+            from r2r_synth.io.candidates import load_candidates
+
+            for cands in load_candidates(str(raw) if irds else p, qrels=qrels, depth=depth):
+                view.add_candidates(cands)
+        elif p.is_dir():
             run = RunDir(p)
             kinds = [k for k in KIND_ORDER if run.records_path(k).exists()]
             if not kinds:
                 raise InputError(
                     f"{p}: a directory without {', '.join(RECORD_FILES.values())}",
-                    hint="pass the --out directory of `r2r-synth generate`, or the record files themselves",
+                    hint="pass the --out directory of `r2r-synth generate`, or the record files themselves; "
+                    "to train on human labels over a candidate input (BEIR, TREC, ...) add --qrels FILE --labels gold",
                 )
             for kind in kinds:
                 for rec in run.records(kind):
                     view.add(rec)
         elif p.exists():
+            if not _is_teacher_corpus(p) and not _starts_with_object(p):
+                raise InputError(
+                    f"{p}: not a teacher corpus (no direct/comparison/listwise records, not an R2R file)",
+                    hint="a candidate list (RankGPT JSON, ...) trains on human labels: add --qrels FILE --labels gold",
+                )
             _read_file(p, view)
         else:
             raise InputError(f"{p}: no such corpus file or directory", hint="check the --corpus path")
-        view.sources.append(str(p))
+        view.sources.append(str(raw))
     if not view.queries:
         raise InputError(
             f"no usable records in {', '.join(map(str, paths))} ({len(view.rejects)} rejected)",

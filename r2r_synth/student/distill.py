@@ -56,8 +56,11 @@ def score_pool(view: TrainingView, *, encoder: str, device: str | None = None, b
 
     from sentence_transformers import SentenceTransformer
 
+    from r2r_synth.student.cross_encoder import resolve_base
+
+    path = resolve_base(encoder)
     try:
-        model = SentenceTransformer(encoder, device=device, local_files_only=Path(encoder).exists())
+        model = SentenceTransformer(path, device=device, local_files_only=Path(path).exists())
     except (OSError, ValueError) as e:
         raise InputError(
             f"cannot load the encoder {encoder!r} that scores the distillation lists: {e}",

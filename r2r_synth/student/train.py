@@ -43,8 +43,14 @@ def train(config: TrainConfig) -> TrainResult:
     if config.temperature is not None and not config.temperature > 0:
         raise ConfigError(f"--temperature is {config.temperature}", hint="use a value > 0 (default 0.05)")
     out = check_dir_target(config.out)  # before the corpus is read: a bad --out costs nothing
-    view = load_training_view(config.corpus).limit(config.limit)
+    view = load_training_view(config.corpus, qrels=config.qrels, depth=config.depth).limit(config.limit)
     log.info("training view: %s", view.summary())
+    if config.labels == "teacher" and not view.has_teacher_labels:
+        raise InputError(
+            f"{', '.join(map(str, config.corpus))}: candidate lists judged by {config.qrels or 'their qrels'} "
+            "carry human labels, not a teacher's",
+            hint="add --labels gold to train on the qrels, or pass a teacher corpus (run directory, record files)",
+        )
     if config.labels == "gold" and not view.has_gold:
         # Without this the cross-encoder would distil the encoder's cosines alone and call it gold.
         raise InputError(

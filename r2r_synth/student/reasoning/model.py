@@ -156,7 +156,7 @@ class ReasoningStudent(Student):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if int8:
-            raise ConfigError("int8 loading is for the cross-encoder student",
+            raise ConfigError("int8 loading is for the bi-encoder and cross-encoder students",
                               hint="drop --int8 / the student-int8: prefix for a reasoning student")
 
         path = Path(path)

@@ -1,0 +1,396 @@
+"""The bi-encoder student: the sentence-transformers base itself (all-MiniLM-L6-v2 by default), fine-tuned
+on the teacher's (or gold) labels with the library's own `SentenceTransformerTrainer` and losses.
+
+It starts where its base stands (DESIGN.md rule 12): nothing is new, the untrained student *is* the base,
+so every step moves a model that already ranks. Which objectives run is decided by what the corpus holds;
+each is weighed with its `--*-weight` (0 = off):
+
+- **listwise** (`MultipleNegativesRankingLoss`, on whenever a query has a positive): (query, positive,
+  hard negative 1..n) tuples, the negatives mined by `sentence_transformers.util.mine_hard_negatives`
+  with the base among every document of the corpus (the nearest `hard_negatives` that score at least 5 %
+  below the positive: NV-Retriever's TopK-PercPos, which keeps unjudged near-duplicates of a positive
+  out), plus `negatives` random passages of other queries; every other passage of the batch is a
+  negative too (batches hold no duplicate text). Positives: gold grades >= `positive_grade` (2 on a 0-3
+  scale, 1 where the qrels are binary), the teacher's direct grades >= 2, the first document of each of
+  its permutations, or a preference win-rate of at least 2/3.
+- **distill** (`MarginMSELoss` on cosine, on where direct records carry the teacher's calibrated
+  scores): (query, doc_i, doc_j) with label `scale * (score_i - score_j)`, pairs adjacent in the
+  teacher's order plus its best against its worst; `scale` maps the teacher's margins onto the spread of
+  the base's cosine margins over the same pairs, so the student is not pushed to a new scale.
+- **pointwise** (`CoSENTLoss`, on where a query's labels are graded, i.e. take two or more values):
+  (query, document, grade) for every graded document; CoSENT learns the order of the grades over the
+  batch.
+- **pairwise** (`MultipleNegativesRankingLoss` on (query, winner, loser), on where comparison records
+  exist): the teacher's swap-consistent preferences.
+
+`--labels gold` trains on the qrels the records (or candidate lists given with `--qrels`) carry instead,
+never a mix. The saved directory is a plain sentence-transformers model: `SentenceTransformer(DIR)`
+loads it, so it reranks (`score`: cosine of query and document) and retrieves
+(`SentenceTransformer(DIR).encode(corpus)`, then nearest neighbours).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Sequence
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from r2r_synth.config import TrainConfig
+from r2r_synth.errors import ConfigError, InputError
+from r2r_synth.student.base import (
+    R2RConfig,
+    Student,
+    r2r_config,
+    refuse_knobs,
+    training_summary,
+    write_r2r_config,
+)
+from r2r_synth.student.budget import time_budget
+from r2r_synth.student.corpus import TrainingView, ViewQuery
+from r2r_synth.student.cross_encoder import DEFAULT_BASE_ID, freeze_below, resolve_base, teacher_grades
+
+KIND = "bi-encoder"
+
+
+class BiEncoderOptions(BaseModel):
+    """Everything the bi-encoder's training resolved to; saved in `r2r_config.json`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base: str  # as given (a local directory, an HF id), or the default's Hub id
+    labels: str = "teacher"
+    epochs: float = 1.0
+    max_steps: int | None = None
+    seed: int = 42
+    device: str | None = None
+    batch_size: int = 32  # (query, positive, negatives) tuples per step: 32 x 5 passages in-batch
+    learning_rate: float = 2e-5  # sentence-transformers' fine-tuning default
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    max_length: int | None = None  # None: the base's own max_seq_length (256 for all-MiniLM-L6-v2)
+    hard_negatives: int = 1  # mined per positive: (query, positive, negative) triplets, half the CPU of 3
+    negatives: int = 0  # random passages of other queries per tuple (in-batch negatives already are)
+    relative_margin: float = 0.05  # a mined negative scores at least 5 % below its positive
+    positive_grade: float | None = None  # None: 2 on graded labels, 1 on binary qrels
+    listwise_weight: float = 1.0  # MultipleNegativesRankingLoss
+    distill_weight: float = 1.0  # MarginMSELoss on the teacher's scores
+    pointwise_weight: float = 1.0  # CoSENTLoss on grades
+    pairwise_weight: float = 1.0  # MultipleNegativesRankingLoss on preferences
+    train_layers: int | None = None
+
+
+_KNOBS = ("batch_size", "learning_rate", "max_length", "hard_negatives", "negatives", "listwise_weight",
+          "distill_weight", "pointwise_weight", "pairwise_weight", "train_layers")
+
+
+def resolve_options(config: TrainConfig) -> BiEncoderOptions:
+    """Map the command's `TrainConfig` onto the bi-encoder's options (None -> defaults). Knobs of the
+    other students are refused: the base itself mines and scores, there is no separate encoder."""
+    refuse_knobs(config, ("generation_weight", "max_reason_tokens"), belongs_to="reasoning")
+    refuse_knobs(config, ("encoder", "temperature", "lexical_weight"), belongs_to="cross-encoder")
+    kw: dict[str, Any] = {"base": config.base or DEFAULT_BASE_ID, "labels": config.labels, "epochs": config.epochs,
+                          "max_steps": config.max_steps, "seed": config.seed, "device": config.device}
+    kw |= {name: getattr(config, name) for name in _KNOBS if getattr(config, name) is not None}
+    return BiEncoderOptions(**kw)
+
+
+# ----------------------------------------------------------------------------- labels
+
+
+def positive_threshold(view: TrainingView, options: BiEncoderOptions) -> float:
+    """`positive_grade`, or where unset: 1 for gold labels that are binary (BEIR qrels), else 2."""
+    if options.positive_grade is not None:
+        return options.positive_grade
+    if options.labels == "gold":
+        top = max((d.gold for q in view.queries for d in q.docs.values() if d.gold is not None), default=0)
+        return 2.0 if top >= 2 else 1.0
+    return 2.0
+
+
+def positives(q: ViewQuery, *, labels: str, threshold: float) -> list[str]:
+    """The query's positive docids under `labels` (see the module docstring)."""
+    if labels == "gold":
+        return [d.docid for d in q.docs.values() if d.gold is not None and d.gold >= threshold]
+    direct = [d for d in q.docs.values() if d.teacher_grade is not None]
+    if direct:
+        return [d.docid for d in direct if d.teacher_grade >= threshold]
+    if q.permutations:
+        return list(dict.fromkeys(p[0] for p in q.permutations if p))
+    return [d for d, g in teacher_grades(q).items() if g >= 2.0]  # win-rate >= 2/3
+
+
+def _margin_pairs(q: ViewQuery) -> list[tuple[str, str, float]]:
+    """(doc_i, doc_j, score_i - score_j) for teacher-scored documents: neighbours in the teacher's
+    order and its best against its worst."""
+    scored = sorted(((d.docid, d.teacher_score) for d in q.docs.values() if d.teacher_score is not None),
+                    key=lambda x: -x[1])
+    pairs = [(a, b, sa - sb) for (a, sa), (b, sb) in pairwise(scored) if sa != sb]
+    if len(scored) > 2 and scored[0][1] != scored[-1][1]:
+        pairs.append((scored[0][0], scored[-1][0], scored[0][1] - scored[-1][1]))
+    return pairs
+
+
+def build_datasets(view: TrainingView, *, model: Any, options: BiEncoderOptions) -> dict[str, dict[str, list]]:
+    """The training columns per objective (`datasets.Dataset.from_dict` input); only objectives with
+    data and a positive weight appear. `model` (the base) mines the hard negatives."""
+    from datasets import Dataset
+    from sentence_transformers.util import mine_hard_negatives
+
+    o = options
+    rng = random.Random(o.seed)
+    out: dict[str, dict[str, list]] = {}
+    threshold = positive_threshold(view, o)
+    if o.listwise_weight > 0:
+        anchors, pos, owners = [], [], []
+        for q in view.queries:
+            for d in positives(q, labels=o.labels, threshold=threshold):
+                anchors.append(q.text)
+                pos.append(q.docs[d].text)
+                owners.append(q.qid)
+        if anchors:
+            cols = _mnrl_tuples(view, anchors, pos, owners, model=model, options=o, rng=rng,
+                                mine=mine_hard_negatives, dataset=Dataset)
+            if cols["anchor"]:
+                out["listwise"] = cols
+    if o.distill_weight > 0 and o.labels == "teacher" and view.has_scores:
+        cols = {"query": [], "doc_1": [], "doc_2": [], "label": []}
+        for q in view.queries:
+            for a, b, margin in _margin_pairs(q):
+                cols["query"].append(q.text)
+                cols["doc_1"].append(q.docs[a].text)
+                cols["doc_2"].append(q.docs[b].text)
+                cols["label"].append(margin)
+        if cols["query"]:
+            scale = _margin_scale(model, cols)
+            cols["label"] = [m * scale for m in cols["label"]]
+            out["distill"] = cols
+    if o.pointwise_weight > 0:
+        cols = {"query": [], "doc": [], "score": []}
+        for q in view.queries:
+            grades = teacher_grades(q, labels=o.labels)
+            if len(set(grades.values())) < 2:
+                continue  # one grade for the whole query: nothing to order
+            for d, g in grades.items():
+                cols["query"].append(q.text)
+                cols["doc"].append(q.docs[d].text)
+                cols["score"].append(float(g))
+        if cols["query"]:
+            out["pointwise"] = cols
+    if o.pairwise_weight > 0 and o.labels == "teacher":
+        cols = {"anchor": [], "positive": [], "negative": []}
+        for q in view.queries:
+            for p in q.preferences:
+                if p.consistent is False:
+                    continue
+                cols["anchor"].append(q.text)
+                cols["positive"].append(q.docs[p.winner].text)
+                cols["negative"].append(q.docs[p.loser].text)
+        if cols["anchor"]:
+            out["pairwise"] = cols
+    return out
+
+
+def _mnrl_tuples(view: TrainingView, anchors: list[str], pos: list[str], owners: list[str], *, model: Any,
+                 options: BiEncoderOptions, rng: random.Random, mine: Any, dataset: Any) -> dict[str, list]:
+    """(anchor, positive, negative_1..n) columns: `hard_negatives` mined, `negatives` random."""
+    o = options
+    corpus = list(dict.fromkeys(d.text for q in view.queries for d in q.docs.values()))
+    cols: dict[str, list] = {"anchor": list(anchors), "positive": list(pos)}
+    if o.hard_negatives > 0:
+        mined = mine(dataset.from_dict({"anchor": anchors, "positive": pos}), model, corpus=corpus,
+                     num_negatives=o.hard_negatives, relative_margin=o.relative_margin, sampling_strategy="top",
+                     range_max=max(30, 3 * o.hard_negatives), output_format="n-tuple", batch_size=32,
+                     verbose=False)
+        # Rows the miner could not fill are dropped by it: keep the columns it returns.
+        cols = {name: mined[name] for name in mined.column_names}
+        cols = {"anchor": cols.pop("anchor"), "positive": cols.pop("positive"), **cols}
+        owner_of = {}
+        for a, qid in zip(anchors, owners):
+            owner_of.setdefault(a, qid)
+        owners = [owner_of[a] for a in cols["anchor"]]
+    if o.negatives > 0:
+        pool = [(q.qid, d.text) for q in view.queries for d in q.docs.values()]
+        extra: list[list[str]] = []
+        for qid in owners:
+            picks: list[str] = []
+            while len(picks) < o.negatives and len(pool) > 1:
+                other, text = pool[rng.randrange(len(pool))]
+                if other != qid:
+                    picks.append(text)
+            extra.append(picks)
+        start = len(cols) - 1
+        for k in range(o.negatives):
+            cols[f"negative_{start + k}"] = [e[k] for e in extra]
+    return cols
+
+
+def _margin_scale(model: Any, cols: dict[str, list]) -> float:
+    """Std of the base's cosine margins over the pairs / std of the teacher's margins (1 where flat)."""
+    import numpy as np
+
+    kw = {"normalize_embeddings": True, "convert_to_numpy": True, "show_progress_bar": False, "batch_size": 64}
+    q = model.encode(cols["query"], **kw)
+    m = (q * model.encode(cols["doc_1"], **kw)).sum(1) - (q * model.encode(cols["doc_2"], **kw)).sum(1)
+    teacher = np.asarray(cols["label"], dtype=np.float64)
+    return float(m.std() / teacher.std()) if teacher.std() > 0 and m.std() > 0 else 1.0
+
+
+# ----------------------------------------------------------------------------- the student
+
+
+class BiEncoderStudent(Student):
+    """A sentence-transformers `SentenceTransformer` behind the `Student` interface: the score of a
+    document is its embedding's cosine with the query's."""
+
+    kind = KIND
+    can_explain = False
+
+    def __init__(self, model: Any, *, meta: R2RConfig, path: Path | None = None, onnx: Any = None):
+        self.model = model
+        self.meta = meta
+        self.path = path
+        self.onnx = onnx  # an `onnx_int8.OnnxScorer` when loaded with int8
+
+    def embed(self, texts: Sequence[str], *, batch_size: int = 32) -> Any:
+        """Normalized embeddings (numpy, one row per text)."""
+        if self.onnx is not None:
+            return self.onnx.embed(texts, batch_size=batch_size)
+        import torch
+
+        with torch.inference_mode():
+            return self.model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
+                                     convert_to_numpy=True, show_progress_bar=False)
+
+    def score(self, query: str, documents: Sequence[str], *, batch_size: int = 32) -> list[float]:
+        if not documents:
+            return []
+        q = self.embed([query], batch_size=batch_size)[0]
+        return [float(x) for x in self.embed(documents, batch_size=batch_size) @ q]
+
+    def save(self, out_dir: Path) -> Path:
+        out_dir = Path(out_dir)
+        self.model.save(str(out_dir))
+        write_r2r_config(out_dir, self.meta)
+        self.path = out_dir
+        return out_dir
+
+    @classmethod
+    def load(cls, path: Path, *, device: str | None = None, int8: bool = False) -> BiEncoderStudent:
+        """`int8=True`: ONNX Runtime with int8 weights (`onnx_int8`), CPU only."""
+        from sentence_transformers import SentenceTransformer
+
+        meta = cls.read_own_config(path)
+        if int8 and device not in (None, "cpu"):
+            raise ConfigError("int8 (ONNX Runtime) runs on the CPU only", hint="add --device cpu or drop --int8")
+        model = SentenceTransformer(str(path), device="cpu" if int8 else device, local_files_only=True)
+        onnx = _onnx_scorer(model, Path(path)) if int8 else None
+        return cls(model, meta=meta, path=Path(path), onnx=onnx)
+
+
+def _onnx_scorer(model: Any, path: Path) -> Any:
+    from r2r_synth.student.onnx_int8 import OnnxScorer, export_int8
+
+    names = [type(m).__name__ for m in model]
+    if names[:2] != ["Transformer", "Pooling"] or any(n not in ("Transformer", "Pooling", "Normalize") for n in names):
+        raise ConfigError(f"{path}: int8 export handles Transformer + Pooling (+ Normalize) models; this one is "
+                          f"{' + '.join(names)}", hint="drop --int8 / student-int8: for this model")
+    mode = model[1].pooling_mode
+    if mode not in ("mean", "cls"):
+        raise ConfigError(f"{path}: int8 export handles mean or CLS pooling, not {mode!r}", hint="drop --int8")
+    onnx_file = export_int8(model, path, inputs=[("a short query",), ("a somewhat longer passage of text here",)])
+    return OnnxScorer(onnx_file, tokenizer=model.tokenizer, max_length=model.max_seq_length or 512, pooling=mode)
+
+
+def build_model(base: str, *, device: str | None = None, max_length: int | None = None) -> Any:
+    """The base as a `SentenceTransformer` (a plain transformers directory gets mean pooling)."""
+    from sentence_transformers import SentenceTransformer
+
+    path = resolve_base(base)
+    try:
+        model = SentenceTransformer(path, device=device, local_files_only=Path(path).exists())
+    except (OSError, ValueError) as e:
+        raise InputError(
+            f"cannot load the base model {base!r}: {e}",
+            hint="pass --base with a local sentence-transformers / transformers directory or an HF id you can download",
+        ) from None
+    if max_length:
+        model.max_seq_length = max_length
+    return model
+
+
+def train_student(view: TrainingView, *, config: TrainConfig, out_dir: Path) -> BiEncoderStudent:
+    """Fine-tune the base on `view` and save it to `out_dir` (see the module docstring)."""
+    import torch
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers.base.sampler import BatchSamplers
+    from sentence_transformers.sentence_transformer import losses
+    from sentence_transformers.util import pairwise_cos_sim
+
+    from r2r_synth.student.losses import WeightedLoss
+
+    opts = resolve_options(config)
+    torch.manual_seed(opts.seed)
+    started = time.perf_counter()  # mining counts as training time
+    model = build_model(opts.base, device=opts.device, max_length=opts.max_length)
+    if opts.train_layers:
+        freeze_below(model.transformers_model, opts.train_layers)
+    columns = build_datasets(view, model=model, options=opts)
+    if not columns:
+        raise InputError(
+            f"the corpus gives the bi-encoder nothing to learn from: no positive (grade >= "
+            f"{positive_threshold(view, opts):g}), teacher score, graded list or preference with a positive loss weight",
+            hint="check --labels and the --*-weight options; with --labels gold the qrels must judge some candidates",
+        )
+    makers = {
+        "listwise": lambda: losses.MultipleNegativesRankingLoss(model),
+        "distill": lambda: losses.MarginMSELoss(model, similarity_fct=pairwise_cos_sim),
+        "pointwise": lambda: losses.CoSENTLoss(model),
+        "pairwise": lambda: losses.MultipleNegativesRankingLoss(model),
+    }
+    datasets = {name: Dataset.from_dict(cols) for name, cols in columns.items()}
+    loss_fns = {name: WeightedLoss(makers[name](), weight=getattr(opts, f"{name}_weight")) for name in columns}
+
+    ckpt = Path(out_dir) / "checkpoints"
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(ckpt),
+        num_train_epochs=opts.epochs,
+        max_steps=opts.max_steps if opts.max_steps else -1,
+        per_device_train_batch_size=opts.batch_size,
+        learning_rate=opts.learning_rate,
+        warmup_steps=opts.warmup_ratio,  # a float is a ratio of the total steps (transformers v5)
+        weight_decay=opts.weight_decay,
+        # in-batch negatives: one text twice in a batch would be its own negative
+        batch_sampler=BatchSamplers.NO_DUPLICATES,
+        multi_dataset_batch_sampler="proportional",
+        logging_steps=10,
+        save_strategy="no",
+        report_to="none",
+        seed=opts.seed,
+        data_seed=opts.seed,
+        use_cpu=(opts.device == "cpu") or not torch.cuda.is_available(),
+        disable_tqdm=True,
+    )
+    budget = time_budget(config.max_minutes, started=started) if config.max_minutes else None
+    trainer = SentenceTransformerTrainer(
+        model=model,
+        args=args,
+        train_dataset=datasets if len(datasets) > 1 else next(iter(datasets.values())),
+        loss=loss_fns if len(loss_fns) > 1 else next(iter(loss_fns.values())),
+        callbacks=[budget] if budget else None,
+    )
+    result = trainer.train()
+    training = training_summary(result, wall_s=time.perf_counter() - started, budget=budget)
+    training["examples"] = {k: len(next(iter(v.values()))) for k, v in columns.items()}
+    training["positive_grade"] = positive_threshold(view, opts)
+    if ckpt.is_dir() and not any(ckpt.iterdir()):
+        ckpt.rmdir()
+    meta = r2r_config(KIND, base=opts.base, options=opts, config=config, view=view, training=training)
+    student = BiEncoderStudent(model, meta=meta)
+    student.save(Path(out_dir))
+    return student

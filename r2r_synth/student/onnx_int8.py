@@ -1,0 +1,172 @@
+"""int8 inference on the CPU through ONNX Runtime: the students' `int8` path (`student-int8:DIR`,
+`rerank --int8`).
+
+The ecosystem's way is sentence-transformers' ONNX backend (`backend="onnx"`) and its
+`export_dynamic_quantized_onnx_model`, both built on Optimum. Optimum's ONNX Runtime package
+(`optimum-onnx` 0.1.0, the newest on PyPI) requires transformers < 4.58 and fails to import under the
+transformers 5 that sentence-transformers 6 requires, so the same two steps are taken here with the
+libraries underneath it:
+
+1. **export**: the student's transformer (`model.transformers_model`: a sequence classifier for the
+   cross-encoder, the encoder for the bi-encoder) to `DIR/onnx/model.onnx` with `torch.onnx.export`,
+   dynamic batch and sequence axes;
+2. **quantize**: `onnxruntime.quantization.quantize_dynamic` (int8 weights, activations quantized on
+   the fly; what `export_dynamic_quantized_onnx_model` runs) to `DIR/onnx/model_qint8.onnx`.
+
+The files sit where sentence-transformers' backend looks for them, so where Optimum works,
+`CrossEncoder(DIR, backend="onnx", model_kwargs={"file_name": "onnx/model_qint8.onnx"})` loads the same
+file. Both are written once, on the first int8 load, and reused after (into a temporary folder when
+DIR is not writable). Scoring tokenizes with the student's own tokenizer and maximum length, batches
+by length as sentence-transformers does, and for the bi-encoder applies the model's own pooling
+(mean or CLS) and normalization in numpy. Measured on DL19: docs/benchmarks.md ("int8 on the CPU").
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from r2r_synth.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+ONNX_DIR = "onnx"
+FLOAT_FILE = "model.onnx"
+INT8_FILE = "model_qint8.onnx"
+
+
+def _require_onnxruntime() -> Any:
+    try:
+        import onnxruntime
+    except ImportError as e:
+        raise ConfigError(
+            "int8 inference runs through ONNX Runtime, which is not installed",
+            hint="pip install 'r2r-synth[onnx]' (onnx, onnxruntime), or drop --int8 / student-int8:",
+        ) from e
+    return onnxruntime
+
+
+def export_int8(model: Any, model_dir: Path, *, inputs: Sequence[tuple[str, ...]]) -> Path:
+    """The int8 ONNX file of `model` (a sentence-transformers model loaded from `model_dir`): reused
+    when `model_dir/onnx/model_qint8.onnx` exists, else exported and quantized there (or, where
+    `model_dir` is not writable, into a temporary folder). `inputs` is one example input (a text, or a
+    query and a document) to trace the graph with."""
+    _require_onnxruntime()
+    target = Path(model_dir) / ONNX_DIR
+    if (target / INT8_FILE).is_file():
+        return target / INT8_FILE
+    if not os.access(model_dir, os.W_OK):
+        target = Path(tempfile.mkdtemp(prefix="r2r-onnx-"))
+    target.mkdir(parents=True, exist_ok=True)
+    import warnings
+
+    import torch
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    hf = model.transformers_model
+    tok = model.tokenizer
+    # Two examples of different lengths, padded: the traced graph must not bake in one length.
+    columns = list(zip(*inputs)) if len(inputs[0]) > 1 else [[t[0] for t in inputs]]
+    enc = tok(*columns, padding=True, truncation=True, max_length=64, return_tensors="pt")
+    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in enc]
+    output = "logits" if hasattr(hf.config, "num_labels") and "ForSequenceClassification" in type(hf).__name__ \
+        else "last_hidden_state"
+    axes = {n: {0: "batch", 1: "sequence"} for n in names}
+    axes[output] = {0: "batch"} if output == "logits" else {0: "batch", 1: "sequence"}
+    was_training = hf.training
+    hf.eval()
+    tmp_float = target / f".{FLOAT_FILE}.part"
+    tmp_int8 = target / f".{INT8_FILE}.part"
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer notes
+            torch.onnx.export(_by_name_module()(hf, names, output), tuple(enc[n] for n in names), str(tmp_float), input_names=names,
+                              output_names=[output], dynamic_axes=axes, opset_version=17, dynamo=False)
+        logging.disable(logging.WARNING)  # onnxruntime's root-logger advice on pre-processing
+        try:
+            quantize_dynamic(str(tmp_float), str(tmp_int8), weight_type=QuantType.QInt8)
+        finally:
+            logging.disable(logging.NOTSET)
+        os.replace(tmp_float, target / FLOAT_FILE)
+        os.replace(tmp_int8, target / INT8_FILE)
+    finally:
+        for t in (tmp_float, tmp_int8):
+            t.unlink(missing_ok=True)
+        hf.train(was_training)
+    log.info("exported %s", target / INT8_FILE)
+    return target / INT8_FILE
+
+
+def _by_name_module() -> Any:
+    import torch
+
+    class ByName(torch.nn.Module):
+        """Calls the transformers model with its inputs by name and returns one tensor: the tracer
+        hands positional tensors, and transformers 5 models take them by keyword."""
+
+        def __init__(self, model: Any, names: list[str], output: str):
+            super().__init__()
+            self.model, self.names, self.output = model, names, output
+
+        def forward(self, *tensors: Any) -> Any:
+            return getattr(self.model(**dict(zip(self.names, tensors))), self.output)
+
+    return ByName
+
+
+class OnnxScorer:
+    """A quantized ONNX graph with the student's tokenizer: `logits` for pairs (cross-encoder) or
+    pooled, normalized `embed` of texts (bi-encoder)."""
+
+    def __init__(self, path: Path, *, tokenizer: Any, max_length: int, pooling: str | None = None,
+                 normalize: bool = True):
+        ort = _require_onnxruntime()
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.names = {i.name for i in self.session.get_inputs()}
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.pooling = pooling
+        self.normalize = normalize
+
+    def _run(self, columns: list[list[str]]) -> tuple[Any, Any]:
+        enc = self.tokenizer(*columns, padding=True, truncation=True, max_length=self.max_length, return_tensors="np")
+        feed = {k: v.astype("int64") for k, v in enc.items() if k in self.names}
+        return self.session.run(None, feed)[0], enc["attention_mask"]
+
+    def _batches(self, n: int, lengths: list[int], batch_size: int) -> list[list[int]]:
+        # longest first, as sentence-transformers batches: less padding per batch
+        order = sorted(range(n), key=lambda i: -lengths[i])
+        return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+
+    def logits(self, pairs: Sequence[tuple[str, str]], *, batch_size: int = 32) -> list[float]:
+        import numpy as np
+
+        out = np.zeros(len(pairs), dtype=np.float32)
+        for idx in self._batches(len(pairs), [len(q) + len(d) for q, d in pairs], batch_size):
+            logits, _ = self._run([[pairs[i][0] for i in idx], [pairs[i][1] for i in idx]])
+            out[idx] = logits[:, 0]
+        return [float(x) for x in out]
+
+    def embed(self, texts: Sequence[str], *, batch_size: int = 32) -> Any:
+        import numpy as np
+
+        out: Any = None
+        for idx in self._batches(len(texts), [len(t) for t in texts], batch_size):
+            hidden, mask = self._run([[texts[i] for i in idx]])
+            if self.pooling == "cls":
+                pooled = hidden[:, 0]
+            else:  # mean over the real tokens
+                m = mask[..., None].astype(hidden.dtype)
+                pooled = (hidden * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
+            if self.normalize:
+                pooled = pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
+            if out is None:
+                out = np.zeros((len(texts), pooled.shape[1]), dtype=np.float32)
+            out[idx] = pooled
+        return out
