@@ -13,8 +13,10 @@ from r2r_synth.cli.options import OutOpt, ProgramsDirOpt, RunDirArg, SeedOpt
 
 @app.command()
 def publish(
-    run_dir: RunDirArg,
-    repo_id: Annotated[str, typer.Option("--repo-id", help="Dataset repository, user/name.")],
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by `generate` or `import`, or a student "
+                                            "directory written by `train`.", exists=True, file_okay=False)],
+    repo_id: Annotated[str, typer.Option("--repo-id", help="Repository, user/name: a dataset for a run, a model for "
+                                         "a student directory.")],
     license: Annotated[
         str | None,
         typer.Option("--license", help="Hub license id of the dataset, e.g. cc-by-4.0, mit, other. Required: "
@@ -44,6 +46,16 @@ def publish(
                      dir_okay=False),
     ] = None,
     programs_dir: ProgramsDirOpt = Path("programs"),
+    evaluation: Annotated[
+        Path | None,
+        typer.Option("--evaluation", exists=True, dir_okay=False,
+                     help="Student directory: the evaluation.json of `r2r-synth evaluate` for the model card's table."),
+    ] = None,
+    dataset: Annotated[
+        list[str] | None,
+        typer.Option("--dataset", metavar="REPO", show_default=False,
+                     help="Student directory: the Hub dataset its corpus was published to, for the card; repeatable."),
+    ] = None,
     language: Annotated[
         list[str] | None,
         typer.Option("--language", metavar="CODE", show_default=False,
@@ -57,7 +69,14 @@ def publish(
                      "irds: input, R2R's release); repeatable."),
     ] = None,
 ) -> None:
-    """Publish a run as a Hugging Face dataset: one config per record kind, Parquet shards, a dataset card."""
+    """Publish a run as a Hugging Face dataset (one config per record kind, Parquet shards, a dataset card), or a
+    student directory of `train` as a model repository (the model, a sentence-transformers model card)."""
+    from r2r_synth.publish.model import is_student_dir
+
+    if is_student_dir(run_dir):
+        _publish_student(run_dir, repo_id=repo_id, license=license, evaluation=evaluation, datasets=dataset or [],
+                         private=private, revision=revision, token=token, dry_run=dry_run, out=out)
+        return
     from r2r_synth.config import PublishConfig
     from r2r_synth.publish import publish as do_publish
 
@@ -84,6 +103,21 @@ def publish(
         typer.echo(f"dry run: {len(res.files)} files written to {res.folder} (nothing pushed)")
     else:
         typer.echo(f"pushed {len(res.files)} files ({len(res.deleted)} stale deleted): {res.commit_url}")
+
+
+def _publish_student(student_dir: Path, *, repo_id: str, license: str | None, evaluation: Path | None,
+                     datasets: list[str], private: bool, revision: str | None, token: str | None, dry_run: bool,
+                     out: Path | None) -> None:
+    from r2r_synth.publish.model import publish_model
+
+    res = publish_model(student_dir, repo_id=repo_id, license=license, evaluation=evaluation, datasets=datasets,
+                        private=private, revision=revision, token=token, dry_run=dry_run, out=out)
+    typer.echo(f"{res.kind} student, base model {res.base_model}; evaluation table: "
+               + (", ".join(res.evaluation) if res.evaluation else "none (--evaluation adds it)"))
+    if res.dry_run:
+        typer.echo(f"dry run: {len(res.files)} files written to {res.folder} (nothing pushed)")
+    else:
+        typer.echo(f"pushed {len(res.files)} files: {res.commit_url}")
 
 
 @app.command("import")
