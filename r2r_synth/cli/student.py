@@ -232,8 +232,8 @@ def evaluate(
     # On a terminal the table fits it; in a log or a pipe it keeps its natural width rather than 80 columns.
     Console(width=None if sys.stdout.isatty() else 200).print(table)
     if unchanged:
-        console.print(f"* {escape(', '.join(unchanged))}: the same for every system (set-based at or below the "
-                      f"depth: every system holds the same top-{depth} documents)")
+        console.print(f"* {escape(', '.join(unchanged))}: the same for every system (set-based at a cutoff at or "
+                      f"past the depth: every system holds the same top-{depth} documents and the same tail)")
     for name, row in rows.items():
         if row.get("not_in_run"):
             console.print(f"[yellow]{escape(name)}[/]: {row['not_in_run']} reranked candidates are not in the run "

@@ -29,9 +29,9 @@ TESTS = {
                      "keeps or flips its sign (Fisher; Smucker, Allan & Carterette, CIKM 2007)",
     "t-test": "paired two-sided Student's t-test over queries (scipy.stats.ttest_rel)",
 }
-UNCHANGED_WHY = ("set-based at a cutoff at or below which every system holds the same documents: each reranks "
-                 "the same top {depth} candidates and keeps the rest in first-stage order, so these score every "
-                 "system alike, query by query")
+UNCHANGED_WHY = ("set-based at a cutoff at or past the reranking depth: every system reranks the same top {depth} "
+                 "candidates and keeps the rest in first-stage order, so the documents above the cutoff are the "
+                 "same for every system and these measures score every system alike, query by query")
 
 
 @dataclass
