@@ -42,17 +42,11 @@ from pydantic import BaseModel, ConfigDict
 
 from r2r_synth.config import TrainConfig
 from r2r_synth.errors import ConfigError, InputError
-from r2r_synth.student.base import (
-    R2RConfig,
-    Student,
-    r2r_config,
-    refuse_knobs,
-    training_summary,
-    write_r2r_config,
-)
-from r2r_synth.student.budget import time_budget
+from r2r_synth.student.base import r2r_config, refuse_knobs
 from r2r_synth.student.corpus import TrainingView, ViewQuery
 from r2r_synth.student.cross_encoder import DEFAULT_BASE_ID, freeze_below, resolve_base, teacher_grades
+from r2r_synth.student.fit import fit, shared_args
+from r2r_synth.student.st_model import SentenceTransformersStudent, int8_device
 
 KIND = "bi-encoder"
 
@@ -243,18 +237,11 @@ def _margin_scale(model: Any, cols: dict[str, list]) -> float:
 # ----------------------------------------------------------------------------- the student
 
 
-class BiEncoderStudent(Student):
+class BiEncoderStudent(SentenceTransformersStudent):
     """A sentence-transformers `SentenceTransformer` behind the `Student` interface: the score of a
     document is its embedding's cosine with the query's."""
 
     kind = KIND
-    can_explain = False
-
-    def __init__(self, model: Any, *, meta: R2RConfig, path: Path | None = None, onnx: Any = None):
-        self.model = model
-        self.meta = meta
-        self.path = path
-        self.onnx = onnx  # an `onnx_int8.OnnxScorer` when loaded with int8
 
     def embed(self, texts: Sequence[str], *, batch_size: int = 32) -> Any:
         """Normalized embeddings (numpy, one row per text)."""
@@ -272,22 +259,13 @@ class BiEncoderStudent(Student):
         q = self.embed([query], batch_size=batch_size)[0]
         return [float(x) for x in self.embed(documents, batch_size=batch_size) @ q]
 
-    def save(self, out_dir: Path) -> Path:
-        out_dir = Path(out_dir)
-        self.model.save(str(out_dir))
-        write_r2r_config(out_dir, self.meta)
-        self.path = out_dir
-        return out_dir
-
     @classmethod
     def load(cls, path: Path, *, device: str | None = None, int8: bool = False) -> BiEncoderStudent:
         """`int8=True`: ONNX Runtime with int8 weights (`onnx_int8`), CPU only."""
         from sentence_transformers import SentenceTransformer
 
         meta = cls.read_own_config(path)
-        if int8 and device not in (None, "cpu"):
-            raise ConfigError("int8 (ONNX Runtime) runs on the CPU only", hint="add --device cpu or drop --int8")
-        model = SentenceTransformer(str(path), device="cpu" if int8 else device, local_files_only=True)
+        model = SentenceTransformer(str(path), device=int8_device(device) if int8 else device, local_files_only=True)
         onnx = _onnx_scorer(model, Path(path)) if int8 else None
         return cls(model, meta=meta, path=Path(path), onnx=onnx)
 
@@ -306,18 +284,18 @@ def _onnx_scorer(model: Any, path: Path) -> Any:
     return OnnxScorer(onnx_file, tokenizer=model.tokenizer, max_length=model.max_seq_length or 512, pooling=mode)
 
 
-def build_model(base: str, *, device: str | None = None, max_length: int | None = None) -> Any:
-    """The base as a `SentenceTransformer` (a plain transformers directory gets mean pooling)."""
+def build_model(base: str, *, device: str | None = None, max_length: int | None = None, what: str = "the base model",
+                why: str = "", hint: str = "pass --base with a local sentence-transformers / transformers directory or "
+                "an HF id you can download") -> Any:
+    """`base` as a `SentenceTransformer` (a plain transformers directory gets mean pooling); an
+    `InputError` naming `what` (and `why` it is loaded) with `hint` when it cannot be loaded."""
     from sentence_transformers import SentenceTransformer
 
     path = resolve_base(base)
     try:
         model = SentenceTransformer(path, device=device, local_files_only=Path(path).exists())
     except (OSError, ValueError) as e:
-        raise InputError(
-            f"cannot load the base model {base!r}: {e}",
-            hint="pass --base with a local sentence-transformers / transformers directory or an HF id you can download",
-        ) from None
+        raise InputError(f"cannot load {what} {base!r}{why}: {e}", hint=hint) from None
     if max_length:
         model.max_seq_length = max_length
     return model
@@ -356,40 +334,15 @@ def train_student(view: TrainingView, *, config: TrainConfig, out_dir: Path) -> 
     datasets = {name: Dataset.from_dict(cols) for name, cols in columns.items()}
     loss_fns = {name: WeightedLoss(makers[name](), weight=getattr(opts, f"{name}_weight")) for name in columns}
 
-    ckpt = Path(out_dir) / "checkpoints"
     args = SentenceTransformerTrainingArguments(
-        output_dir=str(ckpt),
-        num_train_epochs=opts.epochs,
-        max_steps=opts.max_steps if opts.max_steps else -1,
-        per_device_train_batch_size=opts.batch_size,
-        learning_rate=opts.learning_rate,
-        warmup_steps=opts.warmup_ratio,  # a float is a ratio of the total steps (transformers v5)
-        weight_decay=opts.weight_decay,
+        **shared_args(opts, out_dir=Path(out_dir)),
         # in-batch negatives: one text twice in a batch would be its own negative
         batch_sampler=BatchSamplers.NO_DUPLICATES,
-        multi_dataset_batch_sampler="proportional",
-        logging_steps=10,
-        save_strategy="no",
-        report_to="none",
-        seed=opts.seed,
-        data_seed=opts.seed,
-        use_cpu=(opts.device == "cpu") or not torch.cuda.is_available(),
-        disable_tqdm=True,
     )
-    budget = time_budget(config.max_minutes, started=started) if config.max_minutes else None
-    trainer = SentenceTransformerTrainer(
-        model=model,
-        args=args,
-        train_dataset=datasets if len(datasets) > 1 else next(iter(datasets.values())),
-        loss=loss_fns if len(loss_fns) > 1 else next(iter(loss_fns.values())),
-        callbacks=[budget] if budget else None,
-    )
-    result = trainer.train()
-    training = training_summary(result, wall_s=time.perf_counter() - started, budget=budget)
+    training = fit(SentenceTransformerTrainer, model=model, args=args, datasets=datasets, losses=loss_fns,
+                   max_minutes=config.max_minutes, started=started)
     training["examples"] = {k: len(next(iter(v.values()))) for k, v in columns.items()}
     training["positive_grade"] = positive_threshold(view, opts)
-    if ckpt.is_dir() and not any(ckpt.iterdir()):
-        ckpt.rmdir()
     meta = r2r_config(KIND, base=opts.base, options=opts, config=config, view=view, training=training)
     student = BiEncoderStudent(model, meta=meta)
     student.save(Path(out_dir))

@@ -37,16 +37,10 @@ from pydantic import BaseModel, ConfigDict
 
 from r2r_synth.config import TrainConfig
 from r2r_synth.errors import ConfigError, InputError
-from r2r_synth.student.base import (
-    R2RConfig,
-    Student,
-    r2r_config,
-    refuse_knobs,
-    training_summary,
-    write_r2r_config,
-)
-from r2r_synth.student.budget import time_budget
+from r2r_synth.student.base import r2r_config, refuse_knobs
 from r2r_synth.student.corpus import TrainingView, ViewQuery
+from r2r_synth.student.fit import fit, shared_args
+from r2r_synth.student.st_model import SentenceTransformersStudent, int8_device
 
 KIND = "cross-encoder"
 
@@ -292,17 +286,10 @@ def build_datasets(view: TrainingView, *, options: CrossEncoderOptions) -> dict[
 # ----------------------------------------------------------------------------- the student
 
 
-class CrossEncoderStudent(Student):
+class CrossEncoderStudent(SentenceTransformersStudent):
     """A sentence-transformers `CrossEncoder` behind the `Student` interface."""
 
     kind = KIND
-    can_explain = False
-
-    def __init__(self, model: Any, *, meta: R2RConfig, path: Path | None = None, onnx: Any = None):
-        self.model = model
-        self.meta = meta
-        self.path = path
-        self.onnx = onnx  # an `onnx_int8.OnnxScorer` when loaded with int8
 
     def score(self, query: str, documents: Sequence[str], *, batch_size: int = 32) -> list[float]:
         if not documents:
@@ -320,13 +307,6 @@ class CrossEncoderStudent(Student):
                                         convert_to_numpy=True)
         return [float(s) for s in scores]
 
-    def save(self, out_dir: Path) -> Path:
-        out_dir = Path(out_dir)
-        self.model.save_pretrained(str(out_dir))
-        write_r2r_config(out_dir, self.meta)
-        self.path = out_dir
-        return out_dir
-
     @classmethod
     def load(cls, path: Path, *, device: str | None = None, int8: bool = False) -> CrossEncoderStudent:
         """`int8=True`: the model exported to ONNX with int8 weights and run by ONNX Runtime on the CPU
@@ -334,9 +314,7 @@ class CrossEncoderStudent(Student):
         from sentence_transformers import CrossEncoder
 
         meta = cls.read_own_config(path)
-        if int8 and device not in (None, "cpu"):
-            raise ConfigError("int8 (ONNX Runtime) runs on the CPU only", hint="add --device cpu or drop --int8")
-        model = CrossEncoder(str(path), device="cpu" if int8 else device, local_files_only=True)
+        model = CrossEncoder(str(path), device=int8_device(device) if int8 else device, local_files_only=True)
         onnx = None
         if int8:
             from r2r_synth.student.onnx_int8 import OnnxScorer, export_int8
@@ -453,40 +431,15 @@ def train_student(view: TrainingView, *, config: TrainConfig, out_dir: Path) -> 
             inner = losses.RankNetLoss(model)
         loss_fns[name] = WeightedLoss(inner, weight=getattr(opts, f"{name}_weight"))
 
-    ckpt = Path(out_dir) / "checkpoints"
     args = CrossEncoderTrainingArguments(
-        output_dir=str(ckpt),
-        num_train_epochs=opts.epochs,
-        max_steps=opts.max_steps if opts.max_steps else -1,
-        per_device_train_batch_size=opts.batch_size,
-        learning_rate=opts.learning_rate,
+        **shared_args(opts, out_dir=Path(out_dir)),
         # a fresh head learns faster; a cross-encoder base's trained head moves at the body's rate
         learning_rate_mapping=None if is_cross_encoder_base(opts.base) else {_head_pattern(model): opts.head_learning_rate},
-        warmup_steps=opts.warmup_ratio,  # a float is a ratio of the total steps (transformers v5)
-        weight_decay=opts.weight_decay,
-        logging_steps=10,
-        save_strategy="no",
-        report_to="none",
-        seed=opts.seed,
-        data_seed=opts.seed,
         dataloader_drop_last=False,
-        multi_dataset_batch_sampler="proportional",
-        use_cpu=(opts.device == "cpu") or not torch.cuda.is_available(),
-        disable_tqdm=True,
     )
-    budget = time_budget(config.max_minutes, started=started) if config.max_minutes else None
-    trainer = CrossEncoderTrainer(
-        model=model,
-        args=args,
-        train_dataset=datasets if len(datasets) > 1 else next(iter(datasets.values())),
-        loss=loss_fns if len(loss_fns) > 1 else next(iter(loss_fns.values())),
-        callbacks=[budget] if budget else None,
-    )
-    result = trainer.train()
-    training = training_summary(result, wall_s=time.perf_counter() - started, budget=budget)
+    training = fit(CrossEncoderTrainer, model=model, args=args, datasets=datasets, losses=loss_fns,
+                   max_minutes=config.max_minutes, started=started)
     training["examples"] = {k: len(v["query"]) for k, v in columns.items()}
-    if ckpt.is_dir() and not any(ckpt.iterdir()):
-        ckpt.rmdir()  # save_strategy="no" leaves the trainer's output_dir empty
     meta = r2r_config(KIND, base=opts.base, options=opts, config=config, view=view, training=training)
     student = CrossEncoderStudent(model, meta=meta)
     student.save(Path(out_dir))

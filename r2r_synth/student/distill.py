@@ -52,21 +52,11 @@ def score_pool(view: TrainingView, *, encoder: str, device: str | None = None, b
     """Embed the view's queries and documents with the sentence-transformers model `encoder` (a
     local directory or HF id) and return their cosine similarities (and, with `lexical`, the BM25
     of every query against every pool document)."""
-    from pathlib import Path
+    from r2r_synth.student.bi_encoder import build_model
 
-    from sentence_transformers import SentenceTransformer
-
-    from r2r_synth.student.cross_encoder import resolve_base
-
-    path = resolve_base(encoder)
-    try:
-        model = SentenceTransformer(path, device=device, local_files_only=Path(path).exists())
-    except (OSError, ValueError) as e:
-        raise InputError(
-            f"cannot load the encoder {encoder!r} that scores the distillation lists: {e}",
-            hint="pass --encoder with a sentence-transformers model directory or HF id, or --encoder none "
-            "to train on the teacher's labels alone",
-        ) from None
+    model = build_model(encoder, device=device, what="the encoder", why=" that scores the distillation lists",
+                        hint="pass --encoder with a sentence-transformers model directory or HF id, or --encoder "
+                        "none to train on the teacher's labels alone")
     owners, docids, texts = [], [], []
     for q in view.queries:
         for d in q.docs.values():
