@@ -67,6 +67,26 @@ def test_long_flags_and_ids_are_whole_and_metavars_short():
     assert "{OUT} {RUN_DIRS}..." in merge
 
 
+def _entry(text: str, flag: str) -> str:
+    """The help of one option: its line and the indented lines under it, joined."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if re.match(rf"^  (-\w, )?{re.escape(flag)}\b", line))
+    end = next((i for i in range(start + 1, len(lines)) if re.match(r"^  \S", lines[i])), len(lines))
+    return " ".join(" ".join(lines[start:end]).split())
+
+
+def test_train_help_shows_its_defaults():
+    text = _help("train")
+    for flag, shown in (("--epochs", "[default: 1.0"), ("--seed", "[default: 42]"), ("--labels", "[default: teacher]")):
+        assert shown in _entry(text, flag), flag
+    # knobs left to the student kind say what they become, in the help text (the reference shows it too)
+    assert "(default 32 bi-encoder, 1 cross-encoder, 1 reasoning)" in _entry(text, "--batch-size")
+    for flag in ("--lr", "--max-length", "--hard-negatives", "--temperature", "--negatives", "--max-steps",
+                 "--device", "--lora", "--depth"):
+        assert re.search(r"[(;] ?default[: ]", _entry(text, flag)), _entry(text, flag)
+    assert "[default: no-lora]" not in _entry(text, "--lora")
+
+
 def test_the_command_list_is_not_cut():
     text = _help()
     flat = " ".join(text.split())
@@ -78,3 +98,19 @@ def test_help_follows_the_terminal_up_to_80_columns(columns):
     # Only a word longer than the column itself (an id) may pass the edge: it is never cut.
     over = [line for line in _help("generate", columns=columns).splitlines() if len(line) > min(columns, 80)]
     assert all(len(line.split()) == 1 for line in over), over
+
+
+def test_train_defaults_in_the_help_are_the_students_own():
+    """`train --help` states what each unset knob becomes; here those numbers meet the option models
+    the students resolve them with, so the help cannot drift from the code."""
+    from r2r_synth.cli.student import TRAIN_DEFAULTS
+    from r2r_synth.student.bi_encoder import BiEncoderOptions
+    from r2r_synth.student.cross_encoder import CrossEncoderOptions
+    from r2r_synth.student.reasoning.options import ReasoningOptions
+
+    models = {"bi-encoder": BiEncoderOptions, "cross-encoder": CrossEncoderOptions, "reasoning": ReasoningOptions}
+    field = {("reasoning", "max_length"): "max_doc_tokens"}
+    for knob, per_kind in TRAIN_DEFAULTS.items():
+        for kind, shown in per_kind.items():
+            name = field.get((kind, knob), knob)
+            assert models[kind].model_fields[name].default == shown, (knob, kind)

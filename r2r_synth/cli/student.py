@@ -41,6 +41,35 @@ class LabelSource(str, Enum):
     gold = "gold"
 
 
+#: What a knob of `train` left unset becomes, per student kind (shown by `train --help`;
+#: tests/test_cli_help.py checks them against the students' option models).
+TRAIN_DEFAULTS: dict[str, dict[str, float | int]] = {
+    "batch_size": {"bi-encoder": 32, "cross-encoder": 1, "reasoning": 1},
+    "learning_rate": {"bi-encoder": 2e-05, "cross-encoder": 1e-04, "reasoning": 5e-05},
+    "max_length": {"cross-encoder": 128, "reasoning": 192},
+    "pointwise_weight": {"bi-encoder": 1.0},
+    "pairwise_weight": {"bi-encoder": 1.0, "reasoning": 0.4},
+    "listwise_weight": {"bi-encoder": 1.0, "reasoning": 0.4},
+    "generation_weight": {"reasoning": 0.2},
+    "negatives": {"bi-encoder": 0, "cross-encoder": 3, "reasoning": 2},
+    "hard_negatives": {"bi-encoder": 1, "cross-encoder": 8},
+    "distill_weight": {"bi-encoder": 1.0, "cross-encoder": 1.0},
+    "temperature": {"cross-encoder": 0.05},
+    "lexical_weight": {"cross-encoder": 0.0},
+    "max_reason_tokens": {"reasoning": 96},
+}
+
+
+#: The cross-encoder's teacher-label objectives while it distills an encoder's lists (its default).
+_WHILE_DISTILLING = "0 cross-encoder while it distills, else 1"
+_BASE_OWN = "the base's own bi-encoder"
+
+
+def _by_student(knob: str, *, also: str = "") -> str:
+    """``32 bi-encoder, 1 cross-encoder, 1 reasoning``: a per-student default for `train --help`."""
+    return ", ".join([*(f"{v:g} {kind}" for kind, v in TRAIN_DEFAULTS[knob].items()), *([also] if also else [])])
+
+
 @app.command()
 def train(
     corpus: Annotated[
@@ -62,49 +91,73 @@ def train(
     depth: Annotated[int | None, typer.Option("--depth", min=1, help="Candidate inputs: the top K candidates per "
                                               "query (BM25 depth for BEIR/TREC directories; default 100).")] = None,
     epochs: Annotated[float, typer.Option("--epochs", min=0.0, help="Passes over the corpus.")] = 1.0,
-    max_steps: Annotated[int | None, typer.Option("--max-steps", min=1, help="Stop after N optimizer steps.")] = None,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", min=1, help="Stop after N optimizer steps "
+                                                  "(default: when --epochs are done).")] = None,
     max_minutes: Annotated[float | None, typer.Option("--max-minutes", min=0.01, help="Wall-clock budget: the "
                                                       "learning rate decays to 0 by it (when it binds), training "
-                                                      "stops after the first step past it, the model is saved.")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Queries (or examples) per step.")] = None,
-    learning_rate: Annotated[float | None, typer.Option("--lr", min=0.0, help="Learning rate.")] = None,
-    max_length: Annotated[int | None, typer.Option("--max-length", min=8, help="Tokens per (query, document).")] = None,
+                                                      "stops after the first step past it, the model is saved "
+                                                      "(default: none).")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help=(
+        f"Queries (or examples) per step (default {_by_student('batch_size')}).")),
+    ] = None,
+    learning_rate: Annotated[float | None, typer.Option("--lr", min=0.0, help=(
+        f"Learning rate (default {_by_student('learning_rate', also='2e-04 reasoning with LoRA')}).")),
+    ] = None,
+    max_length: Annotated[int | None, typer.Option("--max-length", min=8, help=(
+        f"Tokens per (query, document) (default {_by_student('max_length', also=_BASE_OWN)}).")),
+    ] = None,
     limit: LimitOpt = None,
-    labels: Annotated[LabelSource, typer.Option("--labels", help="Learn the teacher's labels (default) or the gold "
-                                                "qrels the records carry; never a mix.")] = LabelSource.teacher,
-    pointwise_weight: Annotated[float | None, typer.Option("--pointwise-weight", min=0.0,
-                                                           help="Weight of the pointwise loss (0 = off).")] = None,
-    pairwise_weight: Annotated[float | None, typer.Option("--pairwise-weight", min=0.0,
-                                                          help="Weight of the pairwise loss (0 = off).")] = None,
-    listwise_weight: Annotated[float | None, typer.Option("--listwise-weight", min=0.0,
-                                                          help="Weight of the listwise loss (0 = off).")] = None,
-    generation_weight: Annotated[float | None, typer.Option("--generation-weight", min=0.0,
-                                                            help="Reasoning student: weight of the generation loss.")] = None,
-    negatives: Annotated[int | None, typer.Option("--negatives", min=0, help="Random passages of other "
-                                                  "queries per query, as not relevant (every student).")] = None,
+    labels: Annotated[LabelSource, typer.Option("--labels", help="Learn the teacher's labels or the gold qrels the "
+                                                "records carry; never a mix.")] = LabelSource.teacher,
+    pointwise_weight: Annotated[float | None, typer.Option("--pointwise-weight", min=0.0, help=(
+        "Weight of the pointwise loss, on where the corpus has grades; 0 = off (default "
+        f"{_by_student('pointwise_weight', also=_WHILE_DISTILLING)}).")),
+    ] = None,
+    pairwise_weight: Annotated[float | None, typer.Option("--pairwise-weight", min=0.0, help=(
+        "Weight of the pairwise loss, on where the corpus has preferences; 0 = off (default "
+        f"{_by_student('pairwise_weight', also=_WHILE_DISTILLING)}).")),
+    ] = None,
+    listwise_weight: Annotated[float | None, typer.Option("--listwise-weight", min=0.0, help=(
+        "Weight of the listwise loss, on where the corpus has rankings; 0 = off (default "
+        f"{_by_student('listwise_weight', also=_WHILE_DISTILLING)}).")),
+    ] = None,
+    generation_weight: Annotated[float | None, typer.Option("--generation-weight", min=0.0, help=(
+        f"Reasoning student: weight of the generation loss (default {_by_student('generation_weight')}).")),
+    ] = None,
+    negatives: Annotated[int | None, typer.Option("--negatives", min=0, help=(
+        "Random passages of other queries per query, as not relevant (default "
+        f"{_by_student('negatives')}).")),
+    ] = None,
     encoder: Annotated[str | None, typer.Option("--encoder", help="Cross-encoder: the bi-encoder (directory or HF "
-                                                "id) that mines hard negatives and scores the distillation lists; "
-                                                "default all-MiniLM-L6-v2; 'none' trains on teacher labels alone.")] = None,
-    hard_negatives: Annotated[int | None, typer.Option("--hard-negatives", min=0, help="Bi-encoder: negatives "
-                                                       "mined per positive (mine_hard_negatives, default 1); "
-                                                       "cross-encoder: the encoder's nearest passages of other "
-                                                       "queries per list (default 8).")] = None,
-    distill_weight: Annotated[float | None, typer.Option("--distill-weight", min=0.0, help="Weight of the "
-                                                         "distillation loss (bi-encoder: MarginMSE on the teacher's "
-                                                         "scores; cross-encoder: ListNet on the encoder's lists); "
-                                                         "0 = off.")] = None,
-    temperature: Annotated[float | None, typer.Option("--temperature", help="Cross-encoder: distillation labels "
-                                                      "are cosine / temperature (default 0.05).")] = None,
-    lexical_weight: Annotated[float | None, typer.Option("--lexical-weight", min=0.0, max=1.0, help="Cross-encoder: "
-                                                         "share of BM25 in the distillation labels (0 = encoder "
-                                                         "only).")] = None,
+                                                "id) that mines hard negatives and scores the distillation lists "
+                                                "(default all-MiniLM-L6-v2); 'none' trains on teacher labels "
+                                                "alone.")] = None,
+    hard_negatives: Annotated[int | None, typer.Option("--hard-negatives", min=0, help=(
+        "Bi-encoder: negatives mined per positive (mine_hard_negatives); cross-encoder: the encoder's nearest "
+        f"passages of other queries per list (default {_by_student('hard_negatives')}).")),
+    ] = None,
+    distill_weight: Annotated[float | None, typer.Option("--distill-weight", min=0.0, help=(
+        "Weight of the distillation loss (bi-encoder: MarginMSE on the teacher's scores; cross-encoder: ListNet "
+        f"on the encoder's lists); 0 = off (default {_by_student('distill_weight')}).")),
+    ] = None,
+    temperature: Annotated[float | None, typer.Option("--temperature", help=(
+        f"Cross-encoder: distillation labels are cosine / temperature (default {_by_student('temperature')}).")),
+    ] = None,
+    lexical_weight: Annotated[float | None, typer.Option("--lexical-weight", min=0.0, max=1.0, help=(
+        "Cross-encoder: share of BM25 in the distillation labels, 0 = encoder only (default "
+        f"{_by_student('lexical_weight')}).")),
+    ] = None,
     train_layers: Annotated[int | None, typer.Option("--train-layers", min=1, help="Train only the top N "
-                                                     "transformer layers/blocks (CPU budgets).")] = None,
-    max_reason_tokens: Annotated[int | None, typer.Option("--max-reason-tokens", min=1, help="Reasoning student: "
-                                                          "reasoning tokens learned per example.")] = None,
-    lora: Annotated[bool | None, typer.Option("--lora/--no-lora", help="Reasoning student: LoRA adapters "
-                                              "(default: when the base is large).")] = None,
-    device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:1, mps (default: best available).")] = None,
+                                                     "transformer layers/blocks, for CPU budgets (default: "
+                                                     "every layer).")] = None,
+    max_reason_tokens: Annotated[int | None, typer.Option("--max-reason-tokens", min=1, help=(
+        f"Reasoning student: reasoning tokens learned per example (default {_by_student('max_reason_tokens')}).")),
+    ] = None,
+    lora: Annotated[bool | None, typer.Option("--lora/--no-lora", show_default=False,
+                                              help="Reasoning student: LoRA adapters (default: on when the base "
+                                              "is large).")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:1, mps (default: the best "
+                                               "available).")] = None,
     seed: SeedOpt = 42,
 ) -> None:
     """Train a student reranker on a teacher corpus, or on candidates + qrels (multi-GPU: `accelerate launch -m r2r_synth.cli train ...`)."""
@@ -122,7 +175,10 @@ def train(
         lexical_weight=lexical_weight,
         train_layers=train_layers, max_reason_tokens=max_reason_tokens, device=device, seed=seed,
     )
-    with console.status(f"training the {student.value} student (logs with -v)"):
+    from r2r_synth.cli.progress import heartbeat
+
+    with heartbeat(console, "train") as step:
+        step(f"training the {student.value} student: loading the corpus and the base model (logs with -v)")
         result = run_train(config)
     summary = result.view.summary()
     rejected = f", {summary['rejects']} rejected lines in rejects.jsonl" if summary["rejects"] else ""
