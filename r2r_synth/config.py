@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 SECRET_ENV_SUFFIXES = ("_API_KEY", "_TOKEN", "_SECRET", "_KEY")
 
@@ -137,6 +137,15 @@ class ImportConfig(CommandConfig):
     overwrite: bool = False
 
 
+class ExportConfig(CommandConfig):
+    """`r2r-synth export`: a run directory's listwise records -> one file in another toolkit's format."""
+
+    run_dir: Path
+    out: Path
+    format: str = "r2r"  # r2r: R2R's training format (msmarco_500.jsonl's shape)
+    overwrite: bool = False
+
+
 class PublishConfig(CommandConfig):
     """`r2r-synth publish`: a run directory -> one HF Hub dataset repo (one config per record kind)."""
 
@@ -179,8 +188,8 @@ class GenerateConfig(CommandConfig):
     transport: str = "auto"  # auto | litellm | http (see r2r_synth.teacher.lm)
     programs_dir: Path = DEFAULT_PROGRAMS_DIR
     depth: int = 10
-    direct: bool = True
-    pairs: str = "adjacent"  # adjacent | gold | topk | none
+    direct: bool | None = None  # None: on, unless `listwise`
+    pairs: str | None = None  # adjacent | gold | topk | none; None: adjacent, or none with `listwise`
     max_pairs_per_query: int | None = 10
     rollouts: int = 1
     temperature: float = 0.0
@@ -196,7 +205,26 @@ class GenerateConfig(CommandConfig):
     dry_run: bool = False
     shard: str | None = None
     retry_rejects: bool = False
+    extend: bool = False  # rerun an existing run with flags that change its job (see generate.run.JOB_FLAGS)
     seed: int = 0
+    # Listwise: R2R's call over RankGPT's sliding windows of the top `depth` (see generate.windows).
+    listwise: bool = False
+    window: int | None = None  # passages per window; None: 20 with `listwise`
+    stride: int | None = None  # positions a window moves up; None: 10 with `listwise`
+    repair: bool = True  # repair a flawed permutation (RankGPT, rank_llm) rather than reject it
+    max_passage_words: int | None = 300  # listwise passages cut to this many words (RankGPT, R2R)
+
+    @model_validator(mode="after")
+    def _kinds(self) -> GenerateConfig:
+        # `listwise` alone asks windows only; `direct`/`pairs` given beside it add their kinds.
+        if self.direct is None:
+            self.direct = not self.listwise
+        if self.pairs is None:
+            self.pairs = "none" if self.listwise else "adjacent"
+        if self.listwise:
+            self.window = 20 if self.window is None else self.window
+            self.stride = 10 if self.stride is None else self.stride
+        return self
 
 
 class OptimizeConfig(CommandConfig):
@@ -217,11 +245,11 @@ class OptimizeConfig(CommandConfig):
     max_demos: int = 4  # bootstrapped demos per program
     labeled_demos: int = 0  # raw labeled examples added as demos (they carry no reasoning)
     candidates: int = 0  # bootstrap: >0 uses random search over this many candidate programs
-    program: str = "both"  # direct | comparison | both
+    program: str = "both"  # direct | comparison | listwise | both (direct and comparison)
     programs_dir: Path = DEFAULT_PROGRAMS_DIR
-    report: Path | None = None  # default: <programs_dir>/optimize_report.json
+    report: Path | None = None  # default: <programs_dir>/optimize_report.json; with evaluate_only: not written
     seed: int = 0
-    val_fraction: float = 0.25
+    val_fraction: float | None = None  # None: 0.25; with evaluate_only, the queries the programs were not trained on
     max_pairs_per_query: int = 10
     swap: bool = True  # comparison validation also asks each pair in the swapped order
     concurrency: int = 4

@@ -19,6 +19,8 @@ display needed):
 - reasoning length in words, per kind;
 - rejects by reason;
 - tokens and cost per kind;
+- listwise runs with final rankings (`rankings.jsonl`): each candidate's final teacher rank against its
+  first-stage rank, and the share of windows repaired or rejected;
 - nDCG@10 per system, when an `evaluate` result JSON is given (`--evaluation`).
 
 Numbers come from `r2r_synth.runstats`, the same summary the dataset card is written from.
@@ -53,7 +55,7 @@ log = logging.getLogger(__name__)
 REPORT_FILE = "report.html"
 PLOTS_DIR = "plots"
 PRIMARY_MEASURE = "nDCG@10"
-WIDE_PLOTS = {"labels"}  # one panel per record kind: gets the page's full width
+WIDE_PLOTS = {"labels", "listwise_ranks"}  # several panels: get the page's full width
 PLOT_KINDS = {"confusion": "direct", "swap": "comparison"}  # a plot of one kind: left out of runs without it
 DEFAULT_SAMPLES = 5  # example records shown per kind
 _COLORS = {"direct": "#4C72B0", "comparison": "#DD8452", "listwise": "#55A868", "input": "#8172B3"}
@@ -310,6 +312,42 @@ def plot_tokens(summary: dict[str, KindSummary]) -> bytes | None:
     return _fig_png(fig)
 
 
+def plot_listwise_ranks(rankings: list[Any]) -> bytes | None:
+    """Listwise runs (`rankings.jsonl`): each candidate's final teacher rank against its first-stage
+    rank over every query (the diagonal is the first stage's order kept), and what became of the
+    windows: kept as the teacher ranked them, repaired, or rejected (their passages kept their order)."""
+    if not rankings:
+        return None
+    plt = _plt()
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11.0, 4.4), gridspec_kw={"width_ratios": [1.4, 1.0]})
+    xs, ys = [], []
+    for r in rankings:
+        first = {d: i + 1 for i, d in enumerate(r.first_stage)}
+        for rank, d in enumerate(r.ranking, start=1):
+            xs.append(first[d])
+            ys.append(rank)
+    depth = max(len(r.first_stage) for r in rankings)
+    im = ax.hexbin(xs, ys, gridsize=min(30, depth), cmap="Greens", mincnt=1, extent=(0.5, depth + 0.5, 0.5, depth + 0.5))
+    ax.plot([1, depth], [1, depth], color="#999999", lw=0.8, ls="--")
+    ax.set_xlabel("first-stage rank")
+    ax.set_ylabel("teacher's final rank")
+    ax.invert_yaxis()
+    ax.set_title(f"teacher vs first stage ({len(rankings)} queries, top {depth})")
+    fig.colorbar(im, ax=ax, fraction=0.046, label="candidates")
+    asked = sum(len(r.windows) for r in rankings)
+    repaired = sum(r.windows_repaired for r in rankings)
+    rejected = sum(r.windows_rejected for r in rankings)
+    parts = [("as ranked", asked - repaired - rejected, "#55A868"), ("repaired", repaired, "#DD8452"),
+             ("rejected", rejected, "#C44E52")]
+    bx.bar([p[0] for p in parts], [p[1] for p in parts], color=[p[2] for p in parts])
+    for i, (_, n, _) in enumerate(parts):
+        bx.text(i, n, f"{n} ({n / asked:.1%})" if asked else "0", ha="center", va="bottom", fontsize=9)
+    bx.set_ylabel("windows")
+    bx.set_title(f"windows: {repaired / asked:.1%} repaired" if asked else "windows")
+    bx.set_ylim(0, max(1, asked) * 1.15)
+    return _fig_png(fig)
+
+
 def plot_eval(table: dict[str, dict[str, float]] | None, *, measure: str = PRIMARY_MEASURE) -> bytes | None:
     if not table:
         return None
@@ -377,6 +415,11 @@ def build_report(run_dir: Path, *, out: Path | None = None, evaluation: Path | N
     if evaluation is not None:
         plots["ndcg"] = (f"{PRIMARY_MEASURE} by system", plot_eval(table),
                          f"{evaluation} has no {PRIMARY_MEASURE} value")
+    rankings = RunDir(run_dir).rankings()  # listwise runs: each query's final ranking over its windows
+    if rankings:
+        plots["listwise_ranks"] = ("Teacher rank vs first-stage rank (listwise)",
+                                   plot_listwise_ranks(rankings),
+                                   "no final ranking in rankings.jsonl")
     # Only the sections the run has: no empty panel of a kind it holds no record of, and no token plot
     # for records that carry no usage (an imported corpus).
     present = set(run.kinds)

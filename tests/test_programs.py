@@ -105,5 +105,5 @@ def test_load_rejects_a_broken_program_file(tmp_path):
 
 
 def test_unknown_program_name():
-    with pytest.raises(InputError, match="unknown program 'listwise'"):
-        build_program("listwise")
+    with pytest.raises(InputError, match="unknown program 'pointwise'"):
+        build_program("pointwise")

@@ -1,7 +1,8 @@
-"""`r2r-synth publish`, `import` and `report`: what happens to a run directory after `generate`."""
+"""`r2r-synth publish`, `import`, `export` and `report`: what happens to a run directory after `generate`."""
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -144,6 +145,28 @@ def import_cmd(
         typer.echo(f"  rejected {n}: {reason} (see {res.out / 'rejects.jsonl'})")
 
 
+class ExportFormat(str, Enum):
+    r2r = "r2r"
+
+
+@app.command()
+def export(
+    run_dir: RunDirArg,
+    out: Annotated[Path, typer.Option("--out", "-o", dir_okay=False, help="The file to write.")],
+    format: Annotated[ExportFormat, typer.Option("--format", help="r2r: R2R's training format (the shape of its "
+                                                 "msmarco_500.jsonl), one line per listwise window.")] = ExportFormat.r2r,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out if it exists.")] = False,
+) -> None:
+    """Export a run's listwise records in R2R's format, for R2R's own trainer; `import` reads them back."""
+    from r2r_synth.config import ExportConfig
+    from r2r_synth.export import export_run
+
+    cfg = ExportConfig(run_dir=run_dir, out=out, format=format.value, overwrite=overwrite)
+    res = export_run(cfg.run_dir, out=cfg.out, fmt=cfg.format, overwrite=cfg.overwrite)
+    typer.echo(f"{res.rows} listwise rows from {res.queries} queries ({res.repaired} with a repaired permutation) "
+               f"-> {res.out}")
+
+
 @app.command()
 def report(
     run_dir: RunDirArg,
@@ -170,6 +193,7 @@ def report(
         typer.echo(f"  no {name} plot: {why}")
     for p in res.problems:
         typer.echo(f"  problem ({p.kind}): {p.check}")
+
 
 
 @app.command("filter")

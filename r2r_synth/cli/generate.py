@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from r2r_synth.cli.app import _command_line, app, console
 from r2r_synth.cli.options import (
@@ -45,16 +46,34 @@ def generate(
     router: Annotated[Path | None, typer.Option("--router", exists=True, dir_okay=False,
                                                 help="LiteLLM Router config (YAML/JSON model_list with rpm/tpm, "
                                                 "fallbacks): spread the run over many servers.")] = None,
-    transport: Annotated[str, typer.Option("--transport", help="auto: a direct pooled HTTP client for "
+    transport: Annotated[str, typer.Option("--transport", metavar="[auto|litellm|http]", help="auto: a direct pooled HTTP client for "
                                            "OpenAI-compatible servers given by --api-base, LiteLLM otherwise; "
                                            "litellm: always litellm.acompletion; http: always direct.")] = "auto",
     programs_dir: ProgramsDirOpt = Path("programs"),
     depth: Annotated[int, typer.Option("--depth", "-k", min=1, help="Top K candidates per query get direct "
-                                       "reasoning; pairs are chosen within them.")] = 10,
-    direct: Annotated[bool, typer.Option("--direct/--no-direct", help="Ask for direct reasoning.")] = True,
-    pairs: Annotated[PairsChoice, typer.Option("--pairs", help="Which pairs to compare (each asked in both "
-                                               "orders): adjacent ranks, gold-labelled vs lower, all in top K, "
-                                               "or none.")] = PairsChoice.adjacent,
+                                       "reasoning; pairs are chosen within them; --listwise windows rank "
+                                       "them.")] = 10,
+    direct: Annotated[bool | None, typer.Option("--direct/--no-direct", show_default=False,
+                                                help="Ask for direct reasoning (default: on, off with "
+                                                "--listwise).")] = None,
+    pairs: Annotated[PairsChoice | None, typer.Option("--pairs", show_default=False,
+                                                      help="Which pairs to compare (each asked in both orders): "
+                                                      "adjacent ranks, gold-labelled vs lower, all in top K, or "
+                                                      "none (default: adjacent; none with --listwise).")] = None,
+    listwise: Annotated[bool, typer.Option("--listwise", help="Ask R2R's listwise call (a ranking with a direct "
+                                           "and a comparative reason per passage) over RankGPT's sliding windows "
+                                           "of the top --depth, instead of direct and comparison requests "
+                                           "(--direct / --pairs add those back).")] = False,
+    window: Annotated[int | None, typer.Option("--window", help="--listwise: passages per window (default 20; "
+                                               "at least 2, at most --depth).")] = None,
+    stride: Annotated[int | None, typer.Option("--stride", help="--listwise: positions each window moves up "
+                                               "(default 10; smaller than --window).")] = None,
+    repair: Annotated[bool, typer.Option("--repair/--no-repair", help="--listwise: repair a permutation that "
+                                         "misses, repeats or invents passages the way RankGPT does (marked "
+                                         "repaired), or reject it.")] = True,
+    max_passage_words: Annotated[int | None, typer.Option("--max-passage-words", min=1,
+                                                          help="--listwise: cut passages to this many words "
+                                                          "(RankGPT and R2R: 300).")] = 300,
     max_pairs_per_query: Annotated[int | None, typer.Option("--max-pairs-per-query", min=1,
                                                             help="Cap on comparisons per query.")] = 10,
     rollouts: Annotated[int, typer.Option("--rollouts", min=1, help="Samples per request (needs "
@@ -69,41 +88,52 @@ def generate(
     parse_retries: Annotated[int, typer.Option("--parse-retries", min=0, help="Asks again after an "
                                                "unparseable or invalid reply before it is rejected.")] = 1,
     timeout: TimeoutOpt = None,
-    max_cost: Annotated[float | None, typer.Option("--max-cost", min=0.0, help="Stop cleanly at this many USD "
+    max_cost: Annotated[float | None, typer.Option("--max-cost", min=0.0, metavar="USD", help="Stop cleanly at this many USD "
                                                    "(the run dir's total; exit code 3; rerun to resume).")] = None,
     max_doc_chars: Annotated[int | None, typer.Option("--max-doc-chars", min=1, help="Cut longer documents to "
                                                       "this many characters before asking (counted in the "
                                                       "manifest).")] = 20_000,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Estimate requests, tokens and cost; ask "
                                           "nobody, write nothing.")] = False,
-    shard: Annotated[str | None, typer.Option("--shard", help="I/N: this machine's share of the queries "
+    shard: Annotated[str | None, typer.Option("--shard", metavar="I/N", help="I/N: this machine's share of the queries "
                                               "(0-based, by qid hash); merge the run dirs with `merge`.")] = None,
     retry_rejects: Annotated[bool, typer.Option("--retry-rejects", help="Ask again for requests in "
                                                 "rejects.jsonl.")] = False,
+    extend: Annotated[bool, typer.Option("--extend", help="Rerun an existing run directory with flags that change "
+                                         "what it asks (--depth, --pairs, --teacher, ...), adding the new "
+                                         "requests to it; refused without this flag.")] = False,
     seed: SeedOpt = 0,
 ) -> None:
-    """Ask a teacher LLM for direct and comparison reasoning over candidates; write a run directory
-    (direct.jsonl, comparison.jsonl, rejects.jsonl, manifest.json). Rerun the same command to resume."""
+    """Ask a teacher LLM for direct and comparison reasoning over candidates, or with --listwise for
+    rankings with reasons over sliding windows; write a run directory (direct.jsonl, comparison.jsonl,
+    listwise.jsonl + rankings.jsonl, rejects.jsonl, manifest.json). Rerun the same command to resume."""
     from r2r_synth.config import GenerateConfig
     from r2r_synth.generate import generate as run_generate
 
     config = GenerateConfig(
         input=input, out=out, qrels=qrels, limit=limit, teacher=teacher, api_base=api_base, api_key=api_key,
-        router=router, transport=transport, programs_dir=programs_dir, depth=depth, direct=direct, pairs=pairs.value,
+        router=router, transport=transport, programs_dir=programs_dir, depth=depth, direct=direct,
+        pairs=pairs.value if pairs is not None else None, listwise=listwise, window=window, stride=stride,
+        repair=repair, max_passage_words=max_passage_words,
         max_pairs_per_query=max_pairs_per_query, rollouts=rollouts, temperature=temperature, max_tokens=max_tokens,
         concurrency=concurrency, rpm=rpm, tpm=tpm, max_retries=max_retries, parse_retries=parse_retries,
         timeout=timeout, max_cost=max_cost, max_doc_chars=max_doc_chars, dry_run=dry_run, shard=shard,
-        retry_rejects=retry_rejects, seed=seed,
+        retry_rejects=retry_rejects, extend=extend, seed=seed,
     )
+    from r2r_synth.cli.progress import say
+
+    def status(message: str) -> None:
+        say(console, "generate", message)
+
     if dry_run:
-        result = run_generate(config, command=_command_line(api_key))
+        result = run_generate(config, command=_command_line(api_key), on_status=status)
         _print_estimate(result.estimate)
         return
     from r2r_synth.errors import BudgetExceeded, IncompleteRun, TeacherError
 
     with _GenerateProgress() as bar:
         try:
-            run_generate(config, on_progress=bar.update, command=_command_line(api_key))
+            run_generate(config, on_progress=bar.update, on_status=status, command=_command_line(api_key))
         except (BudgetExceeded, IncompleteRun, TeacherError):
             # The session ran: show what it wrote before the error says why it stopped.
             bar.stop()
@@ -113,9 +143,14 @@ def generate(
 
 
 class _GenerateProgress:
-    """Rich progress for `generate`: done / rejected / cost / rate / ETA (the library only calls back)."""
+    """`generate`'s progress: done / rejected / cost / rate / ETA (the library only calls back). A rich
+    bar on a terminal; in a log, one line every few seconds (`r2r_synth.cli.progress`)."""
 
     def __init__(self) -> None:
+        from r2r_synth.cli.progress import Throttle
+
+        self._log = None if console.is_terminal else Throttle(lambda line: console.print(line, highlight=False, soft_wrap=True))
+        self._last = None
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -135,7 +170,8 @@ class _GenerateProgress:
         self._stopped = False
 
     def __enter__(self) -> _GenerateProgress:  # noqa: PYI034
-        self._p.start()
+        if self._log is None:
+            self._p.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -143,10 +179,28 @@ class _GenerateProgress:
 
     def stop(self) -> None:
         if not self._stopped:
-            self._p.stop()
+            if self._log is None:
+                self._p.stop()
+            elif self._last is not None:
+                self._log(self._line(self._last), force=True)
             self._stopped = True
 
+    @staticmethod
+    def _line(pr) -> str:
+        from r2r_synth.cli.progress import clock
+
+        done = pr.skipped + pr.finished
+        left = pr.total - done
+        eta = f", ~{clock(left / pr.rate)} left" if left and pr.rate > 0 else ""
+        cost = "cost n/a" if pr.cost is None else f"${pr.cost:.4f}"
+        return (f"generate: {done}/{pr.total} requests ({pr.skipped} done before), {pr.done} ok, {pr.rejected} "
+                f"rejected, {pr.in_flight} in flight, {cost}, {pr.rate:.1f} req/s, {clock(pr.elapsed)} elapsed{eta}")
+
     def update(self, pr) -> None:  # r2r_synth.generate.Progress
+        if self._log is not None:
+            self._last = pr
+            self._log(self._line(pr))
+            return
         fields = {"done": pr.done, "rejected": pr.rejected,
                   "cost": "cost n/a" if pr.cost is None else f"${pr.cost:.4f}", "rate": f"{pr.rate:.1f} req/s"}
         if self._task is None:
@@ -178,6 +232,14 @@ def _print_run_summary(run_dir: Path) -> None:
     if cut.get("count"):
         console.print(f"{cut['count']} documents were cut to --max-doc-chars {cut['max_doc_chars']} "
                       f"(the longest had {cut['longest_chars']:,})", highlight=False)
+    lw = m.extra.get("listwise")
+    if lw:
+        c = m.counts.get("listwise")
+        console.print(f"listwise: {lw['rankings']} of {lw['queries']} queries ranked (rankings.jsonl), windows "
+                      f"{lw['window']} / stride {lw['stride']} over the top {lw['depth']}, "
+                      f"{lw['windows_repaired']} of {c.records if c else 0} windows repaired"
+                      + (f", {lw['passages_cut']} passages cut to {lw['max_passage_words']} words"
+                         if lw.get("passages_cut") else ""), highlight=False)
     typer.echo(str(run_dir))
 
 
@@ -190,7 +252,7 @@ def _print_estimate(est) -> None:  # r2r_synth.generate.DryRunEstimate
     for kind, n in est.requests.items():
         t.add_row(f"{kind} requests", f"{n:,}")
     t.add_row("already done (skipped)", f"{est.skipped_done:,}")
-    t.add_row("LM calls (comparisons ask both orders)", f"{est.calls:,}")
+    t.add_row("LM calls (comparisons ask both orders; one per listwise window)", f"{est.calls:,}")
     t.add_row("prompt tokens", f"{est.prompt_tokens:,}")
     t.add_row(f"completion tokens (assumed {est.completion_tokens_assumed_per_call}/call)", f"{est.completion_tokens:,}")
     t.add_row("cost", "unknown (not in LiteLLM's cost map)" if est.cost is None else f"${est.cost:.4f}")
@@ -205,10 +267,15 @@ def merge(
     run_dirs: Annotated[list[Path], typer.Argument(help="Run directories to merge (e.g. one per --shard).",
                                                    exists=True, file_okay=False)],
     force: Annotated[bool, typer.Option("--force", help="Replace OUT if it already holds records.")] = False,
+    mixed_teachers: Annotated[bool, typer.Option("--mixed-teachers", help="Merge runs of different teachers "
+                                                 "(refused without it; each record keeps its own teacher).")] = False,
 ) -> None:
-    """Merge run directories (e.g. shards) into one corpus; fails on conflicting records for one key."""
+    """Merge run directories (e.g. shards) into one corpus; fails on conflicting records for one key or
+    on runs of different teachers, and warns about missing shards and questions answered twice."""
     from r2r_synth.generate import merge_runs
 
-    merge_runs(out, run_dirs, command=_command_line(), force=force)
+    manifest = merge_runs(out, run_dirs, command=_command_line(), force=force, mixed_teachers=mixed_teachers)
+    for warning in manifest.extra.get("warnings") or []:
+        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     _print_run_summary(out)
 

@@ -8,7 +8,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
 from r2r_synth.cli.app import app, console
 from r2r_synth.cli.options import (
@@ -43,6 +42,7 @@ class AutoChoice(str, Enum):
 class ProgramChoice(str, Enum):
     direct = "direct"
     comparison = "comparison"
+    listwise = "listwise"
     both = "both"
 
 
@@ -81,18 +81,23 @@ def optimize(
     candidates: Annotated[
         int, typer.Option("--candidates", min=0, help="bootstrap: random search over N candidate programs.")
     ] = 0,
-    program: Annotated[ProgramChoice, typer.Option("--program", help="Which program(s) to optimize.")] = (
+    program: Annotated[ProgramChoice, typer.Option("--program", help="Which program(s) to optimize (both: direct and comparison; "
+                                                   "listwise: one window of the top --depth per query, scored by "
+                                                   "nDCG@10).")] = (
         ProgramChoice.both
     ),
     programs_dir: ProgramsDirOpt = Path("programs"),
     report_path: Annotated[
-        Path | None, typer.Option("--report", help="Report JSON (default: <programs-dir>/optimize_report.json).",
-                                  dir_okay=False)
+        Path | None, typer.Option("--report", help="Report JSON (default: <programs-dir>/optimize_report.json; "
+                                  "with --evaluate-only none is written unless this is given).", dir_okay=False)
     ] = None,
     seed: SeedOpt = 0,
     val_fraction: Annotated[
-        float, typer.Option("--val-fraction", min=0.0, max=1.0, help="Share of queries held out for validation.")
-    ] = 0.25,
+        float | None, typer.Option("--val-fraction", min=0.0, max=1.0, show_default=False,
+                                   help="Share of queries held out for validation (default 0.25; with "
+                                   "--evaluate-only: every query the current programs were not trained on, and "
+                                   "1.0 scores every query).")
+    ] = None,
     max_pairs_per_query: Annotated[
         int, typer.Option("--max-pairs-per-query", min=1, help="Comparison examples per query.")
     ] = 10,
@@ -105,8 +110,9 @@ def optimize(
     max_retries: MaxRetriesOpt = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not use DSPy's request cache.")] = False,
     evaluate_only: Annotated[
-        bool, typer.Option("--evaluate-only", help="Score the current programs on the validation split; change "
-                           "nothing.")
+        bool, typer.Option("--evaluate-only", help="Score the current programs (and the prompt programs beside "
+                           "optimized ones) on the queries they were not trained on; write nothing unless "
+                           "--report.")
     ] = False,
 ) -> None:
     """Tune the teacher programs against labeled data (qrels); writes programs/<name>.json + .meta.json."""
@@ -126,8 +132,10 @@ def optimize(
         concurrency=concurrency, max_tokens=max_tokens, timeout=timeout, max_retries=max_retries, cache=not no_cache,
         evaluate_only=evaluate_only,
     )
-    with console.status("optimize") as status:
-        rep = run_optimize(cfg, progress=lambda msg: status.update(escape(msg)))
+    from r2r_synth.cli.progress import heartbeat
+
+    with heartbeat(console, "optimize") as step:
+        rep = run_optimize(cfg, progress=step)
     out = Console()
     left, right = ("fresh", "current") if rep.evaluate_only else ("before", "after")
     for name, pr in rep.programs.items():
@@ -171,7 +179,7 @@ def optimize(
     if rep.failed_calls:
         out.print(f"[yellow]{rep.failed_calls} teacher calls failed after their retries[/]: they are left out of the "
                   "metrics, not scored as wrong answers (counts above; rerun when the teacher is healthy)")
-    out.print(f"report: {rep.path}")
+    out.print(f"report: {rep.path}" if rep.path else "report: not written (--report PATH keeps it)")
 
 
 def _calls_line(calls: dict[str, Any], failed: dict[str, int]) -> str:

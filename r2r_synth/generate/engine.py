@@ -14,6 +14,9 @@ answer the moment it is complete.
   reject whose cause is ``reply`` (the teacher's answer), with the reason and the raw text.
 - **Budgeted.** With `max_cost`, no request starts that the spend so far (all sessions, from the
   journal) plus the requests in flight would push over the cap.
+- **Listwise windows** (`r2r_synth.generate.windows`): each query's windows are asked one after the
+  other (`run_chain`), queries concurrently under the same concurrency, pacing, policy and budget;
+  a finished query's final ranking goes to `rankings.jsonl`.
 
 Why the engine calls `Teacher.acomplete` instead of `module.acall`: DSPy's per-call machinery
 (thread hop to prepare the request, response cache, history, callbacks, usage tracker) costs more
@@ -39,12 +42,21 @@ from r2r_synth.config import GenerateConfig
 from r2r_synth.errors import R2RError, TeacherError
 from r2r_synth.generate.jobs import Job
 from r2r_synth.generate.prompts import PromptPlan
+from r2r_synth.generate.windows import (
+    FINAL_CAUSES,
+    Chain,
+    InvalidReply,
+    WindowJob,
+    window_record,
+    window_response_format,
+)
 from r2r_synth.io.jsonl import describe_validation
 from r2r_synth.rundir import Journal, RunDir
 from r2r_synth.schemas import (
     ComparisonAnswer,
     ComparisonRecord,
     DirectRecord,
+    ListwiseRecord,
     Provenance,
     Reject,
     Usage,
@@ -56,6 +68,11 @@ logger = logging.getLogger(__name__)
 
 EMBEDDED_CONCURRENCY = 2  # llama.cpp's server decodes one request at a time: one queued keeps it busy
 DEFAULT_CONCURRENCY = 16
+#: The embedded teacher's reply cap per passage of a listwise window (three reasons of at most 160
+#: characters each, plus the label and JSON syntax), when --max-tokens is not given.
+EMBEDDED_LISTWISE_TOKENS_PER_PASSAGE = 260
+#: Reply tokens a listwise window is assumed to take per passage before its usage is known (pacing).
+LISTWISE_TOKENS_PER_PASSAGE = 120
 
 
 def resolved_concurrency(config: GenerateConfig, teacher: Any) -> int:
@@ -171,22 +188,26 @@ class Engine:
         self.unanswered = 0  # requests rejected this session without an answer (retryable)
         self.files = {k: run.appender(k) for k in programs}
         self.rejects = run.appender("reject")
+        self.rankings = run.appender("ranking") if "listwise" in programs else None
 
     # -- one LM call under the policy; returns the parsed, validated answer
-    async def ask(self, job: Job, inputs: dict[str, Any], validate: Callable[[dict[str, Any]], Any],
-                  spend: _Spend) -> Any:
+    async def ask(self, job: Job | WindowJob, inputs: dict[str, Any], validate: Callable[[dict[str, Any]], Any],
+                  spend: _Spend, *, reply_tokens: int = 256, call_kwargs: dict[str, Any] | None = None) -> Any:
         from dspy.utils.exceptions import AdapterParseError
 
         kind = job.kind
         messages = self.plan.messages(kind, inputs)
-        call_kwargs = dict(self.plan.extra[kind])
+        call_kwargs = dict(self.plan.extra[kind] if call_kwargs is None else call_kwargs)
         if self.config.temperature > 0:
             # Samples differ by rollout and are reproducible where the provider honours `seed`
             # (LiteLLM drops it for providers that do not take it).
             call_kwargs["seed"] = self.config.seed * 1_000_003 + job.rollout
-        call = stable_hash({"teacher": self.teacher.name, "messages": messages, "kwargs": call_kwargs}, n=24)
-        est = sum(len(m["content"]) for m in messages) // 4 + (self.config.max_tokens or 256)
         keep_text = kind == "comparison"  # a half answered is kept for a rerun (see the module doc)
+        # The call's id in the journal: a kept reply is found again by the exact prompt it answered (a
+        # comparison's two orders share one key); a request asks one prompt, so its key names it.
+        call = (stable_hash({"teacher": self.teacher.name, "messages": messages, "kwargs": call_kwargs}, n=24)
+                if keep_text else job.key)
+        est = sum(len(m["content"]) for m in messages) // 4 + (self.config.max_tokens or reply_tokens)
         bad = 0
         while True:
             saved = self.replies.pop(call, None) if bad == 0 else None
@@ -205,11 +226,11 @@ class Engine:
             except (AdapterParseError, ValidationError, ValueError, TypeError) as e:
                 bad += 1
                 if bad > self.config.parse_retries:
-                    what = "invalid reply" if isinstance(e, ValidationError) else "unparseable reply"
+                    what = "invalid reply" if isinstance(e, (ValidationError, InvalidReply)) else "unparseable reply"
                     raise _Rejected(f"{what}: {_short(e)}", cause="reply", raw=text,
                                     attempts=spend.attempts) from None
 
-    async def _call(self, job: Job, messages: list[dict[str, Any]], call_kwargs: dict[str, Any], call: str,
+    async def _call(self, job: Job | WindowJob, messages: list[dict[str, Any]], call_kwargs: dict[str, Any], call: str,
                     est: int, spend: _Spend, keep_text: bool) -> str | None:
         async def attempt() -> Any:
             if self.fatal is not None:
@@ -271,28 +292,53 @@ class Engine:
                 )
 
     # -- requests
-    async def run_job(self, job: Job) -> None:
+    async def run_job(self, job: Job | WindowJob) -> Any:
+        """Ask one request and write its record or reject; returns which."""
         spend = _Spend()
         self.progress.in_flight += 1
+        out: Any
         try:
-            record = await (self._direct(job, spend) if job.kind == "direct" else self._comparison(job, spend))
+            handler = {"direct": self._direct, "comparison": self._comparison, "listwise": self._listwise}[job.kind]
+            out = await handler(job, spend)
         except _Rejected as r:
-            self.rejects.write(Reject(
+            out = Reject(
                 kind=job.kind, key=job.key, reason=r.reason, cause=r.cause, attempts=max(1, r.attempts),
                 inputs=job.reject_inputs(), raw=r.raw, teacher=self.teacher.name,
-                program_hash=self.programs[job.kind].program_hash))
+                program_hash=self.programs[job.kind].program_hash)
+            self.rejects.write(out)
             self.progress.rejected += 1
-            if r.cause not in ("reply", "refused"):
+            if r.cause not in FINAL_CAUSES:
                 self.unanswered += 1
         else:
-            self.files[job.kind].write(record)
+            self.files[job.kind].write(out)
             self.progress.done += 1
         finally:
             self.progress.in_flight -= 1
         if self.on_progress is not None:
             self.on_progress(self.progress)
+        return out
 
-    def _provenance(self, job: Job, spend: _Spend) -> Provenance:
+    async def run_chain(self, chain: Chain) -> None:
+        """One query's windows, one after the other (each sees the winners of the one below); its
+        final ranking goes to rankings.jsonl when the last is done. A window that got no answer
+        (a retryable reject) or a stop leaves the query where it is, for the next run."""
+        while not chain.finished:
+            if self.fatal is not None or self.stop:
+                return
+            if self.over_budget():
+                self.stop = "stopped_budget"
+                return
+            job = chain.job()
+            out = await self.run_job(job)
+            if isinstance(out, Reject) and out.cause not in FINAL_CAUSES:
+                return
+            chain.advance(job, out if isinstance(out, ListwiseRecord) else None)
+        if not chain.written and self.rankings is not None:
+            prog = self.programs["listwise"]
+            self.rankings.write(chain.ranking_record(program=prog.name, prompt_hash=prog.prompt_hash))
+            chain.written = True
+
+    def _provenance(self, job: Job | WindowJob, spend: _Spend) -> Provenance:
         prog = self.programs[job.kind]
         return Provenance(
             teacher=self.teacher.name, program=prog.name, program_hash=prog.program_hash,
@@ -310,6 +356,19 @@ class Engine:
                 provenance=_PLACEHOLDER)
 
         rec = await self.ask(job, {"query": q.text, "document": job.doc.full_text()}, validate, spend)
+        return rec.model_copy(update={"provenance": self._provenance(job, spend)})
+
+    async def _listwise(self, job: WindowJob, spend: _Spend) -> ListwiseRecord:
+        n = len(job.docs)
+        kwargs = window_response_format(self.plan.extra["listwise"], n)
+        if self.config.max_tokens is None and getattr(self.teacher, "embedded", False):
+            kwargs = {**kwargs, "max_tokens": EMBEDDED_LISTWISE_TOKENS_PER_PASSAGE * n}
+
+        def validate(f: dict[str, Any]) -> ListwiseRecord:
+            return window_record(job, f["ranked_passages"], repair=self.config.repair, provenance=_PLACEHOLDER)
+
+        rec = await self.ask(job, job.signature_inputs(), validate, spend,
+                             reply_tokens=LISTWISE_TOKENS_PER_PASSAGE * n, call_kwargs=kwargs)
         return rec.model_copy(update={"provenance": self._provenance(job, spend)})
 
     async def _comparison(self, job: Job, spend: _Spend) -> ComparisonRecord:
@@ -352,8 +411,10 @@ class Engine:
         # Do not start what the requests in flight (at the cost per request so far) would push over the cap.
         return spent + per_request * (self.progress.in_flight + 1) > cap
 
-    async def run(self, jobs: list[Job]) -> None:
-        it: Iterator[Job] = iter(jobs)
+    async def run(self, jobs: list[Job | Chain]) -> None:
+        """Ask every job (a request, or a query's listwise windows: a `Chain`) with `concurrency`
+        workers, until done, a stop, the budget or a fatal failure."""
+        it: Iterator[Job | Chain] = iter(jobs)
 
         async def worker() -> None:
             for job in it:
@@ -362,7 +423,7 @@ class Engine:
                 if self.over_budget():
                     self.stop = "stopped_budget"
                     return
-                await self.run_job(job)
+                await (self.run_chain(job) if isinstance(job, Chain) else self.run_job(job))
 
         n_workers = min(self.concurrency, max(1, len(jobs)))
         try:
@@ -374,6 +435,8 @@ class Engine:
         for f in self.files.values():
             f.close()
         self.rejects.close()
+        if self.rankings is not None:
+            self.rankings.close()
 
 
 _PLACEHOLDER = Provenance(teacher="-", program="-", program_hash="-", prompt_hash="-")

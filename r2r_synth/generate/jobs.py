@@ -77,8 +77,12 @@ def check_config(config: GenerateConfig) -> None:
         raise ConfigError(f"--depth {config.depth}: need at least 1", hint="e.g. --depth 10")
     if config.max_doc_chars is not None and config.max_doc_chars < 1:
         raise ConfigError(f"--max-doc-chars {config.max_doc_chars}: need at least 1", hint="e.g. --max-doc-chars 20000")
-    if not config.direct and PairStrategy(config.pairs) is PairStrategy.none:
-        raise ConfigError("nothing to ask: --no-direct with --pairs none", hint="drop --no-direct or choose --pairs")
+    if not config.direct and PairStrategy(config.pairs) is PairStrategy.none and not config.listwise:
+        raise ConfigError("nothing to ask: --no-direct with --pairs none", hint="drop --no-direct, choose --pairs "
+                          "or add --listwise")
+    from r2r_synth.generate.windows import check_listwise_config
+
+    check_listwise_config(config)
 
 
 @dataclass

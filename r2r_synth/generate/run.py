@@ -1,9 +1,11 @@
 """`generate(config)`: candidates -> a run directory of validated teacher reasoning.
 
 The order of a session: check the config and `--out` (nothing asked or written on a bad one), read
-and validate every input line, open the teacher (LiteLLM checks the model string), take the run
+and validate every input line (a shard that holds no query is an error), refuse a rerun that would
+change the job of the run already in `--out` (unless `--extend`), open the teacher (LiteLLM checks the
+model string) and run its preflight (key and endpoint, `r2r_synth.teacher.preflight`), take the run
 directory's lock, apply the resume rule, snapshot the programs, then let the engine ask what is not
-done. The manifest is written at the end of the session (and on a clean stop, an interrupt or a
+done. A session in which no request became a record fails. The manifest is written at the end of the session (and on a clean stop, an interrupt or a
 failure) from the files and the journal, so a killed session loses nothing but its requests in flight.
 """
 
@@ -18,17 +20,24 @@ from typing import Any
 
 from r2r_synth import __version__
 from r2r_synth.config import GenerateConfig, scrub
-from r2r_synth.errors import BudgetExceeded, ConfigError, IncompleteRun, TeacherError
+from r2r_synth.errors import BudgetExceeded, ConfigError, IncompleteRun, InputError, TeacherError
 from r2r_synth.generate.engine import Engine, Progress, resolved_concurrency
 from r2r_synth.generate.estimate import DryRunEstimate, estimate
 from r2r_synth.generate.jobs import CutReport, Job, build_jobs, check_config, cut_documents, load_inputs
+from r2r_synth.generate.windows import (
+    Chain,
+    build_chains,
+    check_listwise_candidates,
+    listwise_summary,
+    replay,
+)
 from r2r_synth.pairs import PairStrategy, check_pairs_possible, in_shard, parse_shard
 from r2r_synth.rundir import ProgramSnapshot, RunDir
 from r2r_synth.schemas import Candidates, Manifest, package_versions, utcnow
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("direct", "comparison")
+KINDS = ("direct", "comparison", "listwise")
 
 
 @dataclass
@@ -44,29 +53,44 @@ def generate(
     *,
     candidates: list[Candidates] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
+    on_status: Callable[[str], None] | None = None,
     command: str = "",
     teacher: Any = None,
     backoff_base: float = 0.5,
     backoff_cap: float = 30.0,
 ) -> GenerateResult:
     """Run `config` (see the module docstring). `candidates` skips reading `config.input`; `teacher`
-    (an opened `Teacher`) skips `open_teacher` (tests, benchmarks); `backoff_base`/`backoff_cap` are
-    the policy's retry delays in seconds (tests shorten them). Returns the run's manifest, or
-    with `config.dry_run` an estimate. Raises InputError/ConfigError before writing anything,
-    BudgetExceeded (exit 3) after a clean stop at `max_cost`, TeacherError when the teacher fails."""
+    (an opened `Teacher`) skips `open_teacher` and its preflight (tests, benchmarks);
+    `on_status(message)` hears each slow step before it starts (reading the input, starting the
+    teacher, the preflight); `backoff_base`/`backoff_cap` are the policy's retry delays in seconds
+    (tests shorten them). Returns the run's manifest, or with `config.dry_run` an estimate. Raises
+    InputError/ConfigError before writing anything (a failed preflight too), BudgetExceeded (exit 3)
+    after a clean stop at `max_cost`, TeacherError when the teacher fails or nothing succeeded."""
+    say = on_status or logger.info
     check_config(config)
-    RunDir(config.out).check_writable()
+    run = RunDir(config.out).check_writable()
     shard = parse_shard(config.shard)
     if candidates is None:
+        say(f"reading {config.input}")
         candidates = load_inputs(config)
     else:
         candidates = [c for c in candidates if in_shard(c.query.qid, shard)]
+    if not candidates:
+        where = f"shard {config.shard} of " if config.shard else ""
+        raise InputError(
+            f"nothing to ask: {where}--input {config.input}" + (f" (--limit {config.limit})" if config.limit else "")
+            + " holds no query",
+            hint="use fewer shards or a larger --limit" if config.shard else "check --input",
+        )
+    check_same_job(config, run)
     check_pairs_possible(candidates, config.pairs)
+    if config.listwise:
+        check_listwise_candidates(candidates, config)
     candidates, cuts = cut_documents(candidates, config.max_doc_chars)
 
     from r2r_synth.teacher.programs import load_program
 
-    programs = {k: load_program(k, programs_dir=config.programs_dir) for k in KINDS}
+    programs = {k: load_program(k, programs_dir=config.programs_dir) for k in _program_kinds(config)}
     args = (config, candidates, programs, cuts, on_progress, command)
     if teacher is not None:
         return _generate_with(*args, teacher)
@@ -81,25 +105,41 @@ def generate(
 
     from r2r_synth.teacher.lm import open_teacher
     from r2r_synth.teacher.policy import command_policy
+    from r2r_synth.teacher.preflight import preflight
 
-    policy = command_policy(embedded=config.teacher is None and config.router is None, timeout=config.timeout,
+    embedded = config.teacher is None and config.router is None
+    policy = command_policy(embedded=embedded, timeout=config.timeout,
                             max_retries=config.max_retries, api_key=config.api_key, backoff_base=backoff_base,
                             backoff_cap=backoff_cap)
+    say("starting the embedded teacher (SmolLM2-135M under llama.cpp)" if embedded
+        else f"opening the teacher {config.teacher or config.router}" + ("" if config.dry_run else
+                                                                          ": checking its key and endpoint"))
     with open_teacher(config.teacher, api_base=config.api_base, api_key=config.api_key,
                       temperature=config.temperature, max_tokens=config.max_tokens, router=config.router,
                       policy=policy, transport=config.transport) as t:
+        if not config.dry_run:
+            say(f"preflight: {preflight(t).describe()}")
         return _generate_with(*args, t)
 
 
 def _asked_kinds(config: GenerateConfig) -> list[str]:
     return [k for k, on in (("direct", config.direct), ("comparison", PairStrategy(config.pairs) is not
-                                                         PairStrategy.none)) if on]
+                                                         PairStrategy.none), ("listwise", config.listwise)) if on]
+
+
+def _program_kinds(config: GenerateConfig) -> list[str]:
+    """The programs a run loads (and its manifest counts): direct and comparison together whenever
+    either is asked, as runs always have; listwise when asked."""
+    asked = _asked_kinds(config)
+    return [k for k in KINDS if k in asked or (k != "listwise" and {"direct", "comparison"} & set(asked))]
 
 
 def _generate_with(config: GenerateConfig, candidates: list[Candidates], programs: dict[str, Any], cuts: CutReport,
                    on_progress: Callable[[Progress], None] | None, command: str, teacher: Any) -> GenerateResult:
     hashes = {k: p.program_hash for k, p in programs.items()}
     jobs = build_jobs(candidates, config=config, program_hashes=hashes, teacher=teacher.name)
+    chains, passages_cut = (build_chains(candidates, config=config, program_hash=hashes["listwise"],
+                                         teacher=teacher.name) if config.listwise else ([], 0))
     run = RunDir(config.out)
     if config.max_cost is not None:
         from r2r_synth.teacher.pricing import is_priced
@@ -111,19 +151,27 @@ def _generate_with(config: GenerateConfig, candidates: list[Candidates], program
             )
     if config.dry_run:
         done = run.done_keys(prune=False) if run.exists() else set()
-        return GenerateResult(run_dir=None, estimate=estimate(config, jobs, done, programs, teacher))
+        if chains and run.exists():
+            replay(chains, run, retry_rejects=config.retry_rejects)
+        return GenerateResult(run_dir=None, estimate=estimate(config, jobs, done, programs, teacher, chains=chains))
 
     command = scrub(command, [config.api_key or ""])
     with run.lock(command=command):
-        return _session(config, run, jobs, programs, cuts, on_progress, command, teacher)
+        return _session(config, run, jobs, programs, cuts, on_progress, command, teacher, chains, passages_cut)
 
 
 def _session(config: GenerateConfig, run: RunDir, jobs: list[Job], programs: dict[str, Any], cuts: CutReport,
-             on_progress: Callable[[Progress], None] | None, command: str, teacher: Any) -> GenerateResult:
+             on_progress: Callable[[Progress], None] | None, command: str, teacher: Any, chains: list[Chain],
+             passages_cut: int) -> GenerateResult:
     wanted = {j.key for j in jobs}
+    if chains:  # resume: each query's order rebuilt from its finished windows, up to where it stopped
+        wanted |= replay(chains, run, retry_rejects=config.retry_rejects)
     done = run.done_keys(wanted=wanted, retry_rejects=config.retry_rejects)
-    todo = [j for j in jobs if j.key not in done]
-    skipped = {k: sum(1 for j in jobs if j.kind == k and j.key in done) for k in KINDS}
+    todo: list[Job | Chain] = [j for j in jobs if j.key not in done]
+    skipped = {k: sum(1 for j in jobs if j.kind == k and j.key in done) for k in programs}
+    if chains:
+        skipped["listwise"] = sum(c.next for c in chains)
+        todo += [c for c in chains if not c.written]
     prev = run.read_manifest()
     if prev is not None and not run.journal_path.exists() and prev.usage.total_tokens:
         from r2r_synth.rundir import Journal
@@ -132,8 +180,8 @@ def _session(config: GenerateConfig, run: RunDir, jobs: list[Job], programs: dic
         legacy = Journal(run.journal_path)
         legacy.legacy(usage=prev.usage, cost=prev.cost, sessions=list(prev.extra.get("sessions") or []))
         legacy.close()
-    before = run.journal_totals(replies_for={j.key for j in todo if j.kind == "comparison"})
-    run.write_config(config.public_dict())
+    before = run.journal_totals(replies_for={j.key for j in todo if isinstance(j, Job) and j.kind == "comparison"})
+    run.write_config(resolved_config(config, teacher))
     for kind in _asked_kinds(config):
         p = programs[kind]
         run.snapshot_program(ProgramSnapshot(name=kind, program_hash=p.program_hash, prompt_hash=p.prompt_hash,
@@ -141,7 +189,8 @@ def _session(config: GenerateConfig, run: RunDir, jobs: list[Job], programs: dic
                                              state=p.module.dump_state()))
 
     journal = run.journal(command=command)
-    progress = Progress(total=len(jobs), skipped=sum(skipped.values()))
+    progress = Progress(total=len(jobs) + sum(len(c.spans) for c in chains), skipped=sum(skipped.values()))
+    asked = progress.total - progress.skipped  # requests this session would ask (listwise: windows)
     started_at = utcnow()
     status = "complete"
     error: BaseException | None = None
@@ -164,6 +213,11 @@ def _session(config: GenerateConfig, run: RunDir, jobs: list[Job], programs: dic
                 "command: it asks them again")
         elif engine.unanswered:
             status = "incomplete"
+        elif asked and progress.finished == asked and not progress.done:
+            status, error = "failed", TeacherError(
+                f"none of the {asked} requests of this session became a record: every reply was rejected "
+                "(see the reasons in rejects.jsonl)", hint="the teacher may not follow the output format: try a "
+                "stronger teacher, a larger --max-tokens or --parse-retries, then rerun with --retry-rejects")
     except KeyboardInterrupt:
         status = "interrupted"
         raise
@@ -176,6 +230,9 @@ def _session(config: GenerateConfig, run: RunDir, jobs: list[Job], programs: dic
         journal.close()
         manifest = _manifest(config, run, teacher, programs, jobs, prev, started_at, status, command, skipped,
                              cuts)
+        if chains:
+            manifest.counts["listwise"].requested = sum(len(c.spans) for c in chains)
+            manifest.extra["listwise"] = listwise_summary(config, chains, run, passages_cut=passages_cut)
         run.write_manifest(manifest)
     if error is not None:
         raise error
@@ -183,7 +240,7 @@ def _session(config: GenerateConfig, run: RunDir, jobs: list[Job], programs: dic
         raise BudgetExceeded(
             f"stopped at the budget: ${manifest.cost or 0:.4f} spent of --max-cost ${config.max_cost}; "
             f"{progress.finished} requests finished this session, "
-            f"{len(todo) - progress.finished} not started",
+            f"{asked - progress.finished} not started",
             hint="rerun the same command with a larger --max-cost to resume where it stopped",
         )
     if status == "incomplete":
@@ -200,8 +257,8 @@ def _manifest(config: GenerateConfig, run: RunDir, teacher: Any, programs: dict[
               cuts: CutReport) -> Manifest:
     """The manifest from what the run directory holds: counts from the files, usage, cost and
     sessions from the journal (so a killed session's spend is in it)."""
-    counts = run.line_counts(KINDS)
-    for kind in KINDS:
+    counts = run.line_counts(list(programs))
+    for kind in programs:
         counts[kind].requested = sum(1 for j in jobs if j.kind == kind)
         counts[kind].skipped_done = skipped[kind]
     totals = run.journal_totals()
@@ -209,7 +266,7 @@ def _manifest(config: GenerateConfig, run: RunDir, teacher: Any, programs: dict[
     return Manifest(
         r2r_synth_version=__version__,
         command=command,
-        config=config.public_dict(),
+        config=resolved_config(config, teacher),
         teacher=teacher.name,
         programs={k: p.program_hash for k, p in programs.items()},
         prompts={k: p.prompt_hash for k, p in programs.items()},
@@ -227,4 +284,60 @@ def _manifest(config: GenerateConfig, run: RunDir, teacher: Any, programs: dict[
                "optimized": {k: p.optimized for k, p in programs.items()},
                "calls_in_flight_when_killed": totals.orphans,
                "documents_cut": cuts.as_dict()},
+    )
+
+
+def resolved_config(config: GenerateConfig, teacher: Any) -> dict[str, Any]:
+    """`config` as the run used it (secrets masked): the defaults the teacher applied in place of the
+    None of a flag not given (concurrency, timeout, retries, the reply cap, the transport)."""
+    policy = getattr(teacher, "policy", None)
+    kwargs = getattr(teacher, "completion_kwargs", None) or {}
+    update: dict[str, Any] = {"concurrency": resolved_concurrency(config, teacher),
+                              "transport": getattr(teacher, "transport", config.transport)}
+    if policy is not None:
+        update |= {"timeout": policy.timeout, "max_retries": policy.max_retries}
+    if config.max_tokens is None and kwargs.get("max_tokens") is not None:
+        update["max_tokens"] = kwargs["max_tokens"]
+    return config.model_copy(update=update).public_dict()
+
+
+#: Flags whose change alters what a run asks (the questions per query, who answers them, which
+#: queries): a rerun with another value would mix two jobs in one corpus. `--limit` is not among them:
+#: a larger one adds queries asked the same way (a pilot grown into the full run).
+JOB_FLAGS = {"teacher": "--teacher", "router": "--router", "depth": "--depth", "direct": "--direct",
+             "pairs": "--pairs", "max_pairs_per_query": "--max-pairs-per-query", "rollouts": "--rollouts",
+             "temperature": "--temperature", "max_doc_chars": "--max-doc-chars", "shard": "--shard",
+             "listwise": "--listwise", "window": "--window", "stride": "--stride", "repair": "--repair",
+             "max_passage_words": "--max-passage-words"}
+
+
+def check_same_job(config: GenerateConfig, run: RunDir) -> None:
+    """Refuse (ConfigError, exit 2) to rerun `run` with flags that change its job (`JOB_FLAGS`) unless
+    `config.extend`: resuming takes the run's own settings, and anything else would silently extend it."""
+    if config.extend or not run.exists():
+        return
+    prev = run.read_manifest()
+    if prev is None:
+        return
+    new = config.public_dict()
+    changed = [f for f in JOB_FLAGS if f in prev.config and prev.config[f] != new.get(f)]
+    if not changed:
+        return
+
+    def shown(field: str, value: Any) -> str:
+        if field in ("direct", "repair"):
+            return f"--{field}" if value else f"--no-{field}"
+        if field == "listwise":
+            return "--listwise" if value else "no --listwise"
+        if value is None:
+            return "no --teacher (the embedded teacher)" if field == "teacher" else f"no {JOB_FLAGS[field]}"
+        return f"{JOB_FLAGS[field]} {value}"
+
+    was = ", ".join(shown(f, prev.config[f]) for f in changed)
+    now = ", ".join(shown(f, new.get(f)) for f in changed)
+    raise ConfigError(
+        f"{run.path} holds a run asked with {was}; this command asks with {now}, which would mix two jobs in "
+        "one run (nothing was asked or written)",
+        hint=f"rerun with {was} to resume it, choose another --out, or pass --extend to add the new requests "
+             "to this run",
     )

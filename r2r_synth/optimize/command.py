@@ -14,7 +14,7 @@ import dspy
 from r2r_synth.atomic import check_dir_target, check_file_target, write_json_atomic
 from r2r_synth.config import OptimizeConfig
 from r2r_synth.errors import ConfigError, InputError, TeacherError
-from r2r_synth.optimize.labeled import Split, build_labeled_set, gold_qrels
+from r2r_synth.optimize.labeled import DEFAULT_VAL_FRACTION, Split, build_labeled_set, gold_qrels
 from r2r_synth.optimize.optimizers import AUTO_PRESETS, OPTIMIZERS, compile_program
 from r2r_synth.optimize.report import REPORT_FILE, OptimizeReport, ProgramReport, nan_to_none
 from r2r_synth.optimize.scoring import (
@@ -22,6 +22,7 @@ from r2r_synth.optimize.scoring import (
     delta,
     evaluate_comparison,
     evaluate_direct,
+    evaluate_listwise,
     first_stage_direct,
 )
 from r2r_synth.schemas import Candidates, utcnow
@@ -29,8 +30,8 @@ from r2r_synth.teacher.policy import call_failure
 
 logger = logging.getLogger(__name__)
 
-PROGRAM_CHOICES = ("direct", "comparison", "both")
-PRIMARY_METRIC = {"direct": "metric", "comparison": "preference_accuracy"}
+PROGRAM_CHOICES = ("direct", "comparison", "listwise", "both")
+PRIMARY_METRIC = {"direct": "metric", "comparison": "preference_accuracy", "listwise": "nDCG@10"}
 
 Progress = Callable[[str], None]
 
@@ -62,6 +63,13 @@ def _validate(cfg: OptimizeConfig) -> None:
     check_dir_target(cfg.programs_dir, what="--programs-dir")
     if cfg.report is not None:
         check_file_target(cfg.report, what="--report")
+
+
+def resolved_val_fraction(cfg: OptimizeConfig) -> float:
+    """`--val-fraction`, or its default: 0.25 to optimize; 1.0 (no training split) to evaluate only."""
+    if cfg.val_fraction is not None:
+        return cfg.val_fraction
+    return 1.0 if cfg.evaluate_only else DEFAULT_VAL_FRACTION
 
 
 # --------------------------------------------------------------------------- the command
@@ -97,17 +105,22 @@ def run_optimize(
         say(f"loading {cfg.input}")
         candidates = load_candidates(cfg.input, qrels=cfg.qrels, limit=cfg.limit, depth=cfg.depth)
     examples, split, summary = build_labeled_set(
-        candidates, seed=cfg.seed, val_fraction=cfg.val_fraction, max_pairs_per_query=cfg.max_pairs_per_query
+        candidates, seed=cfg.seed, val_fraction=resolved_val_fraction(cfg),
+        max_pairs_per_query=cfg.max_pairs_per_query,
     )
     run = _Run(cfg, examples, split, summary, gold_qrels(candidates), say=say)
     if lm is not None:
         return run(lm=lm, adapter=adapter, prompt_lm=prompt_lm, teacher_name=getattr(lm, "model", "custom"),
                    prompt_name=getattr(prompt_lm, "model", None))
-    say("opening the teacher" + ("" if cfg.teacher else " (embedded: starting llama.cpp)"))
+    from r2r_synth.teacher.preflight import preflight
+
+    say("starting the embedded teacher (SmolLM2-135M under llama.cpp)" if cfg.teacher is None
+        else f"opening the teacher {cfg.teacher}: checking its key and endpoint")
     policy = command_policy(embedded=cfg.teacher is None, timeout=cfg.timeout, max_retries=cfg.max_retries,
                             api_key=cfg.api_key)
     with open_teacher(cfg.teacher, api_base=cfg.api_base, api_key=cfg.api_key, temperature=cfg.temperature,
                       max_tokens=cfg.max_tokens, policy=policy) as teacher:
+        say(f"preflight: {preflight(teacher).describe()}")
         task_lm = teacher.lm
         if cfg.cache:
             # DSPy's request cache: rerunning the same optimization (or the before-evaluation of
@@ -122,6 +135,7 @@ def run_optimize(
                                       api_key=cfg.api_key)
             pt = make_teacher(cfg.prompt_model, api_base=cfg.prompt_api_base, temperature=1.0,
                               max_tokens=cfg.max_tokens, policy=p_policy)
+            say(f"preflight of the prompt model: {preflight(pt).describe()}")
             p_lm, p_name = pt.lm, pt.name
         return run(lm=task_lm, adapter=teacher.adapter, prompt_lm=p_lm, teacher_name=teacher.name,
                    prompt_name=p_name)
@@ -145,12 +159,13 @@ class _Run:
         reports: dict[str, ProgramReport] = {}
         with dspy.context(lm=lm, adapter=adapter, callbacks=[self.counter]):
             for name in _program_names(cfg.program):
-                train, val = self.split.of(self.examples[name])
+                train, val = self._split(name)
                 if not val or (not train and not cfg.evaluate_only):
                     raise InputError(
                         f"the {name} labeled set has {len(train)} training and {len(val)} validation examples",
-                        hint="raise --limit or --depth (comparison needs two judged candidates of different "
-                        "grades in a query)",
+                        hint=("optimizing needs training queries: lower --val-fraction, or " if not train and val
+                              else "") + "raise --limit or --depth (comparison needs two judged candidates of "
+                        "different grades in a query, listwise a relevant judged one among its top --depth)",
                     )
                 one = self._evaluate_only if cfg.evaluate_only else self._optimize
                 reports[name] = one(name, train, val)
@@ -162,13 +177,28 @@ class _Run:
             labeled_set=self.summary,
             split=self.split.summary(),
             programs=reports,
-            config=cfg.public_dict(),
+            config={**cfg.public_dict(), "val_fraction": resolved_val_fraction(cfg)},
             dspy_version=dspy.__version__,
             created_at=utcnow().isoformat(),
         )
-        report.path = cfg.report or Path(cfg.programs_dir) / REPORT_FILE
-        write_json_atomic(report.path, report.to_dict())
+        # --evaluate-only changes nothing unless asked: its report is written only to --report.
+        report.path = cfg.report if cfg.evaluate_only else cfg.report or Path(cfg.programs_dir) / REPORT_FILE
+        if report.path is not None:
+            write_json_atomic(report.path, report.to_dict())
         return report
+
+    def _split(self, name: str) -> tuple[list[dspy.Example], list[dspy.Example]]:
+        """The training and validation examples of program `name`. `--evaluate-only` without
+        `--val-fraction` validates on every labeled query the current program was not trained on (its
+        `.meta.json` names them; all queries for a prompt program)."""
+        examples = self.examples[name]
+        if not (self.cfg.evaluate_only and self.cfg.val_fraction is None):
+            return self.split.of(examples)
+        from r2r_synth.teacher.programs import load_program
+
+        trained = set((load_program(name, programs_dir=self.cfg.programs_dir).meta.get("split") or {})
+                      .get("train_qids") or [])
+        return [e for e in examples if e.qid in trained], [e for e in examples if e.qid not in trained]
 
     # ------------------------------------------------------------------ phases
 
@@ -186,7 +216,19 @@ class _Run:
     def _score(self, name: str, module: dspy.Module, val: list[dspy.Example]) -> dict[str, float]:
         if name == "direct":
             return evaluate_direct(module, val, qrels=self.qrels, num_threads=self.cfg.concurrency)
+        if name == "listwise":
+            return evaluate_listwise(module, val, num_threads=self.cfg.concurrency)
         return evaluate_comparison(module, val, swap=self.cfg.swap, num_threads=self.cfg.concurrency)
+
+    def _first_stage(self, name: str, val: list[dspy.Example]) -> dict[str, float] | None:
+        """The first stage's ranking metrics on the same validation examples (direct, listwise)."""
+        if name == "direct":
+            return first_stage_direct(val, qrels=self.qrels)
+        if name == "listwise":
+            from r2r_synth.optimize.listwise import first_stage_listwise
+
+            return first_stage_listwise(val)
+        return None
 
     def _evaluate_only(self, name: str, train: list[dspy.Example], val: list[dspy.Example]) -> ProgramReport:
         from r2r_synth.teacher.programs import build_program, load_program, program_hash
@@ -207,7 +249,7 @@ class _Run:
             after = None
         return ProgramReport(
             name=name, before=before, after=after,
-            first_stage=first_stage_direct(val, qrels=self.qrels) if name == "direct" else None,
+            first_stage=self._first_stage(name, val),
             primary_metric=PRIMARY_METRIC[name], calls=calls, failed_calls=failed,
             program_hash_before=program_hash(before_module),
             program_hash_after=current.program_hash if current.optimized else None,
@@ -280,7 +322,7 @@ class _Run:
         write_json_atomic(meta_path, full_meta)
         report = ProgramReport(
             name=name, before=before, after=after,
-            first_stage=first_stage_direct(val, qrels=self.qrels) if name == "direct" else None,
+            first_stage=self._first_stage(name, val),
             primary_metric=PRIMARY_METRIC[name], calls=calls, failed_calls=failed,
             program_hash_before=current.program_hash, program_hash_after=saved.program_hash, path=str(path),
             train_examples=len(train), val_examples=len(val), demos=len(saved.predictor.demos),

@@ -120,13 +120,20 @@ class Split:
         return {"seed": self.seed, "val_fraction": self.val_fraction, "train_qids": self.train, "val_qids": self.val}
 
 
-def split_by_query(qids: Sequence[str], *, val_fraction: float = 0.25, seed: int = 0) -> Split:
+#: The share of queries `optimize` holds out for validation unless told otherwise.
+DEFAULT_VAL_FRACTION = 0.25
+
+
+def split_by_query(qids: Sequence[str], *, val_fraction: float = DEFAULT_VAL_FRACTION, seed: int = 0) -> Split:
     """A deterministic split of `qids` into train and validation queries: sort, shuffle with `seed`,
-    the first ``round(n * val_fraction)`` (at least 1, at most n - 1) validate."""
-    if not 0.0 < val_fraction < 1.0:
-        raise ConfigError(f"--val-fraction must be between 0 and 1 (exclusive), not {val_fraction}",
-                          hint="e.g. --val-fraction 0.25")
+    the first ``round(n * val_fraction)`` (at least 1, at most n - 1) validate. `val_fraction=1.0`
+    validates on every query and trains on none (scoring a program needs no training split)."""
+    if not 0.0 < val_fraction <= 1.0:
+        raise ConfigError(f"--val-fraction must be above 0 and at most 1, not {val_fraction}",
+                          hint="e.g. --val-fraction 0.25 (1.0 with --evaluate-only: score every query)")
     unique = sorted(set(map(str, qids)))
+    if val_fraction == 1.0 and unique:
+        return Split(train=[], val=unique, seed=seed, val_fraction=val_fraction)
     if len(unique) < 2:
         raise InputError(
             f"the labeled set has {len(unique)} quer{'y' if len(unique) == 1 else 'ies'} with judged candidates; "
@@ -148,25 +155,31 @@ def train_dev(train: list[dspy.Example], *, seed: int) -> tuple[list[dspy.Exampl
 
 
 def build_labeled_set(
-    candidates: Sequence[Candidates], *, seed: int, val_fraction: float, max_pairs_per_query: int | None
+    candidates: Sequence[Candidates], *, seed: int, val_fraction: float | None, max_pairs_per_query: int | None
 ) -> tuple[dict[str, list[dspy.Example]], Split, dict[str, Any]]:
-    """The examples of both programs, their by-query split, and a summary (hash, counts) for reports."""
+    """The examples of both programs, their by-query split (`val_fraction` None: the default,
+    `DEFAULT_VAL_FRACTION`), and a summary (hash, counts) for reports."""
     if not any(c.qrels for c in candidates):
         raise InputError(
             f"none of the {len(candidates)} queries has gold labels: optimize needs qrels",
             hint="pass --qrels (TREC: qid Q0 docid grade, or BEIR qrels TSV), or an input that carries them",
         )
+    from r2r_synth.optimize.listwise import listwise_examples
+
     examples = {
         "direct": direct_examples(candidates),
         "comparison": comparison_examples(candidates, seed=seed, max_pairs_per_query=max_pairs_per_query),
+        "listwise": listwise_examples(candidates),
     }
-    split = split_by_query([e.qid for e in examples["direct"]], val_fraction=val_fraction, seed=seed)
+    split = split_by_query([e.qid for e in examples["direct"]], seed=seed,
+                           val_fraction=DEFAULT_VAL_FRACTION if val_fraction is None else val_fraction)
     total = sum(len(c.documents) for c in candidates)
     summary = {
         "hash": labeled_set_hash(examples["direct"] + examples["comparison"]),
         "queries": len({e.qid for e in examples["direct"]}),
         "direct_examples": len(examples["direct"]),
         "comparison_examples": len(examples["comparison"]),
+        "listwise_examples": len(examples["listwise"]),
         "unjudged_candidates": total - len(examples["direct"]),
     }
     return examples, split, summary

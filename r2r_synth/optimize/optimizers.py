@@ -27,11 +27,16 @@ AUTO_PRESETS = ("light", "medium", "heavy")
 
 
 def _metric_for(name: str) -> Callable[..., Any]:
-    return M.direct_metric if name == "direct" else M.comparison_metric
+    from r2r_synth.optimize.listwise import listwise_metric
+
+    return {"direct": M.direct_metric, "comparison": M.comparison_metric, "listwise": listwise_metric}[name]
 
 
 def _feedback_metric_for(name: str) -> Callable[..., Any]:
-    return M.direct_feedback_metric if name == "direct" else M.comparison_feedback_metric
+    from r2r_synth.optimize.listwise import listwise_feedback_metric
+
+    return {"direct": M.direct_feedback_metric, "comparison": M.comparison_feedback_metric,
+            "listwise": listwise_feedback_metric}[name]
 
 
 def _bootstrap(module: dspy.Module, train: list[dspy.Example], *, metric: Callable[..., Any],

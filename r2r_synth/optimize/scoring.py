@@ -1,4 +1,5 @@
-"""Scoring a program on the validation split, and counting what the teacher was asked.
+"""Scoring a program (direct, comparison, listwise) on the validation split, and counting what the
+teacher was asked.
 
 **A failed call is not a wrong answer.** Every teacher call goes through the command's
 `CallPolicy` (retries with backoff on 429/5xx/timeouts). A call that still fails (`CallFailed`,
@@ -189,6 +190,25 @@ def first_stage_direct(examples: Sequence[dspy.Example], *, qrels: dict[str, dic
         "kendall_tau": M.nanmean(m["kendall_tau"] for m in per_query),
         "pairwise_accuracy": M.nanmean(m["pairwise_accuracy"] for m in per_query),
     }
+
+
+def evaluate_listwise(module: dspy.Module, examples: Sequence[dspy.Example], *, num_threads: int = 4) -> dict[str, float]:
+    """Every listwise metric of `module` on `examples` (one window per query; see
+    `r2r_synth.optimize.listwise`), and its `COUNTS`: nDCG@10, pairwise accuracy and Kendall's tau
+    averaged over the windows, the share of replies whose permutation was repaired and of unusable
+    ones (which score 0). A window whose call failed leaves every metric."""
+    from r2r_synth.optimize.listwise import listwise_scores
+
+    results = _predict_all(module, [ex.inputs().toDict() for ex in examples], num_threads=num_threads)
+    preds, failed = _sort_out("listwise", results)
+    per = [listwise_scores(ex, p) for ex, p, f in zip(examples, preds, failed) if not f]
+    out = {k: M.nanmean(s[k] for s in per) for k in ("nDCG@10", "pairwise_accuracy", "kendall_tau")}
+    out["repaired"] = _share([s["repaired"] == 1.0 for s in per])
+    out["invalid"] = _share([s["invalid"] == 1.0 for s in per])
+    out["n"] = float(len(per))
+    out["failed_calls"] = float(sum(failed))
+    out["queries_left_out"] = float(sum(failed))
+    return out
 
 
 def evaluate_comparison(

@@ -5,6 +5,8 @@ A run directory holds:
 - `direct.jsonl`, `comparison.jsonl`, `listwise.jsonl`: records, one validated JSON object a line,
   appended and flushed one at a time as requests finish (`RunDir.appender`);
 - `rejects.jsonl`: every request that did not become a record, with its reason and `cause`;
+- `rankings.jsonl` (listwise runs): each query's final ranking of its top K after its sliding
+  windows (`RankingRecord`), appended when the query's last window is done (`RunDir.rankings`);
 - `filtered.jsonl` (a run written by `filter`): every record of the parent run that a curation rule
   dropped, whole, with the rule (`Filtered`);
 - `journal.jsonl`: every teacher call as it happens (`r2r_synth.rundir.journal`), so spend and usage
@@ -56,6 +58,7 @@ from r2r_synth.rundir.lock import LOCK_FILE, RunLock
 from r2r_synth.schemas import (
     FILTERED_FILE,
     MANIFEST_FILE,
+    RANKINGS_FILE,
     RECORD_FILES,
     REJECTS_FILE,
     ComparisonRecord,
@@ -64,6 +67,7 @@ from r2r_synth.schemas import (
     Filtered,
     ListwiseRecord,
     Manifest,
+    RankingRecord,
     Reject,
     Strict,
     stable_hash,
@@ -119,8 +123,10 @@ class RunDir:
         return self.path / RECORD_FILES[kind]
 
     def _file(self, kind: str) -> Path:
-        """The file of `kind`: a record kind, 'reject' (rejects.jsonl) or 'filtered' (filtered.jsonl)."""
-        return {"reject": self.rejects_path, "filtered": self.filtered_path}.get(kind) or self.records_path(kind)
+        """The file of `kind`: a record kind, 'reject' (rejects.jsonl), 'filtered' (filtered.jsonl) or
+        'ranking' (rankings.jsonl)."""
+        return ({"reject": self.rejects_path, "filtered": self.filtered_path, "ranking": self.rankings_path}.get(kind)
+                or self.records_path(kind))
 
     @property
     def rejects_path(self) -> Path:
@@ -129,6 +135,10 @@ class RunDir:
     @property
     def filtered_path(self) -> Path:
         return self.path / FILTERED_FILE
+
+    @property
+    def rankings_path(self) -> Path:
+        return self.path / RANKINGS_FILE
 
     @property
     def manifest_path(self) -> Path:
@@ -147,8 +157,8 @@ class RunDir:
 
     def run_files(self) -> list[Path]:
         """The files (and the programs folder) that make up the run, where present."""
-        names = (*RECORD_FILES.values(), REJECTS_FILE, FILTERED_FILE, MANIFEST_FILE, JOURNAL_FILE, CONFIG_FILE,
-                 PROGRAMS_DIR)
+        names = (*RECORD_FILES.values(), REJECTS_FILE, FILTERED_FILE, RANKINGS_FILE, MANIFEST_FILE, JOURNAL_FILE,
+                 CONFIG_FILE, PROGRAMS_DIR)
         return [self.path / n for n in names if (self.path / n).exists()]
 
     def clear(self) -> None:
@@ -171,7 +181,7 @@ class RunDir:
         return RunLock(self.path, command=command)
 
     def appender(self, kind: str) -> JsonlAppender:
-        """Append records of `kind` ('reject' for rejects.jsonl), one flushed line each."""
+        """Append records of `kind` ('reject', 'filtered', 'ranking' as in `_file`), one flushed line each."""
         return JsonlAppender(self._file(kind))
 
     def journal(self, *, command: str) -> Journal:
@@ -236,6 +246,12 @@ class RunDir:
         """Every record a `filter` rule dropped, validated (a bad line is an `InputError` naming file:line)."""
         path = self.filtered_path
         return list(read_jsonl(path, Filtered, tolerate_torn_tail=True)) if path.exists() else []
+
+    def rankings(self) -> list[RankingRecord]:
+        """Every final ranking of a listwise run (`rankings.jsonl`; [] when absent), validated (a bad
+        line is an `InputError` naming file:line; a torn last line is skipped)."""
+        path = self.rankings_path
+        return list(read_jsonl(path, RankingRecord, tolerate_torn_tail=True)) if path.exists() else []
 
     def records(self, kind: str) -> list[Any]:
         """Every record of `kind`, validated (a bad line is an `InputError` naming file:line)."""

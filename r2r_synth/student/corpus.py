@@ -2,7 +2,9 @@
 
 `load_training_view(paths)` reads any mix of
 
-- run directories written by `generate` or `import` (read through `r2r_synth.rundir.RunDir`),
+- run directories written by `generate` or `import` (read through `r2r_synth.rundir.RunDir`; in a
+  listwise run, each query's final ranking over its sliding windows, `rankings.jsonl`, is its
+  permutation, at any depth, and the windows add their reasons),
 - record files (one of those JSONL files on its own, records dispatched on their `kind`),
 - R2R's released listwise corpus (`msmarco_500.jsonl`: `re_rank_id`, `unsorted_docs`, reasons),
 - with `qrels=`, any candidate input `generate` reads (a RankGPT JSON, a JSONL of candidate lists, a
@@ -36,6 +38,7 @@ from r2r_synth.schemas import (
     Document,
     ListwiseRecord,
     Query,
+    RankingRecord,
 )
 
 _RECORD_MODELS = {"direct": DirectRecord, "comparison": ComparisonRecord, "listwise": ListwiseRecord}
@@ -170,6 +173,10 @@ class TrainingView:
             "direct_records": self.counts["direct"],
             "comparison_records": self.counts["comparison"],
             "listwise_records": self.counts["listwise"],
+            # How deep the teacher ranked: the longest permutation of a query (a window, or a query's
+            # final ranking over its sliding windows), and how many final rankings were read.
+            "ranking_depth": max((len(p) for q in self.queries for p in q.permutations), default=0),
+            "listwise_rankings": self.counts.get("rankings", 0),
             "candidate_lists": self.counts.get("candidates", 0),
             "preferences": sum(len(q.preferences) for q in self.queries),
             "rejects": len(self.rejects),
@@ -177,7 +184,9 @@ class TrainingView:
 
     # ------------------------------------------------------------------ adding records
 
-    def add(self, rec: DirectRecord | ComparisonRecord | ListwiseRecord) -> None:
+    def add(self, rec: DirectRecord | ComparisonRecord | ListwiseRecord, *, permutation: bool = True) -> None:
+        """Add one record. `permutation=False`: a listwise window whose query's final ranking is added
+        instead (`add_ranking`), so its reasons count but its order within the window does not."""
         if isinstance(rec, DirectRecord):
             q = self.query(rec.query)
             d = q.doc(rec.document)
@@ -206,7 +215,8 @@ class TrainingView:
                 vd = q.doc(d)
                 if d.docid in rec.gold:
                     vd.gold = rec.gold[d.docid]
-            q.permutations.append(list(rec.ranking))
+            if permutation:
+                q.permutations.append(list(rec.ranking))
             for item in rec.items:
                 vd = q.docs[item.docid]
                 if item.reason:
@@ -218,6 +228,19 @@ class TrainingView:
             self.counts["listwise"] += 1
         else:  # pragma: no cover - the readers only yield the three kinds
             raise TypeError(type(rec).__name__)
+
+    def add_ranking(self, rec: RankingRecord) -> None:
+        """A query's final ranking over its sliding windows (`rankings.jsonl`) as one permutation of its
+        documents. Add it after the window records, which carry the passages' texts: a docid whose
+        window record is not in the corpus (e.g. filtered out) is left out of the permutation."""
+        q = self.query(rec.query)
+        perm = [d for d in rec.ranking if d in q.docs]
+        for d, g in rec.gold.items():
+            if d in q.docs:
+                q.docs[d].gold = g
+        if len(perm) > 1:
+            q.permutations.append(perm)
+        self.counts["rankings"] = self.counts.get("rankings", 0) + 1
 
     def add_candidates(self, cands: Candidates) -> None:
         """One query's candidate list with its qrels: every candidate becomes a document, a judged one
@@ -310,9 +333,15 @@ def load_training_view(paths: list[Path | str], *, qrels: Path | None = None,
                     hint="pass the --out directory of `r2r-synth generate`, or the record files themselves; "
                     "to train on human labels over a candidate input (BEIR, TREC, ...) add --qrels FILE --labels gold",
                 )
+            # A listwise run's final rankings (all K candidates of a query) are the teacher's order;
+            # the windows they were built from add their reasons only.
+            rankings = run.rankings()
+            chained = {k for r in rankings for k in r.windows}
             for kind in kinds:
                 for rec in run.records(kind):
-                    view.add(rec)
+                    view.add(rec, permutation=rec.key not in chained)
+            for r in rankings:
+                view.add_ranking(r)
         elif p.exists():
             if not _is_teacher_corpus(p) and not _starts_with_object(p):
                 raise InputError(

@@ -1,4 +1,5 @@
-"""Teacher programs: DSPy modules around the signatures, with load/save and content hashes.
+"""Teacher programs (`direct`, `comparison`, `listwise`): DSPy modules around the signatures, with
+load/save and content hashes.
 
 A program is one `dspy.Predict` over a signature (the reasoning is an output field of the signature,
 so no extra ChainOfThought step is needed). Fresh programs take their instructions from
@@ -25,11 +26,11 @@ from r2r_synth.atomic import check_dir_target, write_json_atomic
 from r2r_synth.config import DEFAULT_PROGRAMS_DIR
 from r2r_synth.errors import InputError
 from r2r_synth.schemas import stable_hash, utcnow
-from r2r_synth.teacher.signatures import SIGNATURES, read_prompt
+from r2r_synth.teacher.signatures import SIGNATURES, Passage, read_prompt
 
 logger = logging.getLogger(__name__)
 
-PROGRAM_NAMES = ("direct", "comparison")
+PROGRAM_NAMES = ("direct", "comparison", "listwise")
 
 
 class DirectProgram(dspy.Module):
@@ -60,7 +61,29 @@ class ComparisonProgram(dspy.Module):
         return await self.predict.acall(query=query, document_a=document_a, document_b=document_b)
 
 
-_MODULES: dict[str, type[dspy.Module]] = {"direct": DirectProgram, "comparison": ComparisonProgram}
+class ListwiseProgram(dspy.Module):
+    """Listwise reasoning over a window (R2R's call): `(query, passages) -> ranked_passages`, every
+    passage once, most relevant first, each with its direct and comparative reason and a grade."""
+
+    def __init__(self, signature: type[dspy.Signature] | None = None):
+        super().__init__()
+        self.predict = dspy.Predict(signature or SIGNATURES["listwise"])
+
+    def forward(self, *, query: str, passages: list[Any]) -> dspy.Prediction:
+        return self.predict(query=query, passages=_passages(passages))
+
+    async def aforward(self, *, query: str, passages: list[Any]) -> dspy.Prediction:
+        return await self.predict.acall(query=query, passages=_passages(passages))
+
+
+def _passages(passages: list[Any]) -> list[Passage]:
+    """`Passage`s from passages given as models or as ``{"identifier", "text"}`` dicts (examples
+    serialized by DSPy come back as dicts); the prompt is the same either way."""
+    return [p if isinstance(p, Passage) else Passage.model_validate(p) for p in passages]
+
+
+_MODULES: dict[str, type[dspy.Module]] = {"direct": DirectProgram, "comparison": ComparisonProgram,
+                                          "listwise": ListwiseProgram}
 
 
 @dataclass
@@ -123,9 +146,23 @@ def _content(module: dspy.Module) -> list[dict[str, Any]]:
             for fname, f in sig.fields.items()
         ]
         demos = [dict(d) if not isinstance(d, dict) else d for d in pred.demos]
-        demos = [{k: v for k, v in sorted(d.items()) if not k.startswith("dspy_")} for d in demos]
+        demos = [{k: _plain(v) for k, v in sorted(d.items()) if not k.startswith("dspy_")} for d in demos]
         out.append({"predictor": pname, "instructions": sig.instructions, "fields": fields, "demos": demos})
     return out
+
+
+def _plain(value: Any) -> Any:
+    """`value` as the JSON a saved program holds (pydantic models as dicts, e.g. a listwise demo's
+    passages), so a program hashes the same before it is saved and after it is loaded."""
+    from pydantic import BaseModel
+
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 def program_hash(module: dspy.Module) -> str:
