@@ -60,7 +60,7 @@ def test_long_flags_and_ids_are_whole_and_metavars_short():
     assert re.search(r"^  --max-pairs-per-query N\s", text, re.MULTILINE)
     assert "irds:msmarco-passage/trec-dl-2019/judged" in text  # wrapped at spaces, never inside a word
     assert re.search(r"^  --dry-run\s+Estimate", text, re.MULTILINE)  # a flag takes no metavar
-    assert re.search(r"^  -t, --teacher MODEL\s", text, re.MULTILINE)
+    assert re.search(r"^  -t, --teacher MODEL\s", text, re.MULTILINE) and re.search(r"^  --shard I/N\s", text, re.MULTILINE)
     assert "--pairs [adjacent|gold|topk|none]" in text and "[default: 10; x>=1]" in " ".join(text.split())
     merge = _help("merge")
     assert re.search(r"^  RUN_DIRS\.\.\.\s+Run directories", merge, re.MULTILINE)

@@ -330,3 +330,59 @@ def test_gepa_reflects_on_textual_feedback(tmp_path):
     # the reflection LM read our metric's feedback on the passages the teacher got wrong
     seen = "\n".join(m["content"] for h in reflection.history for m in h["messages"])
     assert "You rated a grade-1 (related but not answering) passage as 0 (irrelevant), too low, because you reasoned:" in seen
+
+
+# --------------------------------------------------------------------------- --evaluate-only tells the truth
+
+
+def test_evaluate_only_writes_nothing_unless_asked_and_scores_three_queries(tmp_path):
+    cands = make_candidates(3)
+    programs = tmp_path / "programs"
+    cfg = OptimizeConfig(input="mem", programs_dir=programs, evaluate_only=True, concurrency=2)
+    rep = run_optimize(cfg, candidates=cands, lm=oracle_lm(cands))
+    assert rep.path is None and not programs.exists()
+    # no training split is needed: every query of the three validates (a prompt program was trained on none)
+    assert rep.programs["direct"].val_examples == 15 and rep.programs["direct"].train_examples == 0
+    assert rep.programs["comparison"].val_examples == 3 * 9
+    assert rep.programs["comparison"].before["preference_accuracy"] == 1.0
+    assert rep.config["val_fraction"] == 1.0
+    out = tmp_path / "eval.json"
+    rep = run_optimize(cfg.model_copy(update={"report": out}), candidates=cands, lm=oracle_lm(cands))
+    assert rep.path == out and json.loads(out.read_text())["evaluate_only"] is True and not programs.exists()
+
+
+def test_val_fraction_one_scores_every_query_and_cannot_optimize(tmp_path):
+    cands = make_candidates(1)
+    cfg = OptimizeConfig(input="mem", programs_dir=tmp_path / "p", evaluate_only=True, val_fraction=1.0,
+                         program="direct", concurrency=2)
+    rep = run_optimize(cfg, candidates=cands, lm=oracle_lm(cands))
+    assert rep.programs["direct"].val_examples == 5 and rep.split["train_qids"] == []
+    with pytest.raises(InputError, match="the direct labeled set has 0 training and 5 validation examples") as ei:
+        run_optimize(cfg.model_copy(update={"evaluate_only": False}), candidates=cands, lm=oracle_lm(cands))
+    assert "optimizing needs training queries: lower --val-fraction" in ei.value.hint
+    assert not (tmp_path / "p").exists()
+
+
+def test_evaluate_only_leaves_out_the_queries_a_program_was_trained_on(tmp_path):
+    cands = make_candidates(8)
+    programs = tmp_path / "programs"
+    base = OptimizeConfig(input="mem", programs_dir=programs, program="direct", max_demos=2, concurrency=2, seed=1)
+    opt = run_optimize(base, candidates=cands, lm=oracle_lm(cands))
+    trained = set(opt.split["train_qids"])
+    ev = run_optimize(base.model_copy(update={"evaluate_only": True}), candidates=cands, lm=oracle_lm(cands))
+    assert ev.programs["direct"].val_examples == 5 * (8 - len(trained))
+    assert ev.programs["direct"].train_examples == 5 * len(trained)
+    assert ev.programs["direct"].val_examples == opt.programs["direct"].val_examples
+
+
+def test_a_wrong_key_stops_optimize_at_the_preflight_with_nothing_written(tmp_path):
+    from r2r_synth.errors import ConfigError
+
+    cands = make_candidates(4)
+    cfg = OptimizeConfig(input="mem", programs_dir=tmp_path / "p", teacher="openai/loopback", program="direct",
+                         api_key="sk-wrong-0123456789", cache=False, max_retries=0)
+    with OpenAIServer(require_key="sk-right-0123456789", guard_models=True) as srv:
+        with pytest.raises(ConfigError, match="preflight: the teacher 'openai/loopback' .* refused the key"):
+            run_optimize(cfg.model_copy(update={"api_base": srv.url}), candidates=cands)
+        assert srv.requests == [] and srv.behaviour.model_requests == 1
+    assert not (tmp_path / "p").exists()

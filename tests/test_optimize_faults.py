@@ -139,7 +139,7 @@ def test_a_bad_key_stops_the_run_with_the_call_failure(tmp_path):
 def test_report_counts_failed_calls_per_phase(tmp_path):
     cands = make_candidates(4)
     with OpenAIServer() as srv:
-        cfg = config(tmp_path, srv.url)
+        cfg = config(tmp_path, srv.url, report=tmp_path / "report.json")  # --evaluate-only writes only to --report
         _, split, _ = build_labeled_set(cands, seed=cfg.seed, val_fraction=cfg.val_fraction, max_pairs_per_query=10)
         q = split.val[0][1:]
         srv.script(f"Passage {q}.0 on subject {q}", {"status": 429})
@@ -203,7 +203,8 @@ def test_cli_timeout_and_max_retries_reach_the_policy_and_the_table(tmp_path):
         srv.script(passage, {"sleep": 5})  # past --timeout: one failed call, and no retry of it
         res = _cli("optimize", "-i", str(_input(tmp_path)), "-t", "openai/loopback", "--api-base", srv.url,
                    "--programs-dir", str(tmp_path / "p"), "--no-cache", "--program", "direct", "--evaluate-only",
-                   "--timeout", "1", "--max-retries", "0", "--val-fraction", "0.5", "--seed", "1")
+                   "--timeout", "1", "--max-retries", "0", "--val-fraction", "0.5", "--seed", "1",
+                   "--report", str(tmp_path / "p" / "optimize_report.json"))
         asked = [r for r in srv.requests if passage in r["user"]]
     assert res.returncode == 0, res.stderr
     assert len(asked) == 1
