@@ -6,7 +6,7 @@ import json
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -70,6 +70,18 @@ def _by_student(knob: str, *, also: str = "") -> str:
     return ", ".join([*(f"{v:g} {kind}" for kind, v in TRAIN_DEFAULTS[knob].items()), *([also] if also else [])])
 
 
+def _teacher_loss_weight(loss: str, labels: str) -> Any:
+    """The `--<loss>-weight` option alias: a loss on the teacher's labels, on where the corpus has `labels`."""
+    return Annotated[float | None, typer.Option(
+        f"--{loss}-weight", min=0.0, help=f"Weight of the {loss} loss, on where the corpus has {labels}; 0 = off "
+        f"(default {_by_student(f'{loss}_weight', also=_WHILE_DISTILLING)}).")]
+
+
+PointwiseWeightOpt = _teacher_loss_weight("pointwise", "grades")
+PairwiseWeightOpt = _teacher_loss_weight("pairwise", "preferences")
+ListwiseWeightOpt = _teacher_loss_weight("listwise", "rankings")
+
+
 @app.command()
 def train(
     corpus: Annotated[
@@ -109,18 +121,9 @@ def train(
     limit: LimitOpt = None,
     labels: Annotated[LabelSource, typer.Option("--labels", help="Learn the teacher's labels or the gold qrels the "
                                                 "records carry; never a mix.")] = LabelSource.teacher,
-    pointwise_weight: Annotated[float | None, typer.Option("--pointwise-weight", min=0.0, help=(
-        "Weight of the pointwise loss, on where the corpus has grades; 0 = off (default "
-        f"{_by_student('pointwise_weight', also=_WHILE_DISTILLING)}).")),
-    ] = None,
-    pairwise_weight: Annotated[float | None, typer.Option("--pairwise-weight", min=0.0, help=(
-        "Weight of the pairwise loss, on where the corpus has preferences; 0 = off (default "
-        f"{_by_student('pairwise_weight', also=_WHILE_DISTILLING)}).")),
-    ] = None,
-    listwise_weight: Annotated[float | None, typer.Option("--listwise-weight", min=0.0, help=(
-        "Weight of the listwise loss, on where the corpus has rankings; 0 = off (default "
-        f"{_by_student('listwise_weight', also=_WHILE_DISTILLING)}).")),
-    ] = None,
+    pointwise_weight: PointwiseWeightOpt = None,
+    pairwise_weight: PairwiseWeightOpt = None,
+    listwise_weight: ListwiseWeightOpt = None,
     generation_weight: Annotated[float | None, typer.Option("--generation-weight", min=0.0, help=(
         f"Reasoning student: weight of the generation loss (default {_by_student('generation_weight')}).")),
     ] = None,
