@@ -119,7 +119,7 @@ def test_a_router_is_checked_with_a_one_token_completion(tmp_path):
     with OpenAIServer() as srv:
         router = tmp_path / "router.json"
         router.write_text(json.dumps({"model_list": [
-            {"model_name": "teacher", "litellm_params": {"model": "openai/loopback", "api_base": srv.url,
+            {"model_name": "teacher", "litellm_params": {"model": "openai/replica-preflight", "api_base": srv.url,
                                                          "api_key": GOOD}}]}))
         t = open_router(None, router=router, temperature=0.0, max_tokens=None, policy=FAST)
         assert preflight(t).method == "completion"
