@@ -34,7 +34,6 @@ from r2r_synth.rundir import RunDir
 from r2r_synth.schemas import (
     Candidates,
     Document,
-    ListwiseItem,
     ListwiseRecord,
     ListwiseWindow,
     Provenance,
@@ -42,6 +41,7 @@ from r2r_synth.schemas import (
     RankingRepair,
     Usage,
     request_key,
+    stable_hash,
 )
 from r2r_synth.teacher.signatures import repair_ranking
 
@@ -138,11 +138,11 @@ class WindowJob:
         return self.chain.cand
 
     def inputs(self) -> dict[str, Any]:
-        """What identifies the request (goes into the key): the passages in the order shown, and
-        where the window sits among the query's windows."""
+        """What identifies the request (goes into the key): the passages in the order shown (each by
+        its docid and a hash of the text shown), and where the window sits among the query's windows."""
         c = self.chain
         return {"qid": c.cand.query.qid, "query": c.cand.query.text, "docids": [d.docid for d in self.docs],
-                "documents": [d.full_text() for d in self.docs], "start": self.start, "end": self.end,
+                "documents": [c.digests[d.docid] for d in self.docs], "start": self.start, "end": self.end,
                 "depth": c.depth, "window": c.window, "stride": c.stride}
 
     def signature_inputs(self) -> dict[str, Any]:
@@ -186,10 +186,12 @@ class Chain:
         self.spans = window_spans(len(self.docs), window=self.window, stride=self.stride)
         self.order = list(self.docs)
         self.first_stage = {d.docid: i + 1 for i, d in enumerate(self.docs)}
+        # Each passage's text as shown, hashed once: a window's key names its passages by these.
+        self.digests = {d.docid: stable_hash(d.full_text(), n=32) for d in self.docs}
         q = self.cand.query
         self.key = request_key(kind="ranking", inputs={
             "qid": q.qid, "query": q.text, "docids": [d.docid for d in self.docs],
-            "documents": [d.full_text() for d in self.docs], "window": self.window, "stride": self.stride},
+            "documents": [self.digests[d.docid] for d in self.docs], "window": self.window, "stride": self.stride},
             program_hash=self.program_hash, teacher=self.teacher, rollout_id=self.rollout)
 
     @property
@@ -324,9 +326,9 @@ def window_record(job: WindowJob, ranked: Sequence[Any], *, repair: bool, proven
         i = int(p.identifier)
         if 1 <= i <= n and i not in seen:  # the first mention of a passage counts, as in the ranking
             seen.add(i)
-            items.append(ListwiseItem(docid=job.docs[i - 1].docid, reason=p.direct_reason,
-                                      comparison_reason=p.listwise_reason, answer_sentence=p.direct_answer_sentence,
-                                      relevance=p.relevance))
+            items.append({"docid": job.docs[i - 1].docid, "reason": p.direct_reason,
+                          "comparison_reason": p.listwise_reason, "answer_sentence": p.direct_answer_sentence,
+                          "relevance": p.relevance})  # validated with the record, in one pass
     c = job.chain
     return ListwiseRecord(
         key=job.key, query=c.cand.query, documents=job.docs, ranking=[job.docs[i - 1].docid for i in order],
