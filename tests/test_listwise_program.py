@@ -142,3 +142,13 @@ def test_optimize_listwise_counts_repaired_and_scores_a_bad_teacher_low(tmp_path
     assert flawed["repaired"] == 1.0 and flawed["invalid"] == 0.0
     wrong = run_optimize(cfg, candidates=cands, lm=oracle(cands, reverse=True)).programs["listwise"].before
     assert wrong["nDCG@10"] < 0.6 and wrong["pairwise_accuracy"] == 0.0
+
+
+def test_the_program_hash_covers_the_schema_the_teacher_is_shown():
+    from r2r_synth.teacher.programs import _content
+
+    listwise = {f["name"]: f for f in _content(build_program("listwise"))[0]["fields"]}
+    item = listwise["ranked_passages"]["schema"]["items"]["properties"]
+    assert item["direct_reason"]["maxLength"] == 160 and "schema" in listwise["passages"]
+    direct = {f["name"]: f for f in _content(build_program("direct"))[0]["fields"]}
+    assert not any("schema" in f for f in direct.values())  # plain types: their hashes stay as they were

@@ -142,6 +142,7 @@ def _content(module: dspy.Module) -> list[dict[str, Any]]:
                 "type": str(f.annotation),
                 "prefix": f.json_schema_extra.get("prefix"),
                 "desc": f.json_schema_extra.get("desc"),
+                **_schema_of(f.annotation),
             }
             for fname, f in sig.fields.items()
         ]
@@ -149,6 +150,20 @@ def _content(module: dspy.Module) -> list[dict[str, Any]]:
         demos = [{k: _plain(v) for k, v in sorted(d.items()) if not k.startswith("dspy_")} for d in demos]
         out.append({"predictor": pname, "instructions": sig.instructions, "fields": fields, "demos": demos})
     return out
+
+
+def _schema_of(annotation: Any) -> dict[str, Any]:
+    """``{"schema": ...}`` for a structured field type (a pydantic model, or a list of them, such as
+    the listwise passages): the teacher is shown its JSON Schema, so a change to it is a change to
+    the program. Empty for plain types, whose name says it all (their hashes stay as they were)."""
+    import typing
+
+    from pydantic import BaseModel, TypeAdapter
+
+    types = (annotation, *typing.get_args(annotation))
+    if any(isinstance(t, type) and issubclass(t, BaseModel) for t in types):
+        return {"schema": TypeAdapter(annotation).json_schema()}
+    return {}
 
 
 def _plain(value: Any) -> Any:
