@@ -217,7 +217,7 @@ def test_a_legend_that_covers_data_is_moved_below_the_axes():
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    from r2r_synth.report import _fig_png, legend_covers_data
+    from r2r_synth.report.plots import _fig_png, legend_covers_data
 
     fig, ax = plt.subplots(figsize=(5, 3))
     ax.bar([0, 1, 2, 3], [10, 10, 10, 10], label="teacher")
