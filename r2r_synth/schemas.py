@@ -328,6 +328,7 @@ RECORD_KINDS: dict[str, type[Strict]] = {
     "comparison": ComparisonRecord,
     "listwise": ListwiseRecord,
     "reject": Reject,
+    "ranking": RankingRecord,
     "filtered": Filtered,
     "candidates": Candidates,
 }

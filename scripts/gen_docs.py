@@ -254,9 +254,10 @@ def _field_table(schema: dict[str, Any]) -> list[str]:
 
 def render_records() -> str:
     """`docs/reference/records.md`: every record kind, its file, fields and JSON Schema."""
-    from r2r_synth.schemas import MANIFEST_FILE, RECORD_FILES, REJECTS_FILE
+    from r2r_synth.schemas import FILTERED_FILE, MANIFEST_FILE, RANKINGS_FILE, RECORD_FILES, REJECTS_FILE
 
-    files = {**RECORD_FILES, "reject": REJECTS_FILE, "manifest": MANIFEST_FILE}
+    files = {**RECORD_FILES, "reject": REJECTS_FILE, "ranking": RANKINGS_FILE, "filtered": FILTERED_FILE,
+             "manifest": MANIFEST_FILE}
     schemas = _schemas()
     lines = [
         GENERATED_NOTE,

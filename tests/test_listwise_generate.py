@@ -344,3 +344,26 @@ def test_report_plots_teacher_rank_against_first_stage_and_the_repaired_share(op
     res = build_report(out)
     assert "listwise_ranks" in res.plots and res.plots["listwise_ranks"].read_bytes()[:4] == b"\x89PNG"
     assert "Teacher rank vs first-stage rank (listwise)" in res.html.read_text()
+
+
+def test_publish_keeps_the_window_the_first_stage_ranks_and_the_repair(openai_server, tmp_path):
+    import pyarrow.parquet as pq
+
+    from r2r_synth.publish import publish
+
+    inp = write_input(tmp_path / "c.jsonl", candidates(1))
+    openai_server.script("sand spits grow 0", {"flaw": "duplicate"})
+    out = tmp_path / "run"
+    run(cfg(openai_server, out, inp))
+    folder = tmp_path / "hub"
+    publish(out, repo_id="alice/lw", license="mit", dry_run=True, out=folder)
+    rows = pq.read_table(next(folder.glob("data/listwise/*.parquet"))).to_pylist()
+    by_key = {r.key: r for r in windows(out)}
+    assert len(rows) == len(by_key)
+    for row in rows:
+        rec = by_key[row["key"]]
+        assert row["window"] == rec.window.model_dump() and row["first_stage_ranks"] == rec.first_stage_ranks
+        assert row["repaired"] == rec.repaired
+        assert row["repair"] == (rec.repair.model_dump() if rec.repair else None)
+        assert [i["relevance"] for i in row["items"]] == [i.relevance for i in rec.items]
+    assert sum(r["repaired"] for r in rows) == 1

@@ -58,6 +58,7 @@ class SchemaKind(str, Enum):
     comparison = "comparison"
     listwise = "listwise"
     reject = "reject"
+    ranking = "ranking"
     filtered = "filtered"
     candidates = "candidates"
 

@@ -74,7 +74,9 @@ def parquet_schemas():
     ]
     doc = pa.struct([("docid", pa.string()), ("title", pa.string()), ("text", pa.string())])
     item = pa.struct([("docid", pa.string()), ("reason", pa.string()), ("comparison_reason", pa.string()),
-                      ("answer_sentence", pa.string())])
+                      ("answer_sentence", pa.string()), ("relevance", pa.int64())])
+    window = pa.struct([(name, pa.int64()) for name in ("index", "count", "start", "window", "stride", "depth")])
+    repair = pa.struct([(name, pa.list_(pa.int64())) for name in ("unknown", "duplicates", "missing")])
     grade = pa.struct([("docid", pa.string()), ("grade", pa.int64())])
     s = pa.string
     return {
@@ -94,7 +96,8 @@ def parquet_schemas():
         ]),
         "listwise": pa.schema([
             ("key", s()), ("qid", s()), ("query", s()), ("documents", pa.list_(doc)), ("ranking", pa.list_(s())),
-            ("items", pa.list_(item)), ("gold", pa.list_(grade)), *prov,
+            ("items", pa.list_(item)), ("gold", pa.list_(grade)), ("first_stage_ranks", pa.list_(pa.int64())),
+            ("window", window), ("repaired", pa.bool_()), ("repair", repair), *prov,
         ]),
     }
 
@@ -147,8 +150,15 @@ COLUMN_DOCS: dict[str, dict[str, str]] = {
         "qid": "query id", "query": "query text",
         "documents": "the window of documents, in the order the teacher was shown it",
         "ranking": "the teacher's ranking of the window: docids, most relevant first",
-        "items": "a reason per document, in ranking order (R2R: direct_reason, listwise_reason, direct_answer_sentence)",
+        "items": "a reason per document, in ranking order (R2R: direct_reason, listwise_reason, "
+                 "direct_answer_sentence) and the teacher's grade 0-3 where it gave one",
         "gold": "gold grades 0-3 of the window's judged documents",
+        "first_stage_ranks": "1-based first-stage rank of each document, in the order of `documents` (null: "
+                             "imported)",
+        "window": "where the window sat among its query's sliding windows: index (0 = asked first, the bottom), "
+                  "count, start, window, stride, depth (null: a single window, e.g. an imported R2R row)",
+        "repaired": "whether the teacher's permutation was flawed and repaired the RankGPT way",
+        "repair": "what the repair did: unknown and repeated identifiers dropped, missing ones appended",
         **_PROV_DOCS,
     },
 }
@@ -209,6 +219,9 @@ def record_row(rec) -> dict[str, Any]:
             "ranking": list(rec.ranking),
             "items": [i.model_dump() for i in rec.items],
             "gold": [{"docid": d, "grade": g} for d, g in rec.gold.items()],
+            "first_stage_ranks": rec.first_stage_ranks,
+            "window": rec.window.model_dump() if rec.window else None, "repaired": rec.repaired,
+            "repair": rec.repair.model_dump() if rec.repair else None,
             **_prov(rec.provenance)}
 
 
