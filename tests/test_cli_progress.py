@@ -51,3 +51,22 @@ def test_throttle_and_clock(monkeypatch):
     assert [clock(s) for s in (4.4, 65, 3725)] == ["4 s", "1m05s", "1h02m"]
     monkeypatch.setenv("R2R_PROGRESS_SECONDS", "not a number")
     assert interval_s() == 10.0
+
+
+def test_evaluate_in_a_log_writes_lines_not_a_bar(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    sample = Path(__file__).resolve().parents[1] / "examples" / "sample_candidates.jsonl"
+    res = subprocess.run(
+        [sys.executable, "-m", "r2r_synth.cli", "evaluate", "-i", str(sample), "--system", "bm25",
+         "--system", "run2=bm25", "--out", str(tmp_path / "ev")],
+        check=False, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "R2R_PROGRESS_SECONDS": "0.05"})
+    assert res.returncode == 0, res.stderr
+    lines = res.stderr.splitlines()
+    assert any(line.startswith("evaluate: reading ") for line in lines)
+    assert "evaluate: bm25: 1 queries reranked" in lines and "evaluate: run2: 1 queries reranked" in lines
+    assert "\x1b[" not in res.stderr  # no bar or cursor codes in the file

@@ -239,6 +239,7 @@ def evaluate(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
+    from r2r_synth.cli.progress import Throttle, say
     from r2r_synth.config import EvaluateConfig
     from r2r_synth.evaluate import CHART_FILE, EVALUATION_FILE, PER_QUERY_FILE
     from r2r_synth.evaluate import evaluate as run_evaluate
@@ -249,13 +250,20 @@ def evaluate(
                             max_retries=max_retries, programs_dir=programs_dir, concurrency=concurrency, device=device,
                             **({"measures": measure} if measure else {}))
     tasks: dict[str, int] = {}
+    counts: dict[str, int] = {}
+    log_line = Throttle(lambda line: say(console, "evaluate", line))
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as progress:
+                  console=console, transient=True, disable=not console.is_terminal) as progress:
         def on_query(name: str) -> None:
-            if name not in tasks:
-                tasks[name] = progress.add_task(name, total=None)
-            progress.advance(tasks[name])
+            counts[name] = counts.get(name, 0) + 1
+            if console.is_terminal:
+                if name not in tasks:
+                    tasks[name] = progress.add_task(name, total=None)
+                progress.advance(tasks[name])
+            else:  # a log: a line when a system starts and every interval, not a bar nobody sees
+                log_line(f"{name}: {counts[name]} queries reranked", force=counts[name] == 1)
 
+        say(console, "evaluate", f"reading {input} and opening {len(system)} systems")
         ev = run_evaluate(config, on_query=on_query)
     rep = ev.report
     rows = rep["systems"]
