@@ -6,7 +6,8 @@ prints the table. Bars (exit 1 when one is missed):
 
 - student nDCG@10 > BM25 (0.5058) and > the base as a bi-encoder (0.6424, measured here);
 - training wall time <= --max-train-s (default 1800 s);
-- the int8 student (`student-int8:DIR`) as good, and its median time to rerank one query's 100
+- the int8 student (`student-int8:DIR`, ONNX Runtime since the ONNX path replaced PyTorch dynamic int8;
+  `bench_onnx.py` compares the two) as good, and its median time to rerank one query's 100
   candidates <= 2 s.
 
 Takes ~30+ minutes on a 2-core CPU. `--model DIR` skips training and measures an existing student.
@@ -32,6 +33,9 @@ def main() -> int:
     ap.add_argument("--dl19", type=Path, default=DATA / "trec-dl19")
     ap.add_argument("--out", type=Path, default=REPO / "outputs" / "bench-student")
     ap.add_argument("--model", type=Path, default=None, help="measure this student instead of training one")
+    ap.add_argument("--student", default="cross-encoder", choices=["cross-encoder", "bi-encoder"],
+                    help="the kind to train (bi-encoder: its own defaults; the cross-encoder knobs below are "
+                         "refused for it)")
     ap.add_argument("--epochs", type=float, default=1.2)
     ap.add_argument("--max-minutes", type=float, default=28.0,
                     help="training budget handed to `train` (the bar is 30 min in all)")
@@ -65,7 +69,7 @@ def main() -> int:
     if model is None:
         model = args.out / "model"
         t0 = time.perf_counter()
-        train(TrainConfig(student="cross-encoder", corpus=[args.corpus], out=model, epochs=args.epochs,
+        train(TrainConfig(student=args.student, corpus=[args.corpus], out=model, epochs=args.epochs,
                           limit=args.limit, batch_size=args.batch_size, learning_rate=args.lr,
                           max_length=args.max_length, hard_negatives=args.hard_negatives,
                           negatives=args.negatives, train_layers=args.train_layers,
@@ -80,7 +84,7 @@ def main() -> int:
     if not args.skip_int8:
         systems.append(f"student-int8=student-int8:{model}")
     ev = evaluate(EvaluateConfig(input=str(args.dl19 / "bm25_top100.json"), qrels=args.dl19 / "qrels.txt",
-                                 systems=systems, out=args.out / "eval"))
+                                 systems=systems, out=args.out / "eval", measures=["nDCG@10", "RR@10", "R@100"]))
     rows = ev.report["systems"]
     print(f"\nDL19 (BM25 top-100, {ev.report['judged_queries']} queries); student trained on {args.corpus.name}")
     print(f"{'system':<14}{'nDCG@10':>9}{'RR@10':>8}{'R@100':>8}{'pairs/s':>12}{'median s/query':>16}")

@@ -8,9 +8,12 @@ transformers 5 that sentence-transformers 6 requires, so the same two steps are 
 libraries underneath it:
 
 1. **export**: the student's transformer (`model.transformers_model`: a sequence classifier for the
-   cross-encoder, the encoder for the bi-encoder) to `DIR/onnx/model.onnx` with `torch.onnx.export`,
-   dynamic batch and sequence axes;
-2. **quantize**: `onnxruntime.quantization.quantize_dynamic` (int8 weights, activations quantized on
+   cross-encoder, the encoder for the bi-encoder) with `torch.onnx.export`, dynamic batch and sequence
+   axes, eager attention (the pattern ONNX Runtime fuses);
+2. **fuse**: ONNX Runtime's transformer optimizer (`onnxruntime.transformers.optimizer`) replaces
+   attention, embeddings + layer norm, skip layer norms and GELU with its fused ops (BERT-like
+   encoders), to `DIR/onnx/model.onnx` (Optimum's `export_optimized_onnx_model` does the same);
+3. **quantize**: `onnxruntime.quantization.quantize_dynamic` (int8 weights, activations quantized on
    the fly; what `export_dynamic_quantized_onnx_model` runs) to `DIR/onnx/model_qint8.onnx`.
 
 The files sit where sentence-transformers' backend looks for them, so where Optimum works,
@@ -78,17 +81,24 @@ def export_int8(model: Any, model_dir: Path, *, inputs: Sequence[tuple[str, ...]
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
     axes[output] = {0: "batch"} if output == "logits" else {0: "batch", 1: "sequence"}
     was_training = hf.training
+    attention = getattr(hf.config, "_attn_implementation", None)
     hf.eval()
     tmp_float = target / f".{FLOAT_FILE}.part"
     tmp_int8 = target / f".{INT8_FILE}.part"
     try:
+        if attention not in (None, "eager"):
+            # eager attention exports as the MatMul/Softmax pattern ONNX Runtime fuses into its Attention op
+            hf.set_attn_implementation("eager")
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer notes
-            torch.onnx.export(_by_name_module()(hf, names, output), tuple(enc[n] for n in names), str(tmp_float), input_names=names,
-                              output_names=[output], dynamic_axes=axes, opset_version=17, dynamo=False)
-        logging.disable(logging.WARNING)  # onnxruntime's root-logger advice on pre-processing
+            torch.onnx.export(_by_name_module()(hf, names, output), tuple(enc[n] for n in names), str(tmp_float),
+                              input_names=names, output_names=[output], dynamic_axes=axes, opset_version=17,
+                              dynamo=False)
+        logging.disable(logging.WARNING)  # onnxruntime's root-logger notes (pre-processing, fusion counts)
         try:
-            quantize_dynamic(str(tmp_float), str(tmp_int8), weight_type=QuantType.QInt8)
+            _fuse(tmp_float, hf.config)
+            quantize_dynamic(str(tmp_float), str(tmp_int8), weight_type=QuantType.QInt8,
+                             extra_options={"DefaultTensorType": 1})  # FLOAT, for the fused ops' outputs
         finally:
             logging.disable(logging.NOTSET)
         os.replace(tmp_float, target / FLOAT_FILE)
@@ -96,9 +106,28 @@ def export_int8(model: Any, model_dir: Path, *, inputs: Sequence[tuple[str, ...]
     finally:
         for t in (tmp_float, tmp_int8):
             t.unlink(missing_ok=True)
+        if attention not in (None, "eager"):
+            hf.set_attn_implementation(attention)
         hf.train(was_training)
     log.info("exported %s", target / INT8_FILE)
     return target / INT8_FILE
+
+
+#: Encoders whose graph ONNX Runtime's transformer optimizer fuses as "bert" (attention, embeddings,
+#: layer norms, GELU): what Optimum's `export_optimized_onnx_model` does before quantizing.
+FUSABLE = ("bert", "roberta", "xlm-roberta", "distilbert", "electra", "mpnet")
+
+
+def _fuse(path: Path, config: Any) -> None:
+    """Rewrite the float graph at `path` with ONNX Runtime's fused transformer ops, in place, where the
+    architecture is one it knows (`FUSABLE`); other graphs stay as exported."""
+    if getattr(config, "model_type", None) not in FUSABLE:
+        return
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    fused = optimize_model(str(path), model_type="bert", num_heads=config.num_attention_heads,
+                           hidden_size=config.hidden_size)
+    fused.save_model_to_file(str(path))
 
 
 def _by_name_module() -> Any:
