@@ -96,6 +96,8 @@ class TrainConfig(CommandConfig):
     distill_weight: float | None = None
     temperature: float | None = None
     lexical_weight: float | None = None  # share of BM25 in the distillation labels (0..1)
+    # cross-encoder on a bi-encoder base: epochs on the base's own ranking before the objectives
+    start_epochs: float | None = None
     train_layers: int | None = None  # train only the top N layers / blocks (CPU budgets)
     max_reason_tokens: int | None = None
     lora: bool | None = None  # reasoning student: None -> LoRA when the base is large

@@ -335,3 +335,36 @@ def test_int8_runs_through_onnx_runtime(tmp_path, tiny_bert):
     mtime = (out / ONNX_DIR / INT8_FILE).stat().st_mtime_ns
     load_student(out, int8=True)
     assert (out / ONNX_DIR / INT8_FILE).stat().st_mtime_ns == mtime
+
+
+def test_the_start_learns_the_encoders_own_order_before_the_teacher(tmp_path, tiny_bert):
+    from r2r_synth.student.distill import distill_lists, score_pool
+
+    corpus = _r2r_file(tmp_path / "c.jsonl")
+    view = load_training_view([corpus])
+    opts = resolve_options(TrainConfig(student="cross-encoder", corpus=[corpus], out=tmp_path / "m",
+                                       encoder=str(tiny_bert), start_epochs=1, hard_negatives=2, negatives=1))
+    assert opts.start_epochs == 1.0 and opts.encoder == str(tiny_bert)
+    cols = build_datasets(view, options=opts)
+    # the start's lists carry the encoder's scores in the encoder's own order: no teacher reordering
+    pool = score_pool(view, encoder=str(tiny_bert), device="cpu")
+    own = distill_lists(view, pool, grades_of=lambda q: {}, hard_negatives=2, negatives=1, temperature=0.05, seed=42)
+    assert cols["start"] == own and cols["distill"] != own
+    train(_config(tmp_path, corpus, tiny_bert, encoder=str(tiny_bert), start_epochs=1, hard_negatives=2))
+    meta = json.loads((tmp_path / "model" / R2R_CONFIG_FILE).read_text())
+    start = meta["training"]["start"]
+    assert start["examples"] == len(TOPICS) and start["steps"] == len(TOPICS) // 2  # one epoch of 2-list steps
+    assert meta["training"]["steps"] == 3  # then the objectives, as without a start
+
+
+def test_the_start_is_refused_where_it_has_no_meaning(tmp_path, tiny_bert, ce_base):
+    with pytest.raises(ConfigError, match="already a cross-encoder"):
+        resolve_options(TrainConfig(student="cross-encoder", corpus=[tmp_path], out=tmp_path / "m",
+                                    base=str(ce_base), start_epochs=1))
+    with pytest.raises(ConfigError, match="--encoder is none"):
+        resolve_options(TrainConfig(student="cross-encoder", corpus=[tmp_path], out=tmp_path / "m",
+                                    base=str(tiny_bert), encoder="none", start_epochs=1))
+    from r2r_synth.student.bi_encoder import resolve_options as bi_options
+
+    with pytest.raises(ConfigError, match="--start-epochs applies to the cross-encoder student only"):
+        bi_options(TrainConfig(corpus=[tmp_path], out=tmp_path / "m", start_epochs=1))

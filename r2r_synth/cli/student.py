@@ -56,6 +56,7 @@ TRAIN_DEFAULTS: dict[str, dict[str, float | int]] = {
     "distill_weight": {"bi-encoder": 1.0, "cross-encoder": 1.0},
     "temperature": {"cross-encoder": 0.05},
     "lexical_weight": {"cross-encoder": 0.0},
+    "start_epochs": {"cross-encoder": 0.0},
     "max_reason_tokens": {"reasoning": 96},
 }
 
@@ -150,6 +151,11 @@ def train(
         "Cross-encoder: share of BM25 in the distillation labels, 0 = encoder only (default "
         f"{_by_student('lexical_weight')}).")),
     ] = None,
+    start_epochs: Annotated[float | None, typer.Option("--start-epochs", min=0.0, help=(
+        "Cross-encoder on a bi-encoder base: first N epochs on the base's own ranking (the encoder's lists in "
+        "its own order), so the new head starts where the base stands; then the objectives train on (default "
+        f"{_by_student('start_epochs')}).")),
+    ] = None,
     train_layers: Annotated[int | None, typer.Option("--train-layers", min=1, help="Train only the top N "
                                                      "transformer layers/blocks, for CPU budgets (default: "
                                                      "every layer).")] = None,
@@ -175,7 +181,7 @@ def train(
         labels=labels.value, pointwise_weight=pointwise_weight, pairwise_weight=pairwise_weight,
         listwise_weight=listwise_weight, generation_weight=generation_weight, negatives=negatives, lora=lora,
         encoder=encoder, hard_negatives=hard_negatives, distill_weight=distill_weight, temperature=temperature,
-        lexical_weight=lexical_weight,
+        lexical_weight=lexical_weight, start_epochs=start_epochs,
         train_layers=train_layers, max_reason_tokens=max_reason_tokens, device=device, seed=seed,
     )
     from r2r_synth.cli.progress import heartbeat

@@ -86,7 +86,7 @@ def resolve_options(config: TrainConfig) -> BiEncoderOptions:
     """Map the command's `TrainConfig` onto the bi-encoder's options (None -> defaults). Knobs of the
     other students are refused: the base itself mines and scores, there is no separate encoder."""
     refuse_knobs(config, ("generation_weight", "max_reason_tokens"), belongs_to="reasoning")
-    refuse_knobs(config, ("encoder", "temperature", "lexical_weight"), belongs_to="cross-encoder")
+    refuse_knobs(config, ("encoder", "temperature", "lexical_weight", "start_epochs"), belongs_to="cross-encoder")
     kw: dict[str, Any] = {"base": config.base or DEFAULT_BASE_ID, "labels": config.labels, "epochs": config.epochs,
                           "max_steps": config.max_steps, "seed": config.seed, "device": config.device}
     kw |= {name: getattr(config, name) for name in _KNOBS if getattr(config, name) is not None}

@@ -84,12 +84,15 @@ class CrossEncoderOptions(BaseModel):
     # (30 steps: 111 s vs 129 s) and a few thousand lists cannot drift the vocabulary.
     freeze_embeddings: bool = True
     train_layers: int | None = None  # train only the top N layers (CPU budgets); None = every layer
+    #: Epochs of the start (bi-encoder base only): the distillation lists in the encoder's own order,
+    #: so the fresh head first learns to rank as the base does; then the objectives above train on.
+    start_epochs: float = 0.0
 
 
 #: The `TrainConfig` knobs the cross-encoder reads; left None, the option's default stands.
 _KNOBS = ("batch_size", "learning_rate", "max_length", "negatives", "hard_negatives", "temperature",
           "distill_weight", "lexical_weight", "listwise_weight", "pointwise_weight", "pairwise_weight",
-          "train_layers")
+          "train_layers", "start_epochs")
 _TEACHER_OBJECTIVES = ("listwise_weight", "pointwise_weight", "pairwise_weight")
 
 
@@ -155,6 +158,14 @@ def resolve_options(config: TrainConfig) -> CrossEncoderOptions:
         # all-MiniLM-L6-v2 scores the lists whatever the base: it ships offline and ranks well.
         kw["encoder"] = config.encoder or DEFAULT_BASE_ID
         kw |= {name: 0.0 for name in _TEACHER_OBJECTIVES if getattr(config, name) is None}
+    if config.start_epochs and is_cross_encoder_base(base):
+        raise ConfigError(f"--start-epochs teaches a new head the base's ranking, and {base} is already a "
+                          "cross-encoder (its head ranks)", hint="drop --start-epochs for a cross-encoder base")
+    if config.start_epochs and (config.encoder or "").lower() == "none":
+        raise ConfigError("--start-epochs learns the encoder's own order, and --encoder is none",
+                          hint="drop --start-epochs, or name an --encoder (default all-MiniLM-L6-v2)")
+    if config.start_epochs and kw.get("encoder") is None:
+        kw["encoder"] = config.encoder or DEFAULT_BASE_ID  # the start's lists need the encoder
     return CrossEncoderOptions(**kw)
 
 
@@ -217,17 +228,21 @@ def build_datasets(view: TrainingView, *, options: CrossEncoderOptions) -> dict[
     """
     out: dict[str, dict[str, list]] = {}
     o = options
-    if o.distill_weight > 0 and o.encoder:
+    if (o.distill_weight > 0 or o.start_epochs > 0) and o.encoder:
         from r2r_synth.student.distill import distill_lists, score_pool
 
         scored = score_pool(view, encoder=o.encoder, device=o.device, lexical=o.lexical_weight > 0)
-        lists = distill_lists(
-            view, scored, grades_of=lambda q: teacher_grades(q, labels=o.labels),
-            hard_negatives=o.hard_negatives, negatives=o.negatives,
-            temperature=o.temperature, seed=o.seed, lexical_weight=o.lexical_weight,
-        )
-        if lists["query"]:
-            out["distill"] = lists
+        kw = {"hard_negatives": o.hard_negatives, "negatives": o.negatives, "temperature": o.temperature,
+              "seed": o.seed, "lexical_weight": o.lexical_weight}
+        if o.distill_weight > 0:
+            lists = distill_lists(view, scored, grades_of=lambda q: teacher_grades(q, labels=o.labels), **kw)
+            if lists["query"]:
+                out["distill"] = lists
+        if o.start_epochs > 0:
+            # no grades: every list keeps the encoder's own order (`distill.reorder` has nothing to hand out)
+            lists = distill_lists(view, scored, grades_of=lambda q: {}, **kw)
+            if lists["query"]:
+                out["start"] = lists
     rng = random.Random(o.seed)
     labels = o.labels
     pool = [(q.qid, d.text) for q in view.queries for d in q.docs.values()]
@@ -410,6 +425,7 @@ def train_student(view: TrainingView, *, config: TrainConfig, out_dir: Path) -> 
     if opts.train_layers:
         freeze_below(model.model, opts.train_layers)
     columns = build_datasets(view, options=opts)
+    start = columns.pop("start", None)
     if not columns:
         raise InputError(
             "the corpus gives the cross-encoder nothing to learn from (no teacher grades, scores, "
@@ -431,15 +447,27 @@ def train_student(view: TrainingView, *, config: TrainConfig, out_dir: Path) -> 
             inner = losses.RankNetLoss(model)
         loss_fns[name] = WeightedLoss(inner, weight=getattr(opts, f"{name}_weight"))
 
+    head = None if is_cross_encoder_base(opts.base) else {_head_pattern(model): opts.head_learning_rate}
+    started_phase: dict[str, Any] = {}
+    if start is not None:
+        # The start: the fresh head learns the base's own ranking before the teacher's labels move it.
+        args = CrossEncoderTrainingArguments(**(shared_args(opts, out_dir=Path(out_dir)) | {
+            "num_train_epochs": opts.start_epochs, "max_steps": -1}), learning_rate_mapping=head,
+            dataloader_drop_last=False)
+        started_phase = fit(CrossEncoderTrainer, model=model, args=args, datasets={"start": Dataset.from_dict(start)},
+                            losses={"start": losses.ListNetLoss(model)}, max_minutes=None, started=time.perf_counter())
+        started_phase["examples"] = len(start["query"])
     args = CrossEncoderTrainingArguments(
         **shared_args(opts, out_dir=Path(out_dir)),
         # a fresh head learns faster; a cross-encoder base's trained head moves at the body's rate
-        learning_rate_mapping=None if is_cross_encoder_base(opts.base) else {_head_pattern(model): opts.head_learning_rate},
+        learning_rate_mapping=head,
         dataloader_drop_last=False,
     )
     training = fit(CrossEncoderTrainer, model=model, args=args, datasets=datasets, losses=loss_fns,
                    max_minutes=config.max_minutes, started=started)
     training["examples"] = {k: len(v["query"]) for k, v in columns.items()}
+    if started_phase:
+        training["start"] = started_phase
     meta = r2r_config(KIND, base=opts.base, options=opts, config=config, view=view, training=training)
     student = CrossEncoderStudent(model, meta=meta)
     student.save(Path(out_dir))

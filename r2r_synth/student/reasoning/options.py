@@ -74,7 +74,7 @@ def resolve_options(config: TrainConfig, *, base: str, n_params: int | None = No
         "learning_rate": config.learning_rate or (2e-4 if lora else 5e-5),
     }
     refuse_knobs(config, ("encoder", "hard_negatives", "distill_weight", "temperature",
-                          "lexical_weight"), belongs_to="cross-encoder")
+                          "lexical_weight", "start_epochs"), belongs_to="cross-encoder")
     for name in ("pairwise_weight", "listwise_weight", "generation_weight", "negatives", "batch_size",
                  "train_layers", "max_reason_tokens"):
         if getattr(config, name) is not None:
