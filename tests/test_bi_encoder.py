@@ -186,3 +186,17 @@ def test_int8_runs_through_onnx_runtime(tmp_path, tiny_bert):
     assert int8.score("what is jazz piano", docs) == pytest.approx(exact, abs=0.05)
     with pytest.raises(ConfigError, match="runs on the CPU only"):
         load_student(out, int8=True, device="cuda")
+
+
+def test_permutation_grades_never_reach_cosent(tmp_path, tiny_bert):
+    """A permutation orders one query's documents only; CoSENT compares pairs across the batch, so an
+    R2R-style corpus trains MNRL on the teacher's first document and no CoSENT."""
+    rows = [{"query": f"what is {t}", "qid": str(i), "unsorted_docs": [f"{t} in detail", f"{t} once", f"pasta {i}"],
+             "re_rank_id": [1, 2, 3]} for i, t in enumerate(TOPICS)]
+    f = tmp_path / "r2r.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    view = load_training_view([f])
+    cols = build_datasets(view, model=build_model(str(tiny_bert), device="cpu"),
+                          options=BiEncoderOptions(base="x", hard_negatives=1))
+    assert set(cols) == {"listwise"}
+    assert sorted(cols["listwise"]["positive"]) == sorted(f"{t} in detail" for t in TOPICS)

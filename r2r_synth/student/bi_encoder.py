@@ -17,9 +17,10 @@ each is weighed with its `--*-weight` (0 = off):
   scores): (query, doc_i, doc_j) with label `scale * (score_i - score_j)`, pairs adjacent in the
   teacher's order plus its best against its worst; `scale` maps the teacher's margins onto the spread of
   the base's cosine margins over the same pairs, so the student is not pushed to a new scale.
-- **pointwise** (`CoSENTLoss`, on where a query's labels are graded, i.e. take two or more values):
-  (query, document, grade) for every graded document; CoSENT learns the order of the grades over the
-  batch.
+- **pointwise** (`CoSENTLoss`, on where a query's grades are on a scale shared by all queries, gold
+  or the teacher's direct grades, and take two or more values): (query, document, grade) for every
+  graded document; CoSENT orders every pair of the batch by grade, across queries too, so grades that
+  only order one query's documents (from permutations or preferences) are not used.
 - **pairwise** (`MultipleNegativesRankingLoss` on (query, winner, loser), on where comparison records
   exist): the teacher's swap-consistent preferences.
 
@@ -118,6 +119,15 @@ def positives(q: ViewQuery, *, labels: str, threshold: float) -> list[str]:
     return [d for d, g in teacher_grades(q).items() if g >= 2.0]  # win-rate >= 2/3
 
 
+def absolute_grades(q: ViewQuery, *, labels: str) -> dict[str, float]:
+    """Docid -> grade on a scale shared by every query: gold grades, or the teacher's direct grades (0-3).
+    CoSENT compares pairs across the whole batch, so grades that only order one query's documents (from a
+    permutation or preferences) are left out."""
+    if labels == "gold":
+        return {d.docid: float(d.gold) for d in q.docs.values() if d.gold is not None}
+    return {d.docid: float(d.teacher_grade) for d in q.docs.values() if d.teacher_grade is not None}
+
+
 def _margin_pairs(q: ViewQuery) -> list[tuple[str, str, float]]:
     """(doc_i, doc_j, score_i - score_j) for teacher-scored documents: neighbours in the teacher's
     order and its best against its worst."""
@@ -166,7 +176,7 @@ def build_datasets(view: TrainingView, *, model: Any, options: BiEncoderOptions)
     if o.pointwise_weight > 0:
         cols = {"query": [], "doc": [], "score": []}
         for q in view.queries:
-            grades = teacher_grades(q, labels=o.labels)
+            grades = absolute_grades(q, labels=o.labels)
             if len(set(grades.values())) < 2:
                 continue  # one grade for the whole query: nothing to order
             for d, g in grades.items():
