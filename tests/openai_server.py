@@ -23,6 +23,12 @@ Behaviour, per request:
   request draws once; a "timeout" holds the reply `fault_sleep` seconds (past the client's timeout);
 - `require_key="sk-..."`: a request without `Authorization: Bearer <that key>` gets a 401;
 - `down = True`: every request gets a 503 until it is set back to False (a teacher outage);
+- OpenAI's Files and Batch APIs (`tests/openai_batches.py`): `/v1/files`, `/v1/batches`; each batch
+  item is answered by `answer(body)`, the same action and answer an online request gets (and logged
+  like one), a batch turns `completed` `batch_delay` seconds after it is created, `batch_fail_rate` of
+  its items fail (seeded by `batch_seed`), and `batch_create_hold` holds the reply to a create for that
+  many seconds after the batch exists (a client killed in that moment never learns its id); every
+  upload and batch is logged (`batches.log`, and `{"batch_event": ...}` lines in `log_path`);
 - `GET /v1/models` lists one model, `loopback`, to anyone (as llama.cpp's server does); with
   `guard_models=True` it answers 401 without the required key and 503 while down (as OpenAI and
   vLLM do), which is what a preflight reads;
@@ -52,6 +58,8 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from typing import Any
+
+import openai_batches
 
 Action = str | dict[str, Any]
 
@@ -151,7 +159,8 @@ class Behaviour:
 
     def __init__(self, *, latency: float = 0.0, log_path: str | None = None, faults: dict[str, float] | None = None,
                  fault_seed: int = 0, fault_sleep: float = 30.0, require_key: str | None = None,
-                 guard_models: bool = False):
+                 guard_models: bool = False, batch_delay: float = 0.0, batch_fail_rate: float = 0.0,
+                 batch_seed: int = 0, batch_create_hold: float = 0.0):
         import random
 
         self.latency = latency
@@ -167,6 +176,39 @@ class Behaviour:
         self._log = open(log_path, "a", encoding="utf-8") if log_path else None  # noqa: SIM115 - lives as long as the server
         self._n = 0
         self.model_requests = 0  # GET /v1/models (not in `requests`: those are chat completions)
+        self.batches = openai_batches.BatchStore(batch_delay=batch_delay, fail_rate=batch_fail_rate, seed=batch_seed,
+                                                 create_hold=batch_create_hold, on_event=self._log_batch_event)
+
+    def _log_batch_event(self, event: dict[str, Any]) -> None:
+        if self._log:
+            with self._lock:
+                self._log.write(json.dumps({"batch_event": event}) + "\n")
+                self._log.flush()
+
+    def answer(self, body: dict[str, Any], headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
+        """One batch item: the action and answer an online request with this body would get, logged
+        like one; returns (status, payload). A held or dropped reply (a timeout) is a 500 item."""
+        action = self.next_action(body, headers)
+        n = self.record(body, action, headers)
+        if isinstance(action, dict) and ("sleep" in action or action.get("drop")):
+            action = {"status": 500, "message": "the item timed out"}
+        return self.reply_to(body, action, n)
+
+    def reply_to(self, body: dict[str, Any], action: Action, n: int) -> tuple[int, dict[str, Any]]:
+        """(status, payload) of request `n` under `action`: an OpenAI-shaped error for a status
+        action, else a completion (its usage logged with `replied`)."""
+        if isinstance(action, dict) and "status" in action:
+            status = int(action["status"])
+            err_type = {429: "rate_limit_error", 401: "invalid_request_error"}.get(status, "server_error")
+            return status, {"error": {"message": action.get("message", f"scripted {status}"), "type": err_type,
+                                      "code": status}}
+        if isinstance(action, dict) and "content" in action:
+            content = action["content"]
+        else:
+            content = auto_answer(body, flaw=action.get("flaw") if isinstance(action, dict) else None)
+        payload = _completion(body, content)
+        self.replied(n, payload["usage"])
+        return 200, payload
 
     def script(self, match: str, *actions: Action) -> None:
         with self._lock:
@@ -251,8 +293,11 @@ _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found"
 
 
 async def _write(writer: asyncio.StreamWriter, status: int, payload: dict[str, Any]) -> None:
-    data = json.dumps(payload).encode()
-    head = (f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\nContent-Type: application/json\r\n"
+    await _write_raw(writer, status, json.dumps(payload).encode(), "application/json")
+
+
+async def _write_raw(writer: asyncio.StreamWriter, status: int, data: bytes, content_type: str) -> None:
+    head = (f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\nContent-Type: {content_type}\r\n"
             f"Content-Length: {len(data)}\r\nConnection: keep-alive\r\n\r\n").encode()
     writer.write(head + data)
     await writer.drain()
@@ -281,6 +326,19 @@ async def _handle(behaviour: Behaviour, reader: asyncio.StreamReader, writer: as
                 status, payload = behaviour.models(headers)
                 await _write(writer, status, payload)
                 continue
+            if openai_batches.is_route(path) and behaviour.require_key is not None and \
+                    headers.get("authorization") != f"Bearer {behaviour.require_key}":
+                await _write(writer, 401, {"error": {"message": "Incorrect API key provided.",
+                                                     "type": "invalid_request_error"}})
+                continue
+            routed = openai_batches.route(behaviour.batches, method, path, headers, raw,
+                                          lambda b, h=headers: behaviour.answer(b, h))
+            if routed is not None:
+                status, data, content_type, hold = routed
+                if hold:
+                    await asyncio.sleep(hold)
+                await _write_raw(writer, status, data, content_type)
+                continue
             if method != "POST" or not path.rstrip("/").endswith("/chat/completions"):
                 await _write(writer, 404, {"error": {"message": f"no route {method} {path}", "type": "not_found"}})
                 continue
@@ -294,19 +352,7 @@ async def _handle(behaviour: Behaviour, reader: asyncio.StreamReader, writer: as
                 return
             if isinstance(action, dict) and "sleep" in action:
                 await asyncio.sleep(float(action["sleep"]))
-            if isinstance(action, dict) and "status" in action:
-                status = int(action["status"])
-                err_type = {429: "rate_limit_error", 401: "invalid_request_error"}.get(status, "server_error")
-                await _write(writer, status, {"error": {"message": action.get("message", f"scripted {status}"),
-                                                        "type": err_type, "code": status}})
-                continue
-            if isinstance(action, dict) and "content" in action:
-                content = action["content"]
-            else:
-                content = auto_answer(body, flaw=action.get("flaw") if isinstance(action, dict) else None)
-            payload = _completion(body, content)
-            behaviour.replied(n, payload["usage"])
-            await _write(writer, 200, payload)
+            await _write(writer, *behaviour.reply_to(body, action, n))
     except (ConnectionError, asyncio.CancelledError):
         return
     finally:
@@ -384,11 +430,14 @@ class OpenAIServer:
 def spawn_server(*, latency: float = 0.0, log_path: str | None = None,
                  script: list[tuple[str, list[Action]]] | None = None, port: int = 0,
                  faults: dict[str, float] | None = None, fault_seed: int = 0, fault_sleep: float = 30.0,
-                 require_key: str | None = None) -> Iterator[str]:
+                 require_key: str | None = None, batch_delay: float = 0.0, batch_fail_rate: float = 0.0,
+                 batch_seed: int = 0, batch_create_hold: float = 0.0) -> Iterator[str]:
     """Run the server in a separate process (its CPU is not the client's); yields its api_base.
     A fixed `port` lets a test stop the server and start it again where the client expects it."""
     cmd = [sys.executable, os.path.abspath(__file__), "--latency", str(latency), "--port", str(port),
-           "--fault-seed", str(fault_seed), "--fault-sleep", str(fault_sleep)]
+           "--fault-seed", str(fault_seed), "--fault-sleep", str(fault_sleep), "--batch-delay", str(batch_delay),
+           "--batch-fail-rate", str(batch_fail_rate), "--batch-seed", str(batch_seed),
+           "--batch-create-hold", str(batch_create_hold)]
     if log_path:
         cmd += ["--log", log_path]
     if script:
@@ -421,9 +470,16 @@ def _main() -> None:
     ap.add_argument("--fault-seed", type=int, default=0)
     ap.add_argument("--fault-sleep", type=float, default=30.0)
     ap.add_argument("--require-key", default=None)
+    ap.add_argument("--batch-delay", type=float, default=0.0, help="seconds until a batch is completed")
+    ap.add_argument("--batch-fail-rate", type=float, default=0.0, help="share of batch items that fail")
+    ap.add_argument("--batch-seed", type=int, default=0)
+    ap.add_argument("--batch-create-hold", type=float, default=0.0,
+                    help="seconds the reply to a batch create is held after the batch exists")
     args = ap.parse_args()
     behaviour = Behaviour(latency=args.latency, log_path=args.log, faults=json.loads(args.faults or "{}"),
-                          fault_seed=args.fault_seed, fault_sleep=args.fault_sleep, require_key=args.require_key)
+                          fault_seed=args.fault_seed, fault_sleep=args.fault_sleep, require_key=args.require_key,
+                          batch_delay=args.batch_delay, batch_fail_rate=args.batch_fail_rate,
+                          batch_seed=args.batch_seed, batch_create_hold=args.batch_create_hold)
     for match, actions in json.loads(args.script or "[]"):
         behaviour.script(match, *actions)
 
