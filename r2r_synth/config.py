@@ -215,6 +215,11 @@ class GenerateConfig(CommandConfig):
     stride: int | None = None  # positions a window moves up; None: 10 with `listwise`
     repair: bool = True  # repair a flawed permutation (RankGPT, rank_llm) rather than reject it
     max_passage_words: int | None = 300  # listwise passages cut to this many words (RankGPT, R2R)
+    # Batches (see generate.batch): the provider's batch API, or a batch file for vLLM's run_batch.
+    batch: bool = False  # submit pending requests as provider batches; a rerun collects them
+    export_batch: Path | None = None  # write pending requests as OpenAI batch JSONL
+    import_batch: Path | None = None  # read a batch results file back into the run
+    batch_size: int | None = None  # requests per batch file; None: the provider's limit (OpenAI: 50,000)
 
     @model_validator(mode="after")
     def _kinds(self) -> GenerateConfig:

@@ -48,3 +48,11 @@ class BudgetExceeded(R2RError):
     """`--max-cost` was reached. The run stopped cleanly; rerunning with a larger budget resumes it."""
 
     exit_code = 3
+
+
+class BatchPending(R2RError):
+    """`generate --batch` submitted requests, or found them still running, in provider batches (the
+    manifest says `pending`). Rerun the same command later to collect them: it submits nothing twice.
+    Exit code 5."""
+
+    exit_code = 5

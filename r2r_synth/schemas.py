@@ -366,10 +366,12 @@ class Manifest(Strict):
     started_at: datetime
     finished_at: datetime | None = None
     wall_s: float | None = None
-    status: Literal["complete", "incomplete", "stopped_budget", "interrupted", "failed"] = Field(
+    status: Literal["complete", "incomplete", "pending", "stopped_budget", "interrupted", "failed"] = Field(
         default="complete",
         description="complete: every request is a record or the teacher's reject; incomplete: some got no "
-        "answer (retryable rejects: rerun to ask them again); stopped_budget; interrupted; failed")
+        "answer (retryable rejects: rerun to ask them again); pending: requests wait in provider batches or "
+        "an exported batch file (rerun, or --import-batch the results, to collect them); stopped_budget; "
+        "interrupted; failed")
     shard: str | None = None
     extra: dict[str, Any] = Field(default_factory=dict)
 

@@ -99,6 +99,23 @@ def generate(
                                               "(0-based, by qid hash); merge the run dirs with `merge`.")] = None,
     retry_rejects: Annotated[bool, typer.Option("--retry-rejects", help="Ask again for requests in "
                                                 "rejects.jsonl.")] = False,
+    batch: Annotated[bool, typer.Option("--batch", help="Submit the pending requests to the provider's batch API "
+                                        "(OpenAI, Azure, Vertex, Bedrock, Mistral, vLLM, ... through LiteLLM; half "
+                                        "the price where the provider discounts batches) and exit 5; rerun the same "
+                                        "command to collect the results (nothing is submitted twice). Listwise: one "
+                                        "round of windows per batch.")] = False,
+    export_batch: Annotated[Path | None, typer.Option("--export-batch", metavar="FILE", dir_okay=False,
+                                                      help="Write the pending requests as OpenAI batch JSONL (for "
+                                                      "vLLM's run_batch or any compatible runner) and record them; "
+                                                      "read the results back with --import-batch.")] = None,
+    import_batch: Annotated[Path | None, typer.Option("--import-batch", metavar="FILE", exists=True, dir_okay=False,
+                                                      help="Read a batch results file (custom_id, response) back "
+                                                      "into the run: records and rejects as online; unknown "
+                                                      "custom_ids and malformed lines are rejects with their line "
+                                                      "numbers.")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="At most this many requests per "
+                                                   "batch file (default: the provider's limit; OpenAI 50,000 or "
+                                                   "200 MB).")] = None,
     extend: Annotated[bool, typer.Option("--extend", help="Rerun an existing run directory with flags that change "
                                          "what it asks (--depth, --pairs, --teacher, ...), adding the new "
                                          "requests to it; refused without this flag.")] = False,
@@ -106,7 +123,9 @@ def generate(
 ) -> None:
     """Ask a teacher LLM for direct and comparison reasoning over candidates, or with --listwise for
     rankings with reasons over sliding windows; write a run directory (direct.jsonl, comparison.jsonl,
-    listwise.jsonl + rankings.jsonl, rejects.jsonl, manifest.json). Rerun the same command to resume."""
+    listwise.jsonl + rankings.jsonl, rejects.jsonl, manifest.json). Rerun the same command to resume.
+    With --batch, the requests go to the provider's batch API (exit 5 while they run; rerun to collect);
+    with --export-batch / --import-batch, through a batch file and any OpenAI-batch runner."""
     from r2r_synth.config import GenerateConfig
     from r2r_synth.generate import generate as run_generate
 
@@ -118,7 +137,8 @@ def generate(
         max_pairs_per_query=max_pairs_per_query, rollouts=rollouts, temperature=temperature, max_tokens=max_tokens,
         concurrency=concurrency, rpm=rpm, tpm=tpm, max_retries=max_retries, parse_retries=parse_retries,
         timeout=timeout, max_cost=max_cost, max_doc_chars=max_doc_chars, dry_run=dry_run, shard=shard,
-        retry_rejects=retry_rejects, extend=extend, seed=seed,
+        retry_rejects=retry_rejects, extend=extend, seed=seed, batch=batch, export_batch=export_batch,
+        import_batch=import_batch, batch_size=batch_size,
     )
     from r2r_synth.cli.progress import say
 
@@ -129,12 +149,12 @@ def generate(
         result = run_generate(config, command=_command_line(api_key), on_status=status)
         _print_estimate(result.estimate)
         return
-    from r2r_synth.errors import BudgetExceeded, IncompleteRun, TeacherError
+    from r2r_synth.errors import BatchPending, BudgetExceeded, IncompleteRun, TeacherError
 
     with _GenerateProgress() as bar:
         try:
             run_generate(config, on_progress=bar.update, on_status=status, command=_command_line(api_key))
-        except (BudgetExceeded, IncompleteRun, TeacherError):
+        except (BatchPending, BudgetExceeded, IncompleteRun, TeacherError):
             # The session ran: show what it wrote before the error says why it stopped.
             bar.stop()
             _print_run_summary(out)
@@ -193,8 +213,10 @@ class _GenerateProgress:
         left = pr.total - done
         eta = f", ~{clock(left / pr.rate)} left" if left and pr.rate > 0 else ""
         cost = "cost n/a" if pr.cost is None else f"${pr.cost:.4f}"
+        waiting = f", {pr.deferred} waiting for a batch" if pr.deferred else ""
         return (f"generate: {done}/{pr.total} requests ({pr.skipped} done before), {pr.done} ok, {pr.rejected} "
-                f"rejected, {pr.in_flight} in flight, {cost}, {pr.rate:.1f} req/s, {clock(pr.elapsed)} elapsed{eta}")
+                f"rejected{waiting}, {pr.in_flight} in flight, {cost}, {pr.rate:.1f} req/s, {clock(pr.elapsed)} "
+                f"elapsed{eta}")
 
     def update(self, pr) -> None:  # r2r_synth.generate.Progress
         if self._log is not None:
@@ -232,6 +254,7 @@ def _print_run_summary(run_dir: Path) -> None:
     if cut.get("count"):
         console.print(f"{cut['count']} documents were cut to --max-doc-chars {cut['max_doc_chars']} "
                       f"(the longest had {cut['longest_chars']:,})", highlight=False)
+    _print_batches(m.extra.get("batches"))
     lw = m.extra.get("listwise")
     if lw:
         c = m.counts.get("listwise")
@@ -241,6 +264,35 @@ def _print_run_summary(run_dir: Path) -> None:
                       + (f", {lw['passages_cut']} passages cut to {lw['max_passage_words']} words"
                          if lw.get("passages_cut") else ""), highlight=False)
     typer.echo(str(run_dir))
+
+
+def _print_batches(b: dict | None) -> None:
+    """The batches of a run (the manifest's `extra.batches`): each with its state, the exports, the last import."""
+    if not b:
+        return
+    from rich.table import Table
+
+    if b.get("batches"):
+        t = Table(title="batches")
+        for col in ("batch", "requests", "status"):
+            t.add_column(col, justify="right" if col == "requests" else "left")
+        live = {x["batch_id"]: x for x in b.get("in_flight", [])}
+        new = {x["batch_id"] for x in b.get("submitted", [])}
+        for x in b["batches"]:
+            state = live.get(x["batch_id"])
+            status = (f"{state['status']} ({state['completed']}/{state['requests']} done, {state['failed']} failed)"
+                      if state else "submitted now" if x["batch_id"] in new else x["status"])
+            t.add_row(str(x["batch_id"]), str(x["requests"]), status)
+        console.print(t)
+    if b.get("waiting"):
+        console.print(f"{b['waiting']} requests wait in provider batches: rerun the same command to collect them",
+                      highlight=False)
+    if b.get("mode") == "export":
+        last = (b.get("exports") or [{}])[-1]
+        console.print(f"exported {last.get('requests', 0)} requests to {last.get('path')}", highlight=False)
+    imp = b.get("import")
+    if imp:
+        console.print("import: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in imp.items()), highlight=False)
 
 
 def _print_estimate(est) -> None:  # r2r_synth.generate.DryRunEstimate
@@ -258,6 +310,20 @@ def _print_estimate(est) -> None:  # r2r_synth.generate.DryRunEstimate
     t.add_row("cost", "unknown (not in LiteLLM's cost map)" if est.cost is None else f"${est.cost:.4f}")
     for kind, h in est.programs.items():
         t.add_row(f"{kind} program / prompt hash", f"{h['program_hash']} / {h['prompt_hash']}")
+    b = est.batch
+    if b:
+        where = "a batch file" if b["mode"] == "export" else f"{b['provider']} batches"
+        t.add_row(f"next submission ({where})", f"{b['calls']:,} requests in {b['files']} file(s)")
+        if b["files"]:
+            t.add_row("requests per file", ", ".join(f"{n:,}" for n in b["requests_per_file"]))
+            t.add_row("size", f"{b['bytes'] / 1e6:,.1f} MB" + (f" (files cut at {b['max_requests_per_file']:,} "
+                                                                 f"requests or {b['max_mb_per_file']} MB)"
+                                                                 if b["max_requests_per_file"] else ""))
+        t.add_row("rounds (one listwise window per query per batch)", str(b["rounds"]))
+        if b["in_flight_batches"]:
+            t.add_row("in flight already", f"{b['in_flight_requests']:,} requests in {b['in_flight_batches']} batch(es)")
+        t.add_row("cost at batch prices (every round)",
+                  "unknown (LiteLLM gives no batch prices)" if b["cost"] is None else f"${b['cost']:.4f}")
     console.print(t)
 
 

@@ -5,7 +5,9 @@
 - `engine`: asks concurrently under the teacher's call policy, pacing and budget, and writes each
   record or reject as it completes;
 - `run`: one session: checks, the lock, the resume rule, the manifest (`generate`);
-- `estimate`: `--dry-run`;
+- `batch`, `batch_api`: `--batch` (a provider's batch API through LiteLLM), `--export-batch` and
+  `--import-batch` (batch files for vLLM's run_batch): the same engine, a different transport;
+- `estimate`: `--dry-run` (with a batch plan under `--batch`);
 - `merge`: shards of one job -> one run directory (`merge_runs`).
 
 Runs are content-addressed and resumable: the key of a request is a hash of its inputs, program and

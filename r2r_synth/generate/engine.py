@@ -17,6 +17,9 @@ answer the moment it is complete.
 - **Listwise windows** (`r2r_synth.generate.windows`): each query's windows are asked one after the
   other (`run_chain`), queries concurrently under the same concurrency, pacing, policy and budget;
   a finished query's final ranking goes to `rankings.jsonl`.
+- **Batches** (`r2r_synth.generate.batch`): with a broker, a call is answered from a collected batch
+  result (kept in the journal like any paid reply), fails as its batch item failed, or is deferred
+  to a batch; a deferred request writes nothing, and a listwise chain stops at its deferred window.
 
 Why the engine calls `Teacher.acomplete` instead of `module.acall`: DSPy's per-call machinery
 (thread hop to prepare the request, response cache, history, callbacks, usage tracker) costs more
@@ -40,6 +43,7 @@ from pydantic import ValidationError
 from r2r_synth import __version__
 from r2r_synth.config import GenerateConfig
 from r2r_synth.errors import R2RError, TeacherError
+from r2r_synth.generate.batch import Broker, Deferred
 from r2r_synth.generate.jobs import Job
 from r2r_synth.generate.prompts import PromptPlan
 from r2r_synth.generate.windows import (
@@ -90,6 +94,7 @@ class Progress:
     skipped: int = 0
     done: int = 0
     rejected: int = 0
+    deferred: int = 0  # requests waiting for a batch (`generate --batch`, --export-batch)
     in_flight: int = 0
     calls: int = 0
     retries: int = 0
@@ -163,7 +168,8 @@ class Engine:
 
     def __init__(self, *, config: GenerateConfig, teacher: Any, programs: dict[str, Any], run: RunDir,
                  journal: Journal, progress: Progress, on_progress: Callable[[Progress], None] | None,
-                 spent_before: float, replies: dict[str, dict[str, Any]], est_call_cost: float):
+                 spent_before: float, replies: dict[str, dict[str, Any]], est_call_cost: float,
+                 broker: Broker | None = None):
         self.config = config
         self.teacher = teacher
         self.policy = teacher.policy
@@ -180,6 +186,7 @@ class Engine:
             teacher.set_pool_size(self.concurrency)
         self.spent_before = spent_before
         self.est_call_cost = est_call_cost
+        self.broker = broker
         self.stop: str | None = None
         self.fatal: R2RError | None = None
         self.consecutive_failures = 0
@@ -210,11 +217,24 @@ class Engine:
         est = sum(len(m["content"]) for m in messages) // 4 + (self.config.max_tokens or reply_tokens)
         bad = 0
         while True:
-            saved = self.replies.pop(call, None) if bad == 0 else None
+            # A re-ask in a batch is a request of its own (its own custom_id): the reply it re-asks is
+            # kept too, so a later run that collects the re-ask finds both.
+            cid = f"{call}~{bad}" if bad and self.broker is not None else call
+            if self.broker is not None and cid in self.broker.waiting:
+                raise Deferred  # asked again in a batch still running: not its older reply
+            saved = self.replies.pop(cid, None) if bad == 0 or self.broker is not None else None
             if saved is not None:
                 text = saved["text"]
                 spend.add(prompt=saved["prompt_tokens"], completion=saved["completion_tokens"], cost=saved["cost"],
                           latency=0.0)
+            elif self.broker is not None:
+                try:
+                    self.broker.route(key=job.key, call=cid, messages=messages, call_kwargs=call_kwargs,
+                                      reply_tokens=self.config.max_tokens or reply_tokens)
+                except CallFailed as e:
+                    if e.cause in ("auth", "config"):  # a failed item is no outage: no circuit breaker
+                        self._failed(e)
+                    raise _Rejected(f"{e.cause}: {e.message}", cause=e.cause, attempts=max(1, spend.attempts)) from None
             else:
                 text = await self._call(job, messages, call_kwargs, call, est, spend, keep_text)
             try:
@@ -300,6 +320,9 @@ class Engine:
         try:
             handler = {"direct": self._direct, "comparison": self._comparison, "listwise": self._listwise}[job.kind]
             out = await handler(job, spend)
+        except Deferred:
+            out = DEFERRED
+            self.progress.deferred += 1
         except _Rejected as r:
             out = Reject(
                 kind=job.kind, key=job.key, reason=r.reason, cause=r.cause, attempts=max(1, r.attempts),
@@ -330,8 +353,8 @@ class Engine:
                 return
             job = chain.job()
             out = await self.run_job(job)
-            if isinstance(out, Reject) and out.cause not in FINAL_CAUSES:
-                return
+            if out is DEFERRED or (isinstance(out, Reject) and out.cause not in FINAL_CAUSES):
+                return  # the next window depends on this one: one round of windows per batch
             chain.advance(job, out if isinstance(out, ListwiseRecord) else None)
         if not chain.written and self.rankings is not None:
             prog = self.programs["listwise"]
@@ -387,9 +410,11 @@ class Engine:
         )
         failures = [r for r in (ab, ba) if isinstance(r, BaseException)]
         if failures:
-            # A failure that is not the teacher's answer wins: the pair is asked again next run.
+            # A failure that is not the teacher's answer wins: the pair is asked again next run; then a
+            # half still waiting for its batch (the pair is decided when both are in).
             retryable = [f for f in failures if isinstance(f, _Rejected) and f.cause != "reply"]
-            raise (retryable or failures)[0]
+            waiting = [f for f in failures if isinstance(f, Deferred)]
+            raise (retryable or waiting or failures)[0]
         swapped = ba.model_copy(update={"preferred": "B" if ba.preferred == "A" else "A"})
         try:
             return ComparisonRecord(
@@ -403,8 +428,8 @@ class Engine:
     # -- the session
     def over_budget(self) -> bool:
         cap = self.config.max_cost
-        if cap is None:
-            return False
+        if cap is None or self.broker is not None:
+            return False  # a batch's spend is decided when it is submitted (see generate.batch_api)
         spent = self.spent_before + (self.progress.cost or 0.0)
         n = self.progress.finished
         per_request = (self.progress.cost or 0.0) / n if n else 2 * self.est_call_cost
@@ -438,6 +463,9 @@ class Engine:
         if self.rankings is not None:
             self.rankings.close()
 
+
+#: What `run_job` returns for a request that waits for a batch (nothing was written).
+DEFERRED = object()
 
 _PLACEHOLDER = Provenance(teacher="-", program="-", program_hash="-", prompt_hash="-")
 

@@ -26,10 +26,13 @@ class DryRunEstimate:
     cost: float | None
     teacher: str
     programs: dict[str, dict[str, str]]
+    #: With --batch / --export-batch: the plan of the next submission (see `batch_plan`).
+    batch: dict[str, Any] | None = None
 
 
 def estimate(config: GenerateConfig, jobs: list[Job], done: set[str], programs: dict[str, Any],
-             teacher: Any, *, chains: list[Chain] | None = None) -> DryRunEstimate:
+             teacher: Any, *, chains: list[Chain] | None = None, batch: str | None = None,
+             in_flight: list[Any] | None = None) -> DryRunEstimate:
     """Count requests and LM calls; count prompt tokens on a sample of the real prompts (the same
     messages the engine would send). Listwise `chains` (already walked through their finished
     windows, see `windows.replay`) count one call per window still to ask; a window's prompt is
@@ -43,13 +46,17 @@ def estimate(config: GenerateConfig, jobs: list[Job], done: set[str], programs: 
     sample = todo[:: max(1, len(todo) // 64)][:64]
     tok = 0
     sampled_calls = 0
+    line_bytes: list[int] = []  # sampled batch lines (--batch, --export-batch)
     for j in sample:
         ins = j.inputs()
         fields = ({"query": ins["query"], "document": ins["document"]} if j.kind == "direct" else
                   {"query": ins["query"], "document_a": ins["document_a"], "document_b": ins["document_b"]})
         mult = 1 if j.kind == "direct" else 2
-        tok += _count_tokens(teacher.model, plan.messages(j.kind, fields)) * mult
+        messages = plan.messages(j.kind, fields)
+        tok += _count_tokens(teacher.model, messages) * mult
         sampled_calls += mult
+        if batch:
+            line_bytes.append(_line_bytes(teacher, messages, plan.extra[j.kind]))
     prompt_tokens = int(tok / sampled_calls * calls) if sampled_calls else 0
     completion_tokens = per_call_completion * calls
     if windows:
@@ -63,7 +70,10 @@ def estimate(config: GenerateConfig, jobs: list[Job], done: set[str], programs: 
             docs = c.order[start:end]
             inputs = {"query": c.cand.query.text,
                       "passages": [{"identifier": n + 1, "text": d.full_text()} for n, d in enumerate(docs)]}
-            wtok += _count_tokens(teacher.model, plan.messages("listwise", inputs))
+            messages = plan.messages("listwise", inputs)
+            wtok += _count_tokens(teacher.model, messages)
+            if batch:
+                line_bytes.append(_line_bytes(teacher, messages, plan.extra["listwise"]))
         for c, i in windows:
             start, end = c.spans[i]
             lw_completion += config.max_tokens or LISTWISE_TOKENS_PER_PASSAGE * (end - start)
@@ -76,13 +86,58 @@ def estimate(config: GenerateConfig, jobs: list[Job], done: set[str], programs: 
     if chains:
         requests["listwise"] = len(windows)
     per_call = completion_tokens // calls if calls else per_call_completion
+    plan_out = None
+    if batch:
+        first_round = (calls - len(windows)) + len({id(c) for c, _ in windows})
+        plan_out = batch_plan(config, teacher, mode=batch, calls=first_round, line_bytes=line_bytes,
+                              rounds=max((len(c.spans) - c.next for c in chains if not c.finished), default=1),
+                              prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                              in_flight=in_flight or [])
     return DryRunEstimate(
         requests=requests, skipped_done=len(jobs) - len(todo) + sum(c.next for c in chains),
         calls=calls, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
         completion_tokens_assumed_per_call=per_call,
         cost=price(teacher, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens), teacher=teacher.name,
         programs={k: {"program_hash": programs[k].program_hash, "prompt_hash": programs[k].prompt_hash}
-                  for k in kinds})
+                  for k in kinds}, batch=plan_out)
+
+
+def _line_bytes(teacher: Any, messages: list[dict[str, Any]], extra: dict[str, Any]) -> int:
+    """Bytes of one batch input line for these messages (what `generate.batch.Call.line` writes)."""
+    from r2r_synth.generate.batch import Call, request_body, wire_model
+
+    return len(Call(cid="x" * 24, key="", body=request_body(wire_model(teacher), teacher, messages, extra),
+                    reply_tokens=0).encoded)
+
+
+def batch_plan(config: GenerateConfig, teacher: Any, *, mode: str, calls: int, line_bytes: list[int], rounds: int,
+               prompt_tokens: int, completion_tokens: int, in_flight: list[Any]) -> dict[str, Any]:
+    """The next submission of --batch (or the next --export-batch file): the calls of its first
+    round (every direct and comparison call, one window per listwise query), the files they split
+    into at the provider's limits, the rounds listwise windows take (one window per query per batch),
+    and the whole job's cost at batch prices (None where LiteLLM does not price them)."""
+    import math
+
+    from r2r_synth.generate.batch_api import DEFAULT_LIMITS, LIMITS, MB
+    from r2r_synth.teacher.pricing import price
+
+    calls = max(0, calls - sum(len(u.items) for u in in_flight))  # those are submitted already
+    provider = "file"
+    max_n, max_bytes = calls or 1, 0
+    avg = sum(line_bytes) / len(line_bytes) if line_bytes else 0.0
+    if mode == "batch":
+        from r2r_synth.generate.batch_api import check_provider
+
+        provider = check_provider(teacher)
+        max_n, max_bytes = LIMITS.get(provider, DEFAULT_LIMITS)
+        max_n = min(max_n, config.batch_size or max_n)
+    files = max(math.ceil(calls / max_n), math.ceil(calls * avg / max_bytes) if max_bytes else 0) if calls else 0
+    per_file = [calls // files + (1 if i < calls % files else 0) for i in range(files)] if files else []
+    return {"mode": mode, "provider": provider, "calls": calls, "files": files, "requests_per_file": per_file,
+            "bytes": int(calls * avg), "max_requests_per_file": max_n if mode == "batch" else None,
+            "max_mb_per_file": max_bytes // MB if max_bytes else None, "rounds": rounds if calls else 0,
+            "cost": price(teacher, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, batch=True),
+            "in_flight_requests": sum(len(u.items) for u in in_flight), "in_flight_batches": len(in_flight)}
 
 
 def _count_tokens(model: str | None, messages: list[dict[str, Any]]) -> int:

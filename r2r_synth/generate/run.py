@@ -20,7 +20,15 @@ from typing import Any
 
 from r2r_synth import __version__
 from r2r_synth.config import GenerateConfig, scrub
-from r2r_synth.errors import BudgetExceeded, ConfigError, IncompleteRun, InputError, TeacherError
+from r2r_synth.errors import (
+    BatchPending,
+    BudgetExceeded,
+    ConfigError,
+    IncompleteRun,
+    InputError,
+    TeacherError,
+)
+from r2r_synth.generate.batch import Broker, check_batch_config, make_broker
 from r2r_synth.generate.engine import Engine, Progress, resolved_concurrency
 from r2r_synth.generate.estimate import DryRunEstimate, estimate
 from r2r_synth.generate.jobs import CutReport, Job, build_jobs, check_config, cut_documents, load_inputs
@@ -46,6 +54,7 @@ class GenerateResult:
     manifest: Manifest | None = None
     progress: Progress | None = None
     estimate: DryRunEstimate | None = None
+    batch: dict[str, Any] | None = None  # --batch / --export-batch / --import-batch: what this session did
 
 
 def generate(
@@ -68,6 +77,7 @@ def generate(
     after a clean stop at `max_cost`, TeacherError when the teacher fails or nothing succeeded."""
     say = on_status or logger.info
     check_config(config)
+    mode = check_batch_config(config)
     run = RunDir(config.out).check_writable()
     shard = parse_shard(config.shard)
     if candidates is None:
@@ -91,7 +101,7 @@ def generate(
     from r2r_synth.teacher.programs import load_program
 
     programs = {k: load_program(k, programs_dir=config.programs_dir) for k in _program_kinds(config)}
-    args = (config, candidates, programs, cuts, on_progress, command)
+    args = (config, candidates, programs, cuts, on_progress, command, say)
     if teacher is not None:
         return _generate_with(*args, teacher)
     if config.dry_run and config.teacher is None and config.router is None:
@@ -117,7 +127,11 @@ def generate(
     with open_teacher(config.teacher, api_base=config.api_base, api_key=config.api_key,
                       temperature=config.temperature, max_tokens=config.max_tokens, router=config.router,
                       policy=policy, transport=config.transport) as t:
-        if not config.dry_run:
+        if mode == "batch":  # an unsupported provider is refused before its endpoint is asked anything
+            from r2r_synth.generate.batch_api import check_provider
+
+            check_provider(t)
+        if not config.dry_run and mode not in ("export", "import"):  # a batch file reaches no endpoint
             say(f"preflight: {preflight(t).describe()}")
         return _generate_with(*args, t)
 
@@ -135,7 +149,13 @@ def _program_kinds(config: GenerateConfig) -> list[str]:
 
 
 def _generate_with(config: GenerateConfig, candidates: list[Candidates], programs: dict[str, Any], cuts: CutReport,
-                   on_progress: Callable[[Progress], None] | None, command: str, teacher: Any) -> GenerateResult:
+                   on_progress: Callable[[Progress], None] | None, command: str, say: Callable[[str], None],
+                   teacher: Any) -> GenerateResult:
+    mode = check_batch_config(config)
+    if mode == "batch":
+        from r2r_synth.generate.batch_api import check_provider
+
+        check_provider(teacher)
     hashes = {k: p.program_hash for k, p in programs.items()}
     jobs = build_jobs(candidates, config=config, program_hashes=hashes, teacher=teacher.name)
     chains, passages_cut = (build_chains(candidates, config=config, program_hash=hashes["listwise"],
@@ -144,25 +164,45 @@ def _generate_with(config: GenerateConfig, candidates: list[Candidates], program
     if config.max_cost is not None:
         from r2r_synth.teacher.pricing import is_priced
 
-        if not is_priced(teacher):
+        if not is_priced(teacher, batch=mode == "batch"):
+            what = "at batch prices (input_cost_per_token_batches)" if mode == "batch" else "in its cost map"
             raise ConfigError(
-                f"--max-cost needs a teacher LiteLLM can price; {teacher.name!r} is not in its cost map",
+                f"--max-cost needs a teacher LiteLLM can price; {teacher.name!r} is not priced {what}",
                 hint="drop --max-cost, or register the model's prices with litellm.register_model",
             )
     if config.dry_run:
         done = run.done_keys(prune=False) if run.exists() else set()
         if chains and run.exists():
             replay(chains, run, retry_rejects=config.retry_rejects)
-        return GenerateResult(run_dir=None, estimate=estimate(config, jobs, done, programs, teacher, chains=chains))
+        return GenerateResult(run_dir=None, estimate=estimate(config, jobs, done, programs, teacher, chains=chains,
+                                                              batch=mode, in_flight=run.batch_state().outstanding
+                                                              if run.exists() else []))
+    if mode != "batch" and run.exists():
+        waiting = run.batch_state().outstanding
+        if waiting:
+            raise ConfigError(
+                f"{sum(len(u.items) for u in waiting)} requests of {run.path} are in {len(waiting)} provider "
+                "batch(es) not collected yet; asking them another way would pay for them twice",
+                hint="rerun the command that submitted them, with --batch, to collect them first")
 
     command = scrub(command, [config.api_key or ""])
     with run.lock(command=command):
-        return _session(config, run, jobs, programs, cuts, on_progress, command, teacher, chains, passages_cut)
+        broker = make_broker(mode, teacher=teacher, config=config, run=run, say=say) if mode else None
+        try:
+            return _session(config, run, jobs, programs, cuts, on_progress, command, teacher, chains, passages_cut,
+                            broker)
+        finally:
+            if broker is not None:
+                broker.close()
 
 
 def _session(config: GenerateConfig, run: RunDir, jobs: list[Job], programs: dict[str, Any], cuts: CutReport,
              on_progress: Callable[[Progress], None] | None, command: str, teacher: Any, chains: list[Chain],
-             passages_cut: int) -> GenerateResult:
+             passages_cut: int, broker: Broker | None) -> GenerateResult:
+    if broker is not None:
+        broker.prepare(run.batch_state())  # an unusable import file is refused before anything is written
+    final_before = ({r.key for r in run.rejects() if not r.retryable}
+                    if broker is not None and config.retry_rejects else set())
     wanted = {j.key for j in jobs}
     if chains:  # resume: each query's order rebuilt from its finished windows, up to where it stopped
         wanted |= replay(chains, run, retry_rejects=config.retry_rejects)
@@ -180,7 +220,20 @@ def _session(config: GenerateConfig, run: RunDir, jobs: list[Job], programs: dic
         legacy = Journal(run.journal_path)
         legacy.legacy(usage=prev.usage, cost=prev.cost, sessions=list(prev.extra.get("sessions") or []))
         legacy.close()
-    before = run.journal_totals(replies_for={j.key for j in todo if isinstance(j, Job) and j.kind == "comparison"})
+    journal = run.journal(command=command)
+    if broker is None:
+        replies_for = {j.key for j in todo if isinstance(j, Job) and j.kind == "comparison"}
+    else:
+        # Batch results are journaled replies: every request still to do may have one (a reply a
+        # --retry-rejects run asks again is not reused).
+        try:
+            broker.collect(journal, batch_items=run.journal_totals().batch_items, done=done)
+        except BaseException:
+            journal.end(status="failed", wall_s=0.0, retries=0)
+            journal.close()
+            raise
+        replies_for = ({j.key for j in todo if isinstance(j, Job)} | wanted) - done - final_before
+    before = run.journal_totals(replies_for=replies_for)
     run.write_config(resolved_config(config, teacher))
     for kind in _asked_kinds(config):
         p = programs[kind]
@@ -188,8 +241,12 @@ def _session(config: GenerateConfig, run: RunDir, jobs: list[Job], programs: dic
                                              instructions=p.predictor.signature.instructions,
                                              state=p.module.dump_state()))
 
-    journal = run.journal(command=command)
     progress = Progress(total=len(jobs) + sum(len(c.spans) for c in chains), skipped=sum(skipped.values()))
+    if broker is not None:  # what the collected results used and cost (at batch prices)
+        progress.usage = progress.usage.model_copy(update={
+            "prompt_tokens": broker.usage[0], "completion_tokens": broker.usage[1],
+            "total_tokens": sum(broker.usage)})
+        progress.cost = broker.cost if broker.prices is not None else None
     asked = progress.total - progress.skipped  # requests this session would ask (listwise: windows)
     started_at = utcnow()
     status = "complete"
@@ -197,16 +254,23 @@ def _session(config: GenerateConfig, run: RunDir, jobs: list[Job], programs: dic
     est_call_cost = before.cost / before.calls if before.cost and before.calls else 0.0
     engine = Engine(config=config, teacher=teacher, programs=programs, run=run, journal=journal, progress=progress,
                     on_progress=on_progress, spent_before=before.spent,
-                    replies=before.replies, est_call_cost=est_call_cost)
+                    replies=before.replies, est_call_cost=est_call_cost, broker=broker)
     if on_progress is not None:
         on_progress(progress)
     try:
         asyncio.run(engine.run(todo))
+        if broker is not None and engine.fatal is None:
+            broker.finish(spent=before.spent)
         if engine.fatal is not None:
             status, error = "failed", engine.fatal
+        elif broker is not None and broker.problems:
+            status, error = "failed", TeacherError("; ".join(broker.problems), hint="fix what the provider names, "
+                                                   "then rerun the same command: it submits those requests again")
+        elif broker is not None and _batch_status(broker):
+            status = _batch_status(broker)
         elif engine.stop == "stopped_budget":
             status = "stopped_budget"
-        elif engine.unanswered and engine.unanswered == progress.finished:
+        elif engine.unanswered and engine.unanswered == progress.finished and broker is None:
             status, error = "failed", TeacherError(
                 f"every one of the {engine.unanswered} requests of this session failed without an answer "
                 "(see rejects.jsonl)", hint="check the teacher, --api-base and the API key, then rerun the same "
@@ -233,9 +297,19 @@ def _session(config: GenerateConfig, run: RunDir, jobs: list[Job], programs: dic
         if chains:
             manifest.counts["listwise"].requested = sum(len(c.spans) for c in chains)
             manifest.extra["listwise"] = listwise_summary(config, chains, run, passages_cut=passages_cut)
+        if broker is not None:
+            manifest.extra["batches"] = batch_summary(broker, run)
         run.write_manifest(manifest)
     if error is not None:
         raise error
+    batch = batch_summary(broker, run) if broker is not None else None
+    if status == "pending" and broker is not None and broker.mode != "export":
+        raise _pending(broker, progress, config)
+    if status == "stopped_budget" and broker is not None:
+        raise BudgetExceeded(
+            f"--max-cost ${config.max_cost}: {broker.pending} requests were not submitted: ${manifest.cost or 0:.4f} "
+            "is spent and what the batches in flight would cost at most leaves no room for them",
+            hint="rerun the same command with a larger --max-cost to submit them")
     if status == "stopped_budget":
         raise BudgetExceeded(
             f"stopped at the budget: ${manifest.cost or 0:.4f} spent of --max-cost ${config.max_cost}; "
@@ -249,7 +323,46 @@ def _session(config: GenerateConfig, run: RunDir, jobs: list[Job], programs: dic
             "key or configuration failures after their retries; see rejects.jsonl)",
             hint="rerun the same command: it asks them again and nothing else",
         )
-    return GenerateResult(run_dir=run.path, manifest=manifest, progress=progress)
+    return GenerateResult(run_dir=run.path, manifest=manifest, progress=progress, batch=batch)
+
+
+def _batch_status(broker: Broker) -> str | None:
+    """The status a batch session ends with, when its batches decide it: `pending` while requests
+    wait in a provider batch, in an exported file, or for an import that lacks them;
+    `stopped_budget` when `--max-cost` left requests unsubmitted. None: the usual rules."""
+    if broker.mode == "export":
+        return "pending" if getattr(broker, "exported", 0) else None
+    if broker.waiting or (broker.mode == "import" and broker.new):
+        return "pending"
+    return "stopped_budget" if broker.new else None
+
+
+def batch_summary(broker: Broker, run: RunDir) -> dict[str, Any]:
+    """What a batch session did, and every batch of the run with its state (the manifest's
+    `extra.batches`, and what the CLI prints)."""
+    out: dict[str, Any] = {"mode": broker.mode, "waiting": len(broker.waiting), "not_submitted": len(broker.new),
+                           **run.batch_state().summary()}
+    for name in ("in_flight", "submitted", "counts", "exported"):
+        if hasattr(broker, name):
+            out["import" if name == "counts" else name] = getattr(broker, name)
+    return out
+
+
+def _pending(broker: Broker, progress: Progress, config: GenerateConfig) -> BatchPending:
+    done = f"this session wrote {progress.done} records and {progress.rejected} rejects"
+    if broker.mode == "import":
+        return BatchPending(
+            f"{len(broker.new)} requests have no result in {config.import_batch}; {done}",
+            hint="write them with --export-batch FILE, run that file, then --import-batch its results (one round of "
+                 "listwise windows per file)")
+    batches = getattr(broker, "in_flight", []) + [{"status": "submitted", **b} for b in getattr(broker, "submitted", [])]
+    states = ", ".join(f"{b['batch_id']} {b['status']}" for b in batches[:5]) + (" ..." if len(batches) > 5 else "")
+    capped = (f"; {len(broker.new)} more were not submitted: --max-cost ${config.max_cost} leaves no room for them "
+              "until the batches in flight are collected at their real cost" if broker.new else "")
+    return BatchPending(
+        f"{len(broker.waiting)} requests wait in {len(batches)} provider batch(es) ({states}); {done}{capped}",
+        hint="rerun the same command later to collect them (nothing is submitted twice); a script can loop "
+             "while the exit code is 5, e.g. every 10 minutes")
 
 
 def _manifest(config: GenerateConfig, run: RunDir, teacher: Any, programs: dict[str, Any], jobs: list[Job],

@@ -11,6 +11,9 @@ A run directory holds:
   dropped, whole, with the rule (`Filtered`);
 - `journal.jsonl`: every teacher call as it happens (`r2r_synth.rundir.journal`), so spend and usage
   survive a SIGKILL;
+- `batches.jsonl` (`generate --batch`, `--export-batch`, `--import-batch`): every batch file and
+  provider batch, written the moment its id exists (`r2r_synth.rundir.batches`), so a crash after
+  submitting never submits twice;
 - `manifest.json`: provenance and totals, rewritten at the end of every session from the files and
   the journal (never the only place a number lives);
 - `config.json`: the resolved config of the last command, secrets masked;
@@ -53,6 +56,7 @@ from r2r_synth.io.jsonl import (
     read_jsonl,
     truncate_torn_tail,
 )
+from r2r_synth.rundir.batches import BATCHES_FILE, BatchLog, BatchState, read_batches
 from r2r_synth.rundir.journal import JOURNAL_FILE, Journal, JournalTotals, read_journal
 from r2r_synth.rundir.lock import LOCK_FILE, RunLock
 from r2r_synth.schemas import (
@@ -148,6 +152,10 @@ class RunDir:
     def journal_path(self) -> Path:
         return self.path / JOURNAL_FILE
 
+    @property
+    def batches_path(self) -> Path:
+        return self.path / BATCHES_FILE
+
     def exists(self) -> bool:
         return self.path.is_dir()
 
@@ -158,7 +166,7 @@ class RunDir:
     def run_files(self) -> list[Path]:
         """The files (and the programs folder) that make up the run, where present."""
         names = (*RECORD_FILES.values(), REJECTS_FILE, FILTERED_FILE, RANKINGS_FILE, MANIFEST_FILE, JOURNAL_FILE,
-                 CONFIG_FILE, PROGRAMS_DIR)
+                 BATCHES_FILE, CONFIG_FILE, PROGRAMS_DIR)
         return [self.path / n for n in names if (self.path / n).exists()]
 
     def clear(self) -> None:
@@ -189,6 +197,10 @@ class RunDir:
         j = Journal(self.journal_path)
         j.start(command=command)
         return j
+
+    def batch_log(self) -> BatchLog:
+        """Open `batches.jsonl` for appending (see `r2r_synth.rundir.batches`)."""
+        return BatchLog(self.batches_path)
 
     def write_records(self, kind: str, records: Iterable[BaseModel]) -> int:
         """Replace the records of `kind` ('reject' for rejects.jsonl, 'filtered' for filtered.jsonl) at
@@ -309,6 +321,10 @@ class RunDir:
     def journal_totals(self, *, replies_for: set[str] | None = None) -> JournalTotals:
         return read_journal(self.journal_path, replies_for=replies_for)
 
+    def batch_state(self) -> BatchState:
+        """The run's batches, exports and imports (`batches.jsonl`; empty when absent)."""
+        return read_batches(self.batches_path)
+
     def program_snapshots(self) -> list[ProgramSnapshot]:
         """Every program snapshot the run kept (see `snapshot_program`)."""
         out = []
@@ -357,11 +373,14 @@ def reject_key(*parts: Any) -> str:
 
 
 __all__ = [
+    "BATCHES_FILE",
     "CONFIG_FILE",
     "JOURNAL_FILE",
     "KIND_MODELS",
     "KIND_ORDER",
     "LOCK_FILE",
+    "BatchLog",
+    "BatchState",
     "Journal",
     "JournalTotals",
     "ProgramSnapshot",

@@ -4,7 +4,9 @@ spend, usage and sessions survive a SIGKILL and never depend on a final write.
 Events (one JSON object a line, `t` names the event, `s` the session):
 
 - ``start``: a session began (`command`, `at`);
-- ``send``: attempt `n` of a call is about to go out (`key`, `call`);
+- ``send``: attempt `n` of a call is about to go out (`key`, `call`); a result collected from a
+  batch (`generate --batch`, `--import-batch`) is journaled as a ``send`` naming its `batch` (the
+  upload or export it came from) followed at once by its ``reply`` or ``fail``;
 - ``reply``: attempt `n` came back (`prompt_tokens`, `completion_tokens`, `cost`; `text` where the
   reply is kept so a later run can reuse it, e.g. the answered half of a comparison);
 - ``fail``: attempt `n` came back with an error (a 429 or a 5xx is not billed);
@@ -54,10 +56,14 @@ class Journal:
     def legacy(self, *, usage: Usage, cost: float | None, sessions: list[dict[str, Any]]) -> None:
         self._write("legacy", usage=usage.model_dump(), cost=cost, sessions=sessions)
 
-    def send(self, *, key: str, call: str) -> int:
-        """Record that an attempt goes out; returns its number for `reply` / `fail`."""
+    def send(self, *, key: str, call: str, batch: str | None = None) -> int:
+        """Record that an attempt goes out (or, with `batch`, that a batch result for it came in);
+        returns its number for `reply` / `fail`."""
         self._n += 1
-        self._write("send", n=self._n, key=key, call=call)
+        if batch is None:
+            self._write("send", n=self._n, key=key, call=call)
+        else:
+            self._write("send", n=self._n, key=key, call=call, batch=batch)
         return self._n
 
     def reply(self, n: int, *, prompt_tokens: int, completion_tokens: int, cost: float | None,
@@ -118,6 +124,9 @@ class JournalTotals:
     legacy_sessions: list[dict[str, Any]] = field(default_factory=list)
     #: Kept replies by call hash (for `replies_for` keys only): text, tokens and cost.
     replies: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: (batch, call) of every batch result already journaled (a reply or a failure), so a batch
+    #: collected again after a crash is not counted twice.
+    batch_items: set[tuple[str, str]] = field(default_factory=set)
 
     @property
     def spent(self) -> float:
@@ -158,9 +167,13 @@ def read_journal(path: Path | str, *, replies_for: set[str] | None = None) -> Jo
         elif t == "send":
             pending[(sid, int(ev["n"]))] = ev
         elif t == "fail":
-            pending.pop((sid, int(ev["n"])), None)
+            sent = pending.pop((sid, int(ev["n"])), {})
+            if "batch" in sent:
+                out.batch_items.add((str(sent["batch"]), str(sent.get("call"))))
         elif t == "reply":
             sent = pending.pop((sid, int(ev["n"])), {})
+            if "batch" in sent:
+                out.batch_items.add((str(sent["batch"]), str(sent.get("call"))))
             p, c = int(ev.get("prompt_tokens") or 0), int(ev.get("completion_tokens") or 0)
             u = Usage(prompt_tokens=p, completion_tokens=c, total_tokens=p + c)
             cost = ev.get("cost")

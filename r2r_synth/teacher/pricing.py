@@ -29,16 +29,27 @@ def completion_cost(response: Any, *, model: str | None = None) -> float | None:
     return float(cost) if isinstance(cost, (int, float)) else None
 
 
-def per_token_prices(model: str) -> tuple[float, float] | None:
-    """(input, output) USD per token from LiteLLM's cost map, or None when the map lacks the model."""
+def per_token_prices(model: str | None, *, batch: bool = False) -> tuple[float, float] | None:
+    """(input, output) USD per token from LiteLLM's cost map, or None when the map lacks the model.
+    With `batch`, a provider's batch API prices (`input_cost_per_token_batches`,
+    `output_cost_per_token_batches`), or None where the map gives none: a batch result is then
+    unpriced (null), never priced at the online rate as a guess."""
     import litellm
 
+    if not model:
+        return None
     try:
         info = litellm.get_model_info(model)
     except Exception:  # noqa: BLE001 - the cost map raises bare Exception for an unknown model
         return None
-    p, c = info.get("input_cost_per_token"), info.get("output_cost_per_token")
+    suffix = "_batches" if batch else ""
+    p, c = info.get(f"input_cost_per_token{suffix}"), info.get(f"output_cost_per_token{suffix}")
     return (float(p), float(c)) if isinstance(p, (int, float)) and isinstance(c, (int, float)) else None
+
+
+def batch_prices(model: str | None) -> tuple[float, float] | None:
+    """(input, output) USD per token of the provider's batch API (see `per_token_prices`)."""
+    return per_token_prices(model, batch=True)
 
 
 def _models_of(teacher: Teacher) -> list[str]:
@@ -47,14 +58,18 @@ def _models_of(teacher: Teacher) -> list[str]:
     return [teacher.model] if teacher.model else []
 
 
-def price(teacher: Teacher, *, prompt_tokens: int, completion_tokens: int) -> float | None:
-    """USD for that many tokens on this teacher from LiteLLM's cost map; None when not priced
-    (the embedded teacher, local servers, models the map does not know, routers over several)."""
+def price(teacher: Teacher, *, prompt_tokens: int, completion_tokens: int, batch: bool = False) -> float | None:
+    """USD for that many tokens on this teacher from LiteLLM's cost map (with `batch`, at its batch
+    prices); None when not priced (the embedded teacher, local servers, models the map does not
+    know, routers over several)."""
     import litellm
 
     models = _models_of(teacher)
     if not models or teacher.embedded:
         return None
+    if batch:
+        prices = batch_prices(models[0])
+        return None if prices is None else prompt_tokens * prices[0] + completion_tokens * prices[1]
     try:
         p, c = litellm.cost_per_token(model=models[0], prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
     except Exception:  # noqa: BLE001 - "model isn't mapped yet"
@@ -62,8 +77,11 @@ def price(teacher: Teacher, *, prompt_tokens: int, completion_tokens: int) -> fl
     return float(p + c)
 
 
-def is_priced(teacher: Teacher) -> bool:
-    """Whether LiteLLM's cost map prices this teacher (what `--max-cost` needs)."""
+def is_priced(teacher: Teacher, *, batch: bool = False) -> bool:
+    """Whether LiteLLM's cost map prices this teacher (what `--max-cost` needs); with `batch`, at
+    its batch prices."""
+    if batch:
+        return price(teacher, prompt_tokens=1000, completion_tokens=1000, batch=True) is not None
     if teacher.router is not None:
         import litellm
 
