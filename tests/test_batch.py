@@ -167,8 +167,8 @@ def test_an_expired_batch_keeps_what_ran_and_asks_the_rest_again(tmp_path):
             run(cfg(srv, out, pairs="none", batch=True))
         assert len(lines(out / "direct.jsonl")) == 6
         reasons = {r["reason"] for r in lines(out / "rejects.jsonl")}
-        assert reasons == {"transport: the batch item failed: batch_expired: This request could not be executed "
-                           "before the completion window expired."}
+        assert reasons == {("transport: the batch item failed: batch_expired: This request could not be executed "
+                           "before the completion window expired.")}
         srv.behaviour.batches.batch_delay = 0
         res, _ = until_done(cfg(srv, out, pairs="none", batch=True))
     assert res.manifest.status == "complete" and len(lines(out / "direct.jsonl")) == 15
