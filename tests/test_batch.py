@@ -18,7 +18,8 @@ import pytest
 from openai_server import OpenAIServer, spawn_server
 from test_generate import KEY, REPO, SAMPLE, cfg, check_run_dir, cli, lines, manifest, run
 
-from r2r_synth.errors import BatchPending, BudgetExceeded, ConfigError, IncompleteRun
+from r2r_synth.errors import BatchPending, BudgetExceeded, ConfigError, IncompleteRun, InputError
+from r2r_synth.generate import merge_runs
 
 CONTENT = ("reasoning", "relevance", "score", "preferred", "confidence", "swapped", "ranking", "items")
 
@@ -272,6 +273,9 @@ def test_an_online_run_is_refused_while_batches_are_out(tmp_path, monkeypatch, c
         with pytest.raises(ConfigError, match="are in 1 provider batch"):
             run(cfg(srv, out, export_batch=tmp_path / "x.jsonl"))
         assert len(srv.requests) == n and not (tmp_path / "x.jsonl").exists()
+        with pytest.raises(InputError, match="39 requests are in provider batches not collected yet"):
+            merge_runs(tmp_path / "merged", [out])
+        assert not (tmp_path / "merged").exists()
 
 
 def test_a_kill_between_create_and_its_id_never_submits_twice(tmp_path):

@@ -38,6 +38,11 @@ def merge_runs(out: Path | str, run_dirs: list[Path], *, command: str = "", forc
         if m is None:
             raise InputError(f"{src.path}: no manifest.json; not a run directory written by `generate`",
                              hint="pass run directories written by `r2r-synth generate`")
+        waiting = src.batch_state().outstanding
+        if waiting:
+            raise InputError(f"{src.path}: {sum(len(u.items) for u in waiting)} requests are in provider batches not "
+                             "collected yet; a merge would leave them behind (nothing was written)",
+                             hint="rerun that run's `generate --batch` command until it exits 0, then merge")
         manifests.append((src, m))
     teachers = sorted({m.teacher for _, m in manifests})
     if len(teachers) > 1 and not mixed_teachers:
