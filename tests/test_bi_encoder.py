@@ -167,8 +167,9 @@ def test_cross_encoder_knobs_are_refused(tmp_path, knob):
         resolve_options(TrainConfig(corpus=[tmp_path], out=tmp_path / "m", **{knob: value}))
 
 
-def test_int8_runs_through_onnx_runtime(tmp_path, tiny_bert):
+def test_int8_runs_through_onnx_runtime(tmp_path, tiny_bert, monkeypatch):
     pytest.importorskip("onnxruntime")
+    monkeypatch.setenv("R2R_INT8_BACKEND", "onnx")
     from r2r_synth.student.onnx_int8 import FLOAT_FILE, INT8_FILE, ONNX_DIR, OnnxScorer
 
     cands, qrels = _candidates(tmp_path)
@@ -186,6 +187,20 @@ def test_int8_runs_through_onnx_runtime(tmp_path, tiny_bert):
     assert int8.score("what is jazz piano", docs) == pytest.approx(exact, abs=0.05)
     with pytest.raises(ConfigError, match="runs on the CPU only"):
         load_student(out, int8=True, device="cuda")
+
+
+def test_int8_through_openvino_embeds_texts_as_the_float_model(tmp_path, tiny_bert):
+    pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    from r2r_synth.student.openvino_int8 import OpenVinoScorer
+
+    cands, qrels = _candidates(tmp_path)
+    train(_config(tmp_path, cands, tiny_bert, qrels=qrels, labels="gold"))
+    out = tmp_path / "model"
+    fp32, int8 = load_student(out), load_student(out, int8=True)
+    assert isinstance(int8.onnx, OpenVinoScorer)
+    docs = ["jazz piano explained in detail with many more words than the others", "pasta", "a weather report"]
+    assert int8.score("what is jazz piano", docs) == pytest.approx(fp32.score("what is jazz piano", docs), abs=0.05)
 
 
 def test_permutation_grades_never_reach_cosent(tmp_path, tiny_bert):

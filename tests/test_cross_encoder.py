@@ -314,10 +314,11 @@ def test_binary_gold_qrels_make_relevant_pointwise_targets(tmp_path):
     assert pw["label"].count(1.0) == len(TOPICS)  # the judged document of each query is relevant (BEIR: 1)
 
 
-def test_int8_runs_through_onnx_runtime(tmp_path, tiny_bert):
+def test_int8_runs_through_onnx_runtime(tmp_path, tiny_bert, monkeypatch):
     pytest.importorskip("onnxruntime")
     import torch
 
+    monkeypatch.setenv("R2R_INT8_BACKEND", "onnx")
     from r2r_synth.student.onnx_int8 import FLOAT_FILE, INT8_FILE, ONNX_DIR, OnnxScorer
 
     corpus = _r2r_file(tmp_path / "c.jsonl")
@@ -335,6 +336,56 @@ def test_int8_runs_through_onnx_runtime(tmp_path, tiny_bert):
     mtime = (out / ONNX_DIR / INT8_FILE).stat().st_mtime_ns
     load_student(out, int8=True)
     assert (out / ONNX_DIR / INT8_FILE).stat().st_mtime_ns == mtime
+
+
+def test_int8_runs_through_openvino_calibrated_on_the_training_pairs(tmp_path, tiny_bert, capfd):
+    pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    from r2r_synth.student.openvino_int8 import CALIBRATION_FILE, INT8_XML, OV_DIR, OpenVinoScorer
+
+    corpus = _r2r_file(tmp_path / "c.jsonl")
+    train(_config(tmp_path, corpus, tiny_bert))
+    out = tmp_path / "model"
+    rows = [json.loads(line) for line in (out / CALIBRATION_FILE).read_text().splitlines()]
+    view = load_training_view([corpus])
+    # a document per query in turn: the first pairs cover every query once
+    assert [r["query"] for r in rows[:len(view.queries)]] == [q.text for q in view.queries]
+    assert len(rows) == sum(len(q.docs) for q in view.queries)
+    capfd.readouterr()
+    fp32, int8 = load_student(out), load_student(out, int8=True)  # auto: OpenVINO, calibrated
+    assert isinstance(int8.onnx, OpenVinoScorer) and (out / OV_DIR / INT8_XML).is_file()
+    assert capfd.readouterr().out == ""  # NNCF's progress stays off stdout (rerank writes its run there)
+    docs = ["solar panels explained in detail with many more words than the other one", "pasta", "a note"]
+    exact = fp32.score("what is solar panels", docs)
+    assert int8.score("what is solar panels", docs) == pytest.approx(exact, abs=0.05)
+    mtime = (out / OV_DIR / INT8_XML).stat().st_mtime_ns
+    load_student(out, int8=True)
+    assert (out / OV_DIR / INT8_XML).stat().st_mtime_ns == mtime  # reused, not quantized again
+
+
+def test_int8_runtime_choice_and_its_errors(tmp_path, tiny_bert, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    from r2r_synth.student.int8 import choose_backend, openvino_installed
+    from r2r_synth.student.onnx_int8 import OnnxScorer
+    from r2r_synth.student.openvino_int8 import CALIBRATION_FILE
+
+    corpus = _r2r_file(tmp_path / "c.jsonl")
+    train(_config(tmp_path, corpus, tiny_bert))
+    out = tmp_path / "model"
+    monkeypatch.setenv("R2R_INT8_BACKEND", "fastest")
+    with pytest.raises(ConfigError, match="R2R_INT8_BACKEND='fastest' is not an int8 runtime"):
+        load_student(out, int8=True)
+    # a student without calibration.jsonl (trained before train wrote it) runs through ONNX Runtime
+    (out / CALIBRATION_FILE).rename(tmp_path / CALIBRATION_FILE)
+    monkeypatch.setenv("R2R_INT8_BACKEND", "auto")
+    assert isinstance(load_student(out, int8=True).onnx, OnnxScorer)
+    if openvino_installed():
+        monkeypatch.setenv("R2R_INT8_BACKEND", "openvino")
+        with pytest.raises(ConfigError, match="calibrates on calibration.jsonl, which this student lacks"):
+            choose_backend(out)
+        (out / CALIBRATION_FILE).write_text('{"query": "q", "document": "d"}\n{"query": "q"}\n')
+        with pytest.raises(InputError, match=r"calibration.jsonl:2: not a calibration pair"):
+            load_student(out, int8=True)
 
 
 def test_the_start_learns_the_encoders_own_order_before_the_teacher(tmp_path, tiny_bert):

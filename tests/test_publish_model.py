@@ -69,6 +69,8 @@ def test_dry_run_folder_loads_and_its_card_names_the_base_and_holds_the_evaluati
     assert res.dry_run and res.kind == "bi-encoder" and res.base_model == DEFAULT_BASE_ID
     model = SentenceTransformer(str(out), device="cpu")
     assert model.encode(["a query"]).shape == (1, 384)
+    # calibration.jsonl (training passages, for the int8 path) stays home
+    assert (students["bi-encoder"] / "calibration.jsonl").is_file() and not (out / "calibration.jsonl").exists()
     card = (out / "README.md").read_text()
     meta = yaml.safe_load(card.split("---\n")[1])
     assert meta["base_model"] == DEFAULT_BASE_ID and meta["license"] == "apache-2.0"

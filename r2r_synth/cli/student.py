@@ -333,8 +333,8 @@ def rerank(
     explain: Annotated[bool, typer.Option("--explain", help="Say why, for the top results (reasoning student).")] = False,
     explain_top: Annotated[int, typer.Option("--explain-top", min=1, help="How many results to explain.")] = 3,
     device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, ... (default: best available).")] = None,
-    int8: Annotated[bool, typer.Option("--int8", help="A student on the CPU with int8 weights (faster, scores "
-                                       "shift slightly).")] = False,
+    int8: Annotated[bool, typer.Option("--int8", help="A student in int8 on the CPU, through OpenVINO or ONNX "
+                                       "Runtime (R2R_INT8_BACKEND chooses): faster, scores shift slightly.")] = False,
 ) -> None:
     """Rank your own documents for a query with a trained student or any cross-encoder."""
     from rich.table import Table

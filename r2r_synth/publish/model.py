@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 
 R2R_CONFIG_FILE = "r2r_config.json"
 CARD_KINDS = {"bi-encoder": "SentenceTransformer", "cross-encoder": "CrossEncoder"}
-SKIPPED = ("checkpoints", "onnx", "rejects.jsonl", "README.md", R2R_CONFIG_FILE)
+# the int8 files are rebuilt on load; calibration.jsonl holds training passages, never published with the model
+SKIPPED = ("checkpoints", "onnx", "openvino", "calibration.jsonl", "rejects.jsonl", "README.md", R2R_CONFIG_FILE)
 TAGS = ["r2r-synth", "reranking", "distillation"]
 
 

@@ -47,7 +47,9 @@ from r2r_synth.student.base import r2r_config, refuse_knobs
 from r2r_synth.student.corpus import TrainingView, ViewQuery
 from r2r_synth.student.cross_encoder import DEFAULT_BASE_ID, freeze_below, resolve_base, teacher_grades
 from r2r_synth.student.fit import fit, shared_args
-from r2r_synth.student.st_model import SentenceTransformersStudent, int8_device
+from r2r_synth.student.int8 import int8_device, int8_scorer
+from r2r_synth.student.openvino_int8 import write_calibration
+from r2r_synth.student.st_model import SentenceTransformersStudent
 
 KIND = "bi-encoder"
 
@@ -271,18 +273,16 @@ class BiEncoderStudent(SentenceTransformersStudent):
 
     @classmethod
     def load(cls, path: Path, *, device: str | None = None, int8: bool = False) -> BiEncoderStudent:
-        """`int8=True`: ONNX Runtime with int8 weights (`onnx_int8`), CPU only."""
+        """`int8=True`: int8 on the CPU through OpenVINO or ONNX Runtime (`int8`)."""
         from sentence_transformers import SentenceTransformer
 
         meta = cls.read_own_config(path)
         model = SentenceTransformer(str(path), device=int8_device(device) if int8 else device, local_files_only=True)
-        onnx = _onnx_scorer(model, Path(path)) if int8 else None
+        onnx = _int8_scorer(model, Path(path)) if int8 else None
         return cls(model, meta=meta, path=Path(path), onnx=onnx)
 
 
-def _onnx_scorer(model: Any, path: Path) -> Any:
-    from r2r_synth.student.onnx_int8 import OnnxScorer, export_int8
-
+def _int8_scorer(model: Any, path: Path) -> Any:
     names = [type(m).__name__ for m in model]
     if names[:2] != ["Transformer", "Pooling"] or any(n not in ("Transformer", "Pooling", "Normalize") for n in names):
         raise ConfigError(f"{path}: int8 export handles Transformer + Pooling (+ Normalize) models; this one is "
@@ -290,8 +290,7 @@ def _onnx_scorer(model: Any, path: Path) -> Any:
     mode = model[1].pooling_mode
     if mode not in ("mean", "cls"):
         raise ConfigError(f"{path}: int8 export handles mean or CLS pooling, not {mode!r}", hint="drop --int8")
-    onnx_file = export_int8(model, path, inputs=[("a short query",), ("a somewhat longer passage of text here",)])
-    return OnnxScorer(onnx_file, tokenizer=model.tokenizer, max_length=model.max_seq_length or 512, pooling=mode)
+    return int8_scorer(model, path, pooling=mode)
 
 
 def build_model(base: str, *, device: str | None = None, max_length: int | None = None, what: str = "the base model",
@@ -356,4 +355,5 @@ def train_student(view: TrainingView, *, config: TrainConfig, out_dir: Path) -> 
     meta = r2r_config(KIND, base=opts.base, options=opts, config=config, view=view, training=training)
     student = BiEncoderStudent(model, meta=meta)
     student.save(Path(out_dir))
+    write_calibration(Path(out_dir), view)  # for the int8 path's static quantization
     return student

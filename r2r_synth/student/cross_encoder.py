@@ -40,7 +40,9 @@ from r2r_synth.errors import ConfigError, InputError
 from r2r_synth.student.base import r2r_config, refuse_knobs
 from r2r_synth.student.corpus import TrainingView, ViewQuery
 from r2r_synth.student.fit import fit, shared_args
-from r2r_synth.student.st_model import SentenceTransformersStudent, int8_device
+from r2r_synth.student.int8 import int8_device, int8_scorer
+from r2r_synth.student.openvino_int8 import write_calibration
+from r2r_synth.student.st_model import SentenceTransformersStudent
 
 KIND = "cross-encoder"
 
@@ -324,19 +326,13 @@ class CrossEncoderStudent(SentenceTransformersStudent):
 
     @classmethod
     def load(cls, path: Path, *, device: str | None = None, int8: bool = False) -> CrossEncoderStudent:
-        """`int8=True`: the model exported to ONNX with int8 weights and run by ONNX Runtime on the CPU
-        (`onnx_int8`; measured against PyTorch's dynamic int8 and fp32 in docs/benchmarks.md)."""
+        """`int8=True`: the model quantized to int8 and run on the CPU by OpenVINO or ONNX Runtime
+        (`int8`; measured against PyTorch's dynamic int8 and fp32 in docs/benchmarks.md)."""
         from sentence_transformers import CrossEncoder
 
         meta = cls.read_own_config(path)
         model = CrossEncoder(str(path), device=int8_device(device) if int8 else device, local_files_only=True)
-        onnx = None
-        if int8:
-            from r2r_synth.student.onnx_int8 import OnnxScorer, export_int8
-
-            onnx_file = export_int8(model, Path(path), inputs=[("a query", "a passage"),
-                                                               ("a longer query here", "a longer passage of text")])
-            onnx = OnnxScorer(onnx_file, tokenizer=model.tokenizer, max_length=model.max_seq_length or 512)
+        onnx = int8_scorer(model, Path(path)) if int8 else None
         return cls(model, meta=meta, path=Path(path), onnx=onnx)
 
 
@@ -471,4 +467,5 @@ def train_student(view: TrainingView, *, config: TrainConfig, out_dir: Path) -> 
     meta = r2r_config(KIND, base=opts.base, options=opts, config=config, view=view, training=training)
     student = CrossEncoderStudent(model, meta=meta)
     student.save(Path(out_dir))
+    write_calibration(Path(out_dir), view)  # for the int8 path's static quantization
     return student

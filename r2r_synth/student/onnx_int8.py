@@ -1,5 +1,5 @@
-"""int8 inference on the CPU through ONNX Runtime: the students' `int8` path (`student-int8:DIR`,
-`rerank --int8`).
+"""int8 inference on the CPU through ONNX Runtime (dynamic int8): one of the two runtimes of the
+students' `int8` path (`student-int8:DIR`, `rerank --int8`; `int8` chooses).
 
 The ecosystem's way is sentence-transformers' ONNX backend (`backend="onnx"`) and its
 `export_dynamic_quantized_onnx_model`, both built on Optimum. Optimum's ONNX Runtime package
@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from r2r_synth.errors import ConfigError
+from r2r_synth.student.int8 import Int8Scorer
 
 log = logging.getLogger(__name__)
 
@@ -147,55 +148,17 @@ def _by_name_module() -> Any:
     return ByName
 
 
-class OnnxScorer:
-    """A quantized ONNX graph with the student's tokenizer: `logits` for pairs (cross-encoder) or
-    pooled, normalized `embed` of texts (bi-encoder)."""
+class OnnxScorer(Int8Scorer):
+    """A quantized (or float) ONNX graph run by ONNX Runtime, with the student's tokenizer."""
 
     def __init__(self, path: Path, *, tokenizer: Any, max_length: int, pooling: str | None = None,
                  normalize: bool = True):
+        super().__init__(tokenizer=tokenizer, max_length=max_length, pooling=pooling, normalize=normalize)
         ort = _require_onnxruntime()
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.names = {i.name for i in self.session.get_inputs()}
-        self.tokenizer = tokenizer
-        self.max_length = max_length
-        self.pooling = pooling
-        self.normalize = normalize
 
-    def _run(self, columns: list[list[str]]) -> tuple[Any, Any]:
-        enc = self.tokenizer(*columns, padding=True, truncation=True, max_length=self.max_length, return_tensors="np")
-        feed = {k: v.astype("int64") for k, v in enc.items() if k in self.names}
-        return self.session.run(None, feed)[0], enc["attention_mask"]
-
-    def _batches(self, n: int, lengths: list[int], batch_size: int) -> list[list[int]]:
-        # longest first, as sentence-transformers batches: less padding per batch
-        order = sorted(range(n), key=lambda i: -lengths[i])
-        return [order[i:i + batch_size] for i in range(0, n, batch_size)]
-
-    def logits(self, pairs: Sequence[tuple[str, str]], *, batch_size: int = 32) -> list[float]:
-        import numpy as np
-
-        out = np.zeros(len(pairs), dtype=np.float32)
-        for idx in self._batches(len(pairs), [len(q) + len(d) for q, d in pairs], batch_size):
-            logits, _ = self._run([[pairs[i][0] for i in idx], [pairs[i][1] for i in idx]])
-            out[idx] = logits[:, 0]
-        return [float(x) for x in out]
-
-    def embed(self, texts: Sequence[str], *, batch_size: int = 32) -> Any:
-        import numpy as np
-
-        out: Any = None
-        for idx in self._batches(len(texts), [len(t) for t in texts], batch_size):
-            hidden, mask = self._run([[texts[i] for i in idx]])
-            if self.pooling == "cls":
-                pooled = hidden[:, 0]
-            else:  # mean over the real tokens
-                m = mask[..., None].astype(hidden.dtype)
-                pooled = (hidden * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
-            if self.normalize:
-                pooled = pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
-            if out is None:
-                out = np.zeros((len(texts), pooled.shape[1]), dtype=np.float32)
-            out[idx] = pooled
-        return out
+    def _infer(self, feed: dict[str, Any]) -> Any:
+        return self.session.run(None, feed)[0]

@@ -1,21 +1,13 @@
 """What the two sentence-transformers students (bi-encoder, cross-encoder) share: holding the model and,
-when loaded with int8, its ONNX Runtime scorer; saving it in the library's own format with
-`r2r_config.json` beside it; and the rule that int8 runs on the CPU."""
+when loaded with int8, its int8 scorer; saving it in the library's own format with
+`r2r_config.json` beside it."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from r2r_synth.errors import ConfigError
 from r2r_synth.student.base import R2RConfig, Student, write_r2r_config
-
-
-def int8_device(device: str | None) -> str:
-    """The device an int8 (ONNX Runtime) student loads on: the CPU; a `ConfigError` for any other."""
-    if device not in (None, "cpu"):
-        raise ConfigError("int8 (ONNX Runtime) runs on the CPU only", hint="add --device cpu or drop --int8")
-    return "cpu"
 
 
 class SentenceTransformersStudent(Student):
@@ -27,7 +19,7 @@ class SentenceTransformersStudent(Student):
         self.model = model
         self.meta = meta
         self.path = path
-        self.onnx = onnx  # an `onnx_int8.OnnxScorer` when loaded with int8
+        self.onnx = onnx  # an `int8.Int8Scorer` (OpenVINO or ONNX Runtime) when loaded with int8
 
     def save(self, out_dir: Path) -> Path:
         out_dir = Path(out_dir)
