@@ -17,10 +17,13 @@ OpenVINO path reranks 1.6-1.7x faster than PyTorch's dynamic int8 and ONNX Runti
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
-from collections.abc import Sequence
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +88,28 @@ def int8_scorer(model: Any, model_dir: Path, *, pooling: str | None = None) -> A
     path = export_int8(model, Path(model_dir), inputs=examples)
     log.info("int8: ONNX Runtime dynamic int8 (%s)", path)
     return OnnxScorer(path, tokenizer=model.tokenizer, max_length=max_length, pooling=pooling)
+
+
+def export_folder(model_dir: Path, folder: str) -> Path:
+    """Where a runtime writes its int8 files: `model_dir/folder`, or a temporary folder where
+    `model_dir` is not writable (created either way)."""
+    target = Path(model_dir) / folder
+    if not os.access(model_dir, os.W_OK):
+        target = Path(tempfile.mkdtemp(prefix=f"r2r-{folder}-"))
+    target.mkdir(parents=True, exist_ok=True)
+    return target
+
+
+@contextlib.contextmanager
+def quiet_export() -> Iterator[None]:
+    """The converters' and quantizers' notes and progress bars: they go to stdout and the root logger,
+    and `rerank` writes its run to stdout, so they go to stderr and below WARNING is dropped."""
+    logging.disable(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 class Int8Scorer:

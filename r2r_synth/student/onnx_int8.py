@@ -19,22 +19,20 @@ libraries underneath it:
 The files sit where sentence-transformers' backend looks for them, so where Optimum works,
 `CrossEncoder(DIR, backend="onnx", model_kwargs={"file_name": "onnx/model_qint8.onnx"})` loads the same
 file. Both are written once, on the first int8 load, and reused after (into a temporary folder when
-DIR is not writable). Scoring tokenizes with the student's own tokenizer and maximum length, batches
-by length as sentence-transformers does, and for the bi-encoder applies the model's own pooling
-(mean or CLS) and normalization in numpy. Measured on DL19: docs/benchmarks.md ("int8 on the CPU").
+DIR is not writable). Scoring (the student's own tokenizer and maximum length, batches by length, the
+bi-encoder's pooling and normalization in numpy) is `int8.Int8Scorer`'s, shared with OpenVINO. Measured on DL19: docs/benchmarks.md ("int8 on the CPU").
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from r2r_synth.errors import ConfigError
-from r2r_synth.student.int8 import Int8Scorer
+from r2r_synth.student.int8 import Int8Scorer, export_folder, quiet_export
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +58,9 @@ def export_int8(model: Any, model_dir: Path, *, inputs: Sequence[tuple[str, ...]
     `model_dir` is not writable, into a temporary folder). `inputs` is one example input (a text, or a
     query and a document) to trace the graph with."""
     _require_onnxruntime()
-    target = Path(model_dir) / ONNX_DIR
-    if (target / INT8_FILE).is_file():
-        return target / INT8_FILE
-    if not os.access(model_dir, os.W_OK):
-        target = Path(tempfile.mkdtemp(prefix="r2r-onnx-"))
-    target.mkdir(parents=True, exist_ok=True)
+    if (Path(model_dir) / ONNX_DIR / INT8_FILE).is_file():
+        return Path(model_dir) / ONNX_DIR / INT8_FILE
+    target = export_folder(model_dir, ONNX_DIR)
     import warnings
 
     import torch
@@ -95,13 +90,10 @@ def export_int8(model: Any, model_dir: Path, *, inputs: Sequence[tuple[str, ...]
             torch.onnx.export(_by_name_module()(hf, names, output), tuple(enc[n] for n in names), str(tmp_float),
                               input_names=names, output_names=[output], dynamic_axes=axes, opset_version=17,
                               dynamo=False)
-        logging.disable(logging.WARNING)  # onnxruntime's root-logger notes (pre-processing, fusion counts)
-        try:
+        with quiet_export():  # onnxruntime's root-logger notes (pre-processing, fusion counts)
             _fuse(tmp_float, hf.config)
             quantize_dynamic(str(tmp_float), str(tmp_int8), weight_type=QuantType.QInt8,
                              extra_options={"DefaultTensorType": 1})  # FLOAT, for the fused ops' outputs
-        finally:
-            logging.disable(logging.NOTSET)
         os.replace(tmp_float, target / FLOAT_FILE)
         os.replace(tmp_int8, target / INT8_FILE)
     finally:

@@ -17,11 +17,9 @@ over NNCF); Optimum does not import under the transformers 5 that sentence-trans
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -29,12 +27,13 @@ from typing import Any
 
 from r2r_synth.atomic import write_text_atomic
 from r2r_synth.errors import InputError
-from r2r_synth.student.int8 import Int8Scorer
+from r2r_synth.student.int8 import Int8Scorer, export_folder, quiet_export
 
 log = logging.getLogger(__name__)
 
 OV_DIR = "openvino"
 INT8_XML = "openvino_model_qint8_quantized.xml"
+INT8_BIN = "openvino_model_qint8_quantized.bin"  # the weights beside it
 CALIBRATION_FILE = "calibration.jsonl"
 CALIBRATION_PAIRS = 256
 CALIBRATION_BATCH = 16
@@ -76,12 +75,10 @@ def export_int8(model: Any, model_dir: Path, *, calibration: list[tuple[str, str
     """The static-int8 OpenVINO IR of `model`: reused when it exists in `model_dir/openvino/`, else
     converted, calibrated on `calibration` (pairs for a cross-encoder, their queries and documents as
     texts for a bi-encoder) and saved there."""
-    target = Path(model_dir) / OV_DIR
-    if (target / INT8_XML).is_file() and (target / INT8_XML).with_suffix(".bin").is_file():
-        return target / INT8_XML
-    if not os.access(model_dir, os.W_OK):
-        target = Path(tempfile.mkdtemp(prefix="r2r-openvino-"))
-    target.mkdir(parents=True, exist_ok=True)
+    have = Path(model_dir) / OV_DIR / INT8_XML
+    if have.is_file() and have.with_name(INT8_BIN).is_file():
+        return have
+    target = export_folder(model_dir, OV_DIR)
     import nncf
     import openvino as ov
     import torch
@@ -99,7 +96,7 @@ def export_int8(model: Any, model_dir: Path, *, calibration: list[tuple[str, str
     hf.eval()
     part = Path(tempfile.mkdtemp(prefix=".part-", dir=target))
     try:
-        with torch.no_grad(), warnings.catch_warnings(), _quiet():
+        with torch.no_grad(), warnings.catch_warnings(), quiet_export():
             warnings.simplefilter("ignore")  # the tracer's notes
             example = {k: torch.as_tensor(v) for k, v in samples[0].items()}
             graph = ov.convert_model(hf, example_input=example)
@@ -107,7 +104,7 @@ def export_int8(model: Any, model_dir: Path, *, calibration: list[tuple[str, str
             quantized = nncf.quantize(graph, nncf.Dataset(samples), model_type=nncf.ModelType.TRANSFORMER,
                                       subset_size=len(samples))
         ov.save_model(quantized, str(part / INT8_XML), compress_to_fp16=False)
-        os.replace(part / INT8_XML.replace(".xml", ".bin"), target / INT8_XML.replace(".xml", ".bin"))
+        os.replace(part / INT8_BIN, target / INT8_BIN)
         os.replace(part / INT8_XML, target / INT8_XML)  # last: its presence marks a whole pair
     finally:
         for f in part.iterdir():
@@ -120,18 +117,6 @@ def export_int8(model: Any, model_dir: Path, *, calibration: list[tuple[str, str
 
 def _chunks(items: list[Any]) -> list[list[Any]]:
     return [items[i:i + CALIBRATION_BATCH] for i in range(0, len(items), CALIBRATION_BATCH)]
-
-
-@contextlib.contextmanager
-def _quiet() -> Any:
-    """NNCF's progress bars and notes go to stdout and the root logger; `rerank` writes its run to
-    stdout, so they go to stderr and below WARNING is dropped."""
-    logging.disable(logging.WARNING)
-    try:
-        with contextlib.redirect_stdout(sys.stderr):
-            yield
-    finally:
-        logging.disable(logging.NOTSET)
 
 
 class OpenVinoScorer(Int8Scorer):
