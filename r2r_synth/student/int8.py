@@ -76,9 +76,9 @@ def int8_scorer(model: Any, model_dir: Path, *, pooling: str | None = None) -> A
     max_length = model.max_seq_length or 512
     pair = pooling is None  # a cross-encoder scores (query, document) pairs
     if backend == "openvino":
-        from r2r_synth.student.openvino_int8 import OpenVinoScorer, export_int8, read_calibration
+        from r2r_synth.student.openvino_int8 import OpenVinoScorer, export_int8
 
-        path = export_int8(model, Path(model_dir), calibration=read_calibration(Path(model_dir)), pair=pair)
+        path = export_int8(model, Path(model_dir), pair=pair)
         log.info("int8: OpenVINO static int8 (%s)", path)
         return OpenVinoScorer(path, tokenizer=model.tokenizer, max_length=max_length, pooling=pooling)
     from r2r_synth.student.onnx_int8 import OnnxScorer, export_int8

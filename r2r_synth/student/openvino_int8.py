@@ -71,13 +71,14 @@ def read_calibration(model_dir: Path) -> list[tuple[str, str]]:
     return pairs
 
 
-def export_int8(model: Any, model_dir: Path, *, calibration: list[tuple[str, str]], pair: bool) -> Path:
+def export_int8(model: Any, model_dir: Path, *, pair: bool) -> Path:
     """The static-int8 OpenVINO IR of `model`: reused when it exists in `model_dir/openvino/`, else
-    converted, calibrated on `calibration` (pairs for a cross-encoder, their queries and documents as
-    texts for a bi-encoder) and saved there."""
+    converted, calibrated on `model_dir/calibration.jsonl` (pairs for a cross-encoder, their queries and
+    documents as texts for a bi-encoder; read only here) and saved there."""
     have = Path(model_dir) / OV_DIR / INT8_XML
     if have.is_file() and have.with_name(INT8_BIN).is_file():
         return have
+    calibration = read_calibration(model_dir)
     target = export_folder(model_dir, OV_DIR)
     import nncf
     import openvino as ov
