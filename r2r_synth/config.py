@@ -203,6 +203,15 @@ class GenerateConfig(CommandConfig):
     parse_retries: int = 1
     timeout: float | None = None  # None: 120 s for a remote teacher, 600 s for the embedded one
     max_cost: float | None = None
+    # The teacher's prices, USD per million tokens, for a teacher LiteLLM's cost map does not price
+    # (a self-hosted vLLM / Ollama): they price the run (--max-cost, --dry-run, reports, cards).
+    price_in: float | None = None
+    price_out: float | None = None
+    price_cached_in: float | None = None  # None: cached input at the --price-in rate (no discount known)
+    # Provider prompt caching (see r2r_synth.teacher.caching): None marks the static prefix where the
+    # provider needs marking (Anthropic) and reads cached tokens from every reply; False marks nothing;
+    # True is the same as None but refused for a provider that cannot cache.
+    prompt_cache: bool | None = None
     max_doc_chars: int | None = 20_000  # longer documents are cut (counted in the manifest)
     dry_run: bool = False
     shard: str | None = None

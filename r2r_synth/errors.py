@@ -36,6 +36,14 @@ class TeacherError(R2RError):
     those become rejects)."""
 
 
+class ProviderUsageError(TeacherError):
+    """A reply whose token usage cannot be true (more cached input tokens than input tokens): a
+    provider or proxy bug. The reply is not kept and the run stops, since every figure priced from
+    it would be wrong. Exit code 2."""
+
+    exit_code = 2
+
+
 class IncompleteRun(R2RError):
     """A run ended with requests that got no answer (transport, key or configuration failures after
     their retries). They are in rejects.jsonl as retryable: rerunning the same command asks them

@@ -81,16 +81,29 @@ class Candidates(Strict):
 
 
 class Usage(Strict):
+    """Token usage. `prompt_tokens` counts every input token; `cached_tokens` of them were read from
+    the provider's prompt cache and `cache_write_tokens` written to it (Anthropic bills writes above
+    the input rate)."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
             prompt_tokens=self.prompt_tokens + other.prompt_tokens,
             completion_tokens=self.completion_tokens + other.completion_tokens,
             total_tokens=self.total_tokens + other.total_tokens,
+            cached_tokens=self.cached_tokens + other.cached_tokens,
+            cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
         )
+
+    @property
+    def cached_share(self) -> float:
+        """The share of input tokens served from the provider's cache (0 when none was read)."""
+        return self.cached_tokens / self.prompt_tokens if self.prompt_tokens else 0.0
 
 
 def utcnow() -> datetime:
@@ -107,6 +120,8 @@ class Provenance(Strict):
     rollout_id: int = 0
     usage: Usage | None = None
     cost: float | None = None
+    cache_saved: float | None = Field(default=None, description="USD the provider's prompt cache saved on this "
+                                      "record's calls (the cost at full input prices minus `cost`)")
     latency_s: float | None = None
     created_at: datetime = Field(default_factory=utcnow)
     r2r_synth_version: str | None = None

@@ -10,7 +10,8 @@ Behaviour, per request:
 - scripted actions: `script(match, *actions)` — the next request whose prompt contains `match`
   takes the next action; actions are `"ok"` (a valid answer), `{"status": 429}` / `{"status": 500}`
   (an OpenAI-shaped error), `{"sleep": 5}` (hold the reply: a client timeout), `{"content": "..."}`
-  (this exact assistant text, e.g. garbage), `{"drop": True}` (close the connection),
+  (this exact assistant text, e.g. garbage), `{"cached_tokens": n}` (a valid answer whose usage
+  reports `n` cached tokens, even more than the prompt: a provider bug), `{"drop": True}` (close the connection),
   `{"flaw": "duplicate" | "missing" | "unknown" | "empty"}` (a listwise answer whose permutation
   repeats the best passage in place of the last / leaves the last out / adds an identifier outside
   the window / names no passage);
@@ -32,6 +33,10 @@ Behaviour, per request:
 - `GET /v1/models` lists one model, `loopback`, to anyone (as llama.cpp's server does); with
   `guard_models=True` it answers 401 without the required key and 503 while down (as OpenAI and
   vLLM do), which is what a preflight reads;
+- prompt caching the way OpenAI reports it: a request whose leading messages repeat those of an
+  earlier request, and whose repeated part is `cache_min_tokens` (1,024) tokens or more, reports
+  those tokens as `usage.prompt_tokens_details.cached_tokens` (tokens are characters / 4, whole
+  messages, as `prompt_tokens` counts them); `cache_min_tokens=None` reports no cache;
 - request log: `requests` (in process) or one JSON line per request in `log_path` (flushed at once,
   so it survives a SIGKILLed client); `auth` records whether the request carried the required key;
   a reply's token usage is added to its entry (`usage`) and logged as `{"reply": n, "usage": ...}`.
@@ -160,9 +165,11 @@ class Behaviour:
     def __init__(self, *, latency: float = 0.0, log_path: str | None = None, faults: dict[str, float] | None = None,
                  fault_seed: int = 0, fault_sleep: float = 30.0, require_key: str | None = None,
                  guard_models: bool = False, batch_delay: float = 0.0, batch_fail_rate: float = 0.0,
-                 batch_seed: int = 0, batch_create_hold: float = 0.0):
+                 batch_seed: int = 0, batch_create_hold: float = 0.0, cache_min_tokens: int | None = 1024):
         import random
 
+        self.cache_min_tokens = cache_min_tokens
+        self._prefixes: set[str] = set()  # hashes of every leading run of messages seen (the cache)
         self.latency = latency
         self.faults = dict(faults or {})
         self.fault_sleep = fault_sleep
@@ -206,9 +213,34 @@ class Behaviour:
             content = action["content"]
         else:
             content = auto_answer(body, flaw=action.get("flaw") if isinstance(action, dict) else None)
-        payload = _completion(body, content)
+        if isinstance(action, dict) and "cached_tokens" in action:  # a scripted usage, even an impossible one
+            payload = _completion(body, content, cached=int(action["cached_tokens"]), clamp=False)
+        else:
+            payload = _completion(body, content, cached=self.cached_tokens(n))
         self.replied(n, payload["usage"])
         return 200, payload
+
+    def remember(self, body: dict[str, Any]) -> int:
+        """Tokens of the longest leading run of whole messages an earlier request sent (0 below
+        `cache_min_tokens`); then this request's prefixes are cached too. Called as a request arrives."""
+        msgs = body.get("messages") or []
+        texts = [m.get("content") if isinstance(m.get("content"), str) else json.dumps(m.get("content"))
+                 for m in msgs]
+        digest, chars, hit = hashlib.sha256(), 0, 0
+        with self._lock:
+            for i, (m, t) in enumerate(zip(msgs, texts, strict=True)):
+                digest.update(f"{m.get('role')}\x00{t}\x01".encode())
+                chars += len(t) + (1 if i else 0)  # `_all_text` joins the messages with newlines
+                key = digest.hexdigest()
+                if key in self._prefixes:
+                    hit = chars
+                self._prefixes.add(key)
+        tokens = hit // 4
+        return tokens if self.cache_min_tokens is not None and tokens >= self.cache_min_tokens else 0
+
+    def cached_tokens(self, n: int) -> int:
+        with self._lock:
+            return int(self.requests[n].get("cached_tokens") or 0) if 0 <= n < len(self.requests) else 0
 
     def script(self, match: str, *actions: Action) -> None:
         with self._lock:
@@ -256,6 +288,7 @@ class Behaviour:
             "authorization": None,  # never logged: tests assert that keys do not leak elsewhere
             "auth": None if self.require_key is None else
             (headers or {}).get("authorization") == f"Bearer {self.require_key}",
+            "cached_tokens": self.remember(body),
         }
         with self._lock:
             self._n += 1
@@ -275,16 +308,19 @@ class Behaviour:
                 self._log.flush()
 
 
-def _completion(body: dict[str, Any], content: str) -> dict[str, Any]:
+def _completion(body: dict[str, Any], content: str, *, cached: int = 0, clamp: bool = True) -> dict[str, Any]:
     prompt_chars = len(_all_text(body))
     p, c = max(1, prompt_chars // 4), max(1, len(content) // 4)
+    usage: dict[str, Any] = {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+    if cached:
+        usage["prompt_tokens_details"] = {"cached_tokens": min(cached, p) if clamp else cached}
     return {
         "id": "chatcmpl-" + hashlib.sha1(content.encode()).hexdigest()[:12],
         "object": "chat.completion",
         "created": int(time.time()),
         "model": body.get("model") or "loopback",
         "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c},
+        "usage": usage,
     }
 
 

@@ -90,6 +90,20 @@ def generate(
     timeout: TimeoutOpt = None,
     max_cost: Annotated[float | None, typer.Option("--max-cost", min=0.0, metavar="USD", help="Stop cleanly at this many USD "
                                                    "(the run dir's total; exit code 3; rerun to resume).")] = None,
+    price_in: Annotated[float | None, typer.Option("--price-in", min=0.0, metavar="USD", help="The teacher's input "
+                                                   "price, USD per million tokens (with --price-out; recorded in "
+                                                   "config.json): prices a teacher LiteLLM's cost map does not know, "
+                                                   "for --max-cost, --dry-run, reports and cards.")] = None,
+    price_out: Annotated[float | None, typer.Option("--price-out", min=0.0, metavar="USD", help="The teacher's "
+                                                    "output price, USD per million tokens.")] = None,
+    price_cached_in: Annotated[float | None, typer.Option("--price-cached-in", min=0.0, metavar="USD", help="The "
+                                                          "teacher's price of cached input, USD per million tokens "
+                                                          "(default: --price-in).")] = None,
+    prompt_cache: Annotated[bool | None, typer.Option("--prompt-cache/--no-prompt-cache", help="Mark the static "
+                                                      "prompt prefix (instructions, demos) for the provider's cache "
+                                                      "where it needs marking (Anthropic); on by default. Cached "
+                                                      "input tokens are counted and priced either way.",
+                                                      show_default=False)] = None,
     max_doc_chars: Annotated[int | None, typer.Option("--max-doc-chars", min=1, help="Cut longer documents to "
                                                       "this many characters before asking (counted in the "
                                                       "manifest).")] = 20_000,
@@ -136,7 +150,8 @@ def generate(
         repair=repair, max_passage_words=max_passage_words,
         max_pairs_per_query=max_pairs_per_query, rollouts=rollouts, temperature=temperature, max_tokens=max_tokens,
         concurrency=concurrency, rpm=rpm, tpm=tpm, max_retries=max_retries, parse_retries=parse_retries,
-        timeout=timeout, max_cost=max_cost, max_doc_chars=max_doc_chars, dry_run=dry_run, shard=shard,
+        timeout=timeout, max_cost=max_cost, price_in=price_in, price_out=price_out, price_cached_in=price_cached_in,
+        prompt_cache=prompt_cache, max_doc_chars=max_doc_chars, dry_run=dry_run, shard=shard,
         retry_rejects=retry_rejects, extend=extend, seed=seed, batch=batch, export_batch=export_batch,
         import_batch=import_batch, batch_size=batch_size,
     )
@@ -250,6 +265,9 @@ def _print_run_summary(run_dir: Path) -> None:
     console.print(f"tokens {m.usage.prompt_tokens:,} in / {m.usage.completion_tokens:,} out · cost {cost} · "
                   f"this session {session.get('wall_s', 0):.1f} s, {session.get('calls', 0)} calls, "
                   f"{session.get('retries', 0)} retries", highlight=False)
+    cache_line = prompt_cache_line(m.usage, m.extra.get("prompt_cache"))
+    if cache_line:
+        console.print(cache_line, highlight=False)
     cut = m.extra.get("documents_cut") or {}
     if cut.get("count"):
         console.print(f"{cut['count']} documents were cut to --max-doc-chars {cut['max_doc_chars']} "
@@ -264,6 +282,17 @@ def _print_run_summary(run_dir: Path) -> None:
                       + (f", {lw['passages_cut']} passages cut to {lw['max_passage_words']} words"
                          if lw.get("passages_cut") else ""), highlight=False)
     typer.echo(str(run_dir))
+
+
+def prompt_cache_line(usage, summary: dict | None) -> str | None:  # usage: r2r_synth.schemas.Usage
+    """`prompt cache: 62.5 % of input tokens served from cache, $0.0123 saved` (None: nothing cached)."""
+    if not usage.cached_tokens and not usage.cache_write_tokens:
+        return None
+    saved = (summary or {}).get("saved")
+    money = "savings unknown (unpriced)" if saved is None else f"${saved:.4f} saved"
+    written = f", {usage.cache_write_tokens:,} written to it" if usage.cache_write_tokens else ""
+    return (f"prompt cache: {100 * usage.cached_share:.1f} % of input tokens served from cache "
+            f"({usage.cached_tokens:,} of {usage.prompt_tokens:,}{written}), {money}")
 
 
 def _print_batches(b: dict | None) -> None:
@@ -308,6 +337,14 @@ def _print_estimate(est) -> None:  # r2r_synth.generate.DryRunEstimate
     t.add_row("prompt tokens", f"{est.prompt_tokens:,}")
     t.add_row(f"completion tokens (assumed {est.completion_tokens_assumed_per_call}/call)", f"{est.completion_tokens:,}")
     t.add_row("cost", "unknown (not in LiteLLM's cost map)" if est.cost is None else f"${est.cost:.4f}")
+    if est.prefix_tokens:
+        t.add_row("static prefix per call (instructions + demos)",
+                  ", ".join(f"{k} {n:,} tokens" for k, n in est.prefix_tokens.items()))
+        t.add_row("prompt tokens served from cache", f"{est.cached_tokens:,}"
+                  + (f" ({100 * est.cached_tokens / est.prompt_tokens:.1f} %)" if est.prompt_tokens else ""))
+        t.add_row("cost with prompt caching", ("unknown" if est.cost_with_cache is None else
+                                               f"${est.cost_with_cache:.4f}")
+                  + (f" ({est.cache_note})" if est.cache_note else ""))
     for kind, h in est.programs.items():
         t.add_row(f"{kind} program / prompt hash", f"{h['program_hash']} / {h['prompt_hash']}")
     b = est.batch

@@ -149,7 +149,9 @@ class Broker:
     def __init__(self, *, teacher: Any, config: GenerateConfig, run: RunDir, say: Callable[[str], None]):
         self.teacher, self.config, self.run, self.say = teacher, config, run, say
         self.model = wire_model(teacher)
-        self.prices = None if getattr(teacher, "embedded", False) else batch_prices(teacher.model)
+        given = getattr(teacher, "prices", None)  # --price-in / --price-out: the user's prices hold for batches too
+        self.prices = ((given.input, given.output) if given is not None else
+                       None if getattr(teacher, "embedded", False) else batch_prices(teacher.model))
         self.failed: dict[str, CallFailed] = {}
         self.waiting: set[str] = set()  # custom_ids in outstanding batches
         self.new: dict[str, Call] = {}  # deferred this session, not yet submitted

@@ -42,7 +42,7 @@ from pydantic import ValidationError
 
 from r2r_synth import __version__
 from r2r_synth.config import GenerateConfig
-from r2r_synth.errors import R2RError, TeacherError
+from r2r_synth.errors import ProviderUsageError, R2RError, TeacherError
 from r2r_synth.generate.batch import Broker, Deferred
 from r2r_synth.generate.jobs import Job
 from r2r_synth.generate.prompts import PromptPlan
@@ -100,6 +100,7 @@ class Progress:
     retries: int = 0
     usage: Usage = field(default_factory=Usage)
     cost: float | None = None
+    saved: float = 0.0  # USD the provider's prompt cache saved this session
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -153,13 +154,18 @@ class _Spend:
 
     usage: Usage = field(default_factory=Usage)
     cost: float | None = 0.0
+    saved: float | None = 0.0
     latency: float = 0.0
     attempts: int = 0
 
-    def add(self, *, prompt: int, completion: int, cost: float | None, latency: float) -> None:
+    def add(self, *, prompt: int, completion: int, cost: float | None, latency: float, cached: int = 0,
+            cache_write: int = 0, saved: float | None = None) -> None:
         self.usage = self.usage + Usage(prompt_tokens=prompt, completion_tokens=completion,
-                                        total_tokens=prompt + completion)
+                                        total_tokens=prompt + completion, cached_tokens=cached,
+                                        cache_write_tokens=cache_write)
         self.cost = None if self.cost is None or cost is None else self.cost + cost
+        if cached or cache_write:
+            self.saved = None if self.saved is None or saved is None else self.saved + saved
         self.latency += latency
 
 
@@ -204,6 +210,10 @@ class Engine:
 
         kind = job.kind
         messages = self.plan.messages(kind, inputs)
+        # What goes on the wire: the static prefix marked for the provider's cache where it needs
+        # marking (the call's id below stays that of the unmarked prompt, whatever the flag).
+        wire = (self.teacher.wire_messages(messages, prefix=self.plan.prefix_len(kind))
+                if hasattr(self.teacher, "wire_messages") else messages)
         call_kwargs = dict(self.plan.extra[kind] if call_kwargs is None else call_kwargs)
         if self.config.temperature > 0:
             # Samples differ by rollout and are reproducible where the provider honours `seed`
@@ -226,17 +236,18 @@ class Engine:
             if saved is not None:
                 text = saved["text"]
                 spend.add(prompt=saved["prompt_tokens"], completion=saved["completion_tokens"], cost=saved["cost"],
-                          latency=0.0)
+                          latency=0.0, cached=saved.get("cached_tokens") or 0,
+                          cache_write=saved.get("cache_write_tokens") or 0, saved=saved.get("saved"))
             elif self.broker is not None:
                 try:
-                    self.broker.route(key=job.key, call=cid, messages=messages, call_kwargs=call_kwargs,
+                    self.broker.route(key=job.key, call=cid, messages=wire, call_kwargs=call_kwargs,
                                       reply_tokens=self.config.max_tokens or reply_tokens)
                 except CallFailed as e:
                     if e.cause in ("auth", "config"):  # a failed item is no outage: no circuit breaker
                         self._failed(e)
                     raise _Rejected(f"{e.cause}: {e.message}", cause=e.cause, attempts=max(1, spend.attempts)) from None
             else:
-                text = await self._call(job, messages, call_kwargs, call, est, spend, keep_text)
+                text = await self._call(job, wire, call_kwargs, call, est, spend, keep_text)
             try:
                 if not text:
                     raise AdapterParseError(adapter_name=type(self.plan.adapter).__name__,
@@ -266,11 +277,21 @@ class Engine:
                     resp = await self.teacher.acomplete(messages, **call_kwargs)
             except asyncio.CancelledError:
                 raise  # cut off in flight (Ctrl-C): it may be billed, so the journal leaves it open
+            except ProviderUsageError as e:
+                # A usage that cannot be true: nothing of the reply is kept, and the run stops with the
+                # provider's bug named (exit 2), rather than pricing every later call from such counts.
+                self.journal.fail(n)
+                if self.fatal is None:
+                    self.fatal = e
+                raise CallFailed(e.message, cause="aborted", attempts=spend.attempts) from None
             except Exception:
                 self.journal.fail(n)
                 raise
             self.journal.reply(n, prompt_tokens=resp.prompt_tokens, completion_tokens=resp.completion_tokens,
-                               cost=resp.cost, text=resp.text if keep_text else None)
+                               cost=resp.cost, text=resp.text if keep_text else None,
+                               cached_tokens=getattr(resp, "cached_tokens", 0),
+                               cache_write_tokens=getattr(resp, "cache_write_tokens", 0),
+                               saved=getattr(resp, "saved", None))
             return resp, time.monotonic() - t0
 
         def on_retry(_retry: int, _msg: str) -> None:
@@ -282,11 +303,17 @@ class Engine:
             self._failed(e)
             raise _Rejected(f"{e.cause}: {e.message}", cause=e.cause, attempts=spend.attempts) from None
         self.consecutive_failures = 0
-        spend.add(prompt=resp.prompt_tokens, completion=resp.completion_tokens, cost=resp.cost, latency=latency)
+        cached, written = getattr(resp, "cached_tokens", 0), getattr(resp, "cache_write_tokens", 0)
+        saved = getattr(resp, "saved", None)
+        spend.add(prompt=resp.prompt_tokens, completion=resp.completion_tokens, cost=resp.cost, latency=latency,
+                  cached=cached, cache_write=written, saved=saved)
         self.limiter.correct(est, resp.prompt_tokens + resp.completion_tokens)
         self.progress.usage = self.progress.usage + Usage(
             prompt_tokens=resp.prompt_tokens, completion_tokens=resp.completion_tokens,
-            total_tokens=resp.prompt_tokens + resp.completion_tokens)
+            total_tokens=resp.prompt_tokens + resp.completion_tokens, cached_tokens=cached,
+            cache_write_tokens=written)
+        if saved is not None:
+            self.progress.saved += saved
         if resp.cost is None:
             self.costs_known = False
         else:
@@ -366,7 +393,10 @@ class Engine:
         return Provenance(
             teacher=self.teacher.name, program=prog.name, program_hash=prog.program_hash,
             prompt_hash=prog.prompt_hash, rollout_id=job.rollout, usage=spend.usage,
-            cost=spend.cost if self.costs_known else None, latency_s=round(spend.latency, 4),
+            cost=spend.cost if self.costs_known else None,
+            cache_saved=(round(spend.saved, 10) if spend.saved is not None and self.costs_known
+                         and (spend.usage.cached_tokens or spend.usage.cache_write_tokens) else None),
+            latency_s=round(spend.latency, 4),
             r2r_synth_version=__version__)
 
     async def _direct(self, job: Job, spend: _Spend) -> DirectRecord:

@@ -28,6 +28,15 @@ class DryRunEstimate:
     programs: dict[str, dict[str, str]]
     #: With --batch / --export-batch: the plan of the next submission (see `batch_plan`).
     batch: dict[str, Any] | None = None
+    #: Tokens of each kind's static prefix (instructions and demos), which every call of it repeats.
+    prefix_tokens: dict[str, int] | None = None
+    #: Prompt tokens a provider's prompt cache would serve, and write (see `cache_estimate`).
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+    #: The cost with those tokens at the cached-input price (None: unpriced).
+    cost_with_cache: float | None = None
+    #: Why nothing would be cached, where nothing would (a prefix below the providers' minimum, ...).
+    cache_note: str | None = None
 
 
 def estimate(config: GenerateConfig, jobs: list[Job], done: set[str], programs: dict[str, Any],
@@ -86,6 +95,14 @@ def estimate(config: GenerateConfig, jobs: list[Job], done: set[str], programs: 
     if chains:
         requests["listwise"] = len(windows)
     per_call = completion_tokens // calls if calls else per_call_completion
+    calls_by_kind = {"direct": sum(1 for j in todo if j.kind == "direct"),
+                     "comparison": 2 * sum(1 for j in todo if j.kind == "comparison"), "listwise": len(windows)}
+    prefix_tokens = {k: (_count_tokens(teacher.model, plan.prefix[k]) if plan.prefix_len(k) else 0)
+                     for k in kinds_of(jobs, chains)}
+    cost = price(teacher, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+    cached, write, cost_cached, note = cache_estimate(
+        teacher, prefix_tokens=prefix_tokens, calls=calls_by_kind, prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens, cost=cost)
     plan_out = None
     if batch:
         first_round = (calls - len(windows)) + len({id(c) for c, _ in windows})
@@ -97,9 +114,51 @@ def estimate(config: GenerateConfig, jobs: list[Job], done: set[str], programs: 
         requests=requests, skipped_done=len(jobs) - len(todo) + sum(c.next for c in chains),
         calls=calls, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
         completion_tokens_assumed_per_call=per_call,
-        cost=price(teacher, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens), teacher=teacher.name,
+        cost=cost, teacher=teacher.name,
         programs={k: {"program_hash": programs[k].program_hash, "prompt_hash": programs[k].prompt_hash}
-                  for k in kinds}, batch=plan_out)
+                  for k in kinds}, batch=plan_out, prefix_tokens=prefix_tokens, cached_tokens=cached, cache_write_tokens=write,
+        cost_with_cache=cost_cached, cache_note=note)
+
+
+def kinds_of(jobs: list[Job], chains: list[Chain]) -> list[str]:
+    """The kinds a job list asks, in the usual order."""
+    return sorted({j.kind for j in jobs} | ({"listwise"} if chains else set()),
+                  key=["direct", "comparison", "listwise"].index)
+
+
+#: The shortest prefix OpenAI and Anthropic cache (Anthropic's Haiku models need 2,048).
+MIN_CACHED_PREFIX = 1024
+
+
+def cache_estimate(teacher: Any, *, prefix_tokens: dict[str, int], calls: dict[str, int], prompt_tokens: int,
+                   completion_tokens: int, cost: float | None) -> tuple[int, int, float | None, str | None]:
+    """(cached tokens, cache-written tokens, cost with caching, note) of a job whose calls of each
+    kind repeat that kind's static prefix. The estimate assumes the cache lives through the job (the
+    engine sends a query's requests together, one after the other): every call of a kind but its
+    first reads the prefix from the cache, and the first writes it where the provider bills writes
+    (Anthropic). A prefix shorter than `MIN_CACHED_PREFIX` is not cached; the query's share of the
+    prompt (cached by OpenAI beyond 1,024 tokens) is left out, so the estimate errs high."""
+    from r2r_synth.teacher.caching import needs_marking
+    from r2r_synth.teacher.pricing import map_prices
+
+    marked = bool(getattr(teacher, "cache_marking", False))
+    if needs_marking(teacher.model) and not marked:
+        return 0, 0, cost, "--no-prompt-cache: the provider caches only marked prompts"
+    cacheable = {k: t for k, t in prefix_tokens.items() if t >= MIN_CACHED_PREFIX and calls.get(k)}
+    if not cacheable:
+        longest = max(prefix_tokens.values(), default=0)
+        return 0, 0, cost, (f"the static prefix ({longest:,} tokens) is below the {MIN_CACHED_PREFIX:,} tokens "
+                            "providers cache")
+    cached = sum(t * (calls[k] - 1) for k, t in cacheable.items())
+    write = sum(cacheable.values()) if marked else 0
+    prices = getattr(teacher, "prices", None) or (None if getattr(teacher, "embedded", False)
+                                                   else map_prices(teacher.model))
+    if cost is None or prices is None:
+        return cached, write, None, None
+    with_cache = prices.cost(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                             cached_tokens=cached, cache_write_tokens=write)
+    note = None if prices.cached_input is not None else "no cached-input price is known: cached tokens at full price"
+    return cached, write, with_cache, note
 
 
 def _line_bytes(teacher: Any, messages: list[dict[str, Any]], extra: dict[str, Any]) -> int:

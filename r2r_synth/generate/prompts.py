@@ -1,7 +1,9 @@
 """The messages a teacher is sent, formatted by the program's DSPy adapter.
 
 DSPy's adapter formats the signature (system message) and the demos once per program; per request
-only the user turn is formatted. An adapter whose `format` is not "system + demos + user" is used
+only the user turn is formatted. So every request starts with the same static prefix (instructions,
+then demos), then the query (the signatures' first input field), then the document or window: the
+order a provider's prompt cache needs (`r2r_synth.teacher.caching`). An adapter whose `format` is not "system + demos + user" is used
 whole for every request instead, so the prompt is always exactly what `module(...)` would send.
 """
 
@@ -45,6 +47,12 @@ class PromptPlan:
         sig = self.signature[kind]
         content = self.adapter.format_user_message_content(sig, inputs, main_request=True)
         return [*self.prefix[kind], {"role": "user", "content": content}]
+
+    def prefix_len(self, kind: str) -> int:
+        """How many leading messages every request of `kind` shares (the system message with the
+        instructions, then the demos): the static prefix a provider's prompt cache keeps. 0 for an
+        adapter formatted whole, whose layout is its own."""
+        return 0 if self.full_format[kind] else len(self.prefix[kind])
 
     def messages(self, kind: str, inputs: dict[str, Any]) -> list[dict[str, Any]]:
         """The chat messages of one request of `kind` with these signature inputs."""

@@ -98,11 +98,16 @@ def generate(
         check_listwise_candidates(candidates, config)
     candidates, cuts = cut_documents(candidates, config.max_doc_chars)
 
+    from r2r_synth.teacher.pricing import command_line_prices
     from r2r_synth.teacher.programs import load_program
 
+    prices = command_line_prices(price_in=config.price_in, price_out=config.price_out,
+                                 price_cached_in=config.price_cached_in)
     programs = {k: load_program(k, programs_dir=config.programs_dir) for k in _program_kinds(config)}
     args = (config, candidates, programs, cuts, on_progress, command, say)
     if teacher is not None:
+        if prices is not None:
+            teacher.prices = prices
         return _generate_with(*args, teacher)
     if config.dry_run and config.teacher is None and config.router is None:
         # Counting needs the embedded teacher's prompts (its adapter), not its server: do not start it.
@@ -110,7 +115,12 @@ def generate(
         from r2r_synth.teacher.lm import make_teacher
 
         offline = make_teacher(f"openai/{MODEL_ALIAS}", name=EMBEDDED_NAME, adapter=EmbeddedJSONAdapter(),
-                               embedded=True, transport="litellm")
+                               embedded=True, transport="litellm", prices=prices,
+                               prompt_cache=False if config.prompt_cache is False else None)
+        if config.prompt_cache:
+            from r2r_synth.teacher.caching import check_prompt_cache
+
+            check_prompt_cache(True, model=None, teacher=EMBEDDED_NAME, embedded=True)
         return _generate_with(*args, offline)
 
     from r2r_synth.teacher.lm import open_teacher
@@ -126,7 +136,8 @@ def generate(
                                                                           ": checking its key and endpoint"))
     with open_teacher(config.teacher, api_base=config.api_base, api_key=config.api_key,
                       temperature=config.temperature, max_tokens=config.max_tokens, router=config.router,
-                      policy=policy, transport=config.transport) as t:
+                      policy=policy, transport=config.transport, prices=prices,
+                      prompt_cache=config.prompt_cache) as t:
         if mode == "batch":  # an unsupported provider is refused before its endpoint is asked anything
             from r2r_synth.generate.batch_api import check_provider
 
@@ -168,7 +179,8 @@ def _generate_with(config: GenerateConfig, candidates: list[Candidates], program
             what = "at batch prices (input_cost_per_token_batches)" if mode == "batch" else "in its cost map"
             raise ConfigError(
                 f"--max-cost needs a teacher LiteLLM can price; {teacher.name!r} is not priced {what}",
-                hint="drop --max-cost, or register the model's prices with litellm.register_model",
+                hint="give the teacher's prices with --price-in and --price-out (USD per million tokens), "
+                     "or drop --max-cost",
             )
     if config.dry_run:
         done = run.done_keys(prune=False) if run.exists() else set()
@@ -396,8 +408,18 @@ def _manifest(config: GenerateConfig, run: RunDir, teacher: Any, programs: dict[
                "concurrency": resolved_concurrency(config, teacher),
                "optimized": {k: p.optimized for k, p in programs.items()},
                "calls_in_flight_when_killed": totals.orphans,
-               "documents_cut": cuts.as_dict()},
+               "documents_cut": cuts.as_dict(),
+               "prompt_cache": prompt_cache_summary(totals.usage, saved=totals.saved, cost=totals.cost,
+                                                    marked=bool(getattr(teacher, "cache_marking", False)))},
     )
+
+
+def prompt_cache_summary(usage: Any, *, saved: float, cost: float | None, marked: bool) -> dict[str, Any]:
+    """The manifest's `extra.prompt_cache`: input tokens served from the provider's cache, their
+    share, what the cache saved (None where the run is unpriced) and whether requests were marked."""
+    return {"marked": marked, "input_tokens": usage.prompt_tokens, "cached_tokens": usage.cached_tokens,
+            "cache_write_tokens": usage.cache_write_tokens, "cached_share": round(usage.cached_share, 6),
+            "saved": None if cost is None else round(saved, 8)}
 
 
 def resolved_config(config: GenerateConfig, teacher: Any) -> dict[str, Any]:

@@ -7,8 +7,9 @@ Events (one JSON object a line, `t` names the event, `s` the session):
 - ``send``: attempt `n` of a call is about to go out (`key`, `call`); a result collected from a
   batch (`generate --batch`, `--import-batch`) is journaled as a ``send`` naming its `batch` (the
   upload or export it came from) followed at once by its ``reply`` or ``fail``;
-- ``reply``: attempt `n` came back (`prompt_tokens`, `completion_tokens`, `cost`; `text` where the
-  reply is kept so a later run can reuse it, e.g. the answered half of a comparison);
+- ``reply``: attempt `n` came back (`prompt_tokens`, `completion_tokens`, `cost`; `cached_tokens`,
+  `cache_write_tokens` and `saved` (USD the prompt cache saved) where the provider's cache was used;
+  `text` where the reply is kept so a later run can reuse it, e.g. the answered half of a comparison);
 - ``fail``: attempt `n` came back with an error (a 429 or a 5xx is not billed);
 - ``end``: the session ended (`status`, `wall_s`, `retries`);
 - ``legacy``: the totals of sessions written before the run had a journal.
@@ -67,9 +68,12 @@ class Journal:
         return self._n
 
     def reply(self, n: int, *, prompt_tokens: int, completion_tokens: int, cost: float | None,
-              text: str | None = None) -> None:
+              text: str | None = None, cached_tokens: int = 0, cache_write_tokens: int = 0,
+              saved: float | None = None) -> None:
         fields: dict[str, Any] = {"n": n, "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                                   "cost": cost}
+        if cached_tokens or cache_write_tokens:  # only where a cache was used: older readers see the same line
+            fields |= {"cached_tokens": cached_tokens, "cache_write_tokens": cache_write_tokens, "saved": saved}
         if text is not None:
             fields["text"] = text
         self._write("reply", **fields)
@@ -115,6 +119,8 @@ class JournalTotals:
     usage: Usage = field(default_factory=Usage)
     #: USD over every reply; None when some reply could not be priced (unknown, never a guess).
     cost: float | None = 0.0
+    #: USD the provider's prompt cache saved over every priced reply.
+    saved: float = 0.0
     calls: int = 0
     #: Attempts sent but never answered in the journal: in flight when their session was killed.
     orphans: int = 0
@@ -175,8 +181,12 @@ def read_journal(path: Path | str, *, replies_for: set[str] | None = None) -> Jo
             if "batch" in sent:
                 out.batch_items.add((str(sent["batch"]), str(sent.get("call"))))
             p, c = int(ev.get("prompt_tokens") or 0), int(ev.get("completion_tokens") or 0)
-            u = Usage(prompt_tokens=p, completion_tokens=c, total_tokens=p + c)
+            cached, written = int(ev.get("cached_tokens") or 0), int(ev.get("cache_write_tokens") or 0)
+            u = Usage(prompt_tokens=p, completion_tokens=c, total_tokens=p + c, cached_tokens=cached,
+                      cache_write_tokens=written)
             cost = ev.get("cost")
+            if isinstance(ev.get("saved"), (int, float)):
+                out.saved += float(ev["saved"])
             out.usage, s.usage = out.usage + u, s.usage + u
             out.cost, s.cost = _add_cost(out.cost, cost, p + c), _add_cost(s.cost, cost, p + c)
             out.calls += 1
@@ -185,7 +195,8 @@ def read_journal(path: Path | str, *, replies_for: set[str] | None = None) -> Jo
                 dearest = max(dearest, float(cost))
             if replies_for is not None and "text" in ev and sent.get("key") in replies_for:
                 out.replies[str(sent.get("call"))] = {"text": ev["text"], "prompt_tokens": p,
-                                                      "completion_tokens": c, "cost": cost}
+                                                      "completion_tokens": c, "cost": cost, "cached_tokens": cached,
+                                                      "cache_write_tokens": written, "saved": ev.get("saved")}
         elif t == "end":
             s.status, s.wall_s, s.retries = str(ev.get("status")), float(ev.get("wall_s") or 0.0), int(
                 ev.get("retries") or 0)

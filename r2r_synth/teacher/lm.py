@@ -32,9 +32,11 @@ import dspy
 from dspy.utils.callback import with_callbacks
 
 from r2r_synth.errors import ConfigError
+from r2r_synth.teacher.caching import mark_prefix
 from r2r_synth.teacher.policy import CallPolicy
-from r2r_synth.teacher.pricing import completion_cost, per_token_prices
+from r2r_synth.teacher.pricing import Prices, completion_cost, map_prices
 from r2r_synth.teacher.transport import OPENAI_COMPATIBLE, TRANSPORTS, HTTPTransport
+from r2r_synth.teacher.usage import TokenCounts, read_usage
 
 logger = logging.getLogger(__name__)
 
@@ -60,12 +62,18 @@ def quiet_litellm() -> None:
 
 @dataclass
 class Completion:
-    """One chat completion, as the engine needs it: the text, token usage and cost (None: unpriced)."""
+    """One chat completion, as the engine needs it: the text, token usage and cost (None: unpriced).
+    `prompt_tokens` counts every input token; `cached_tokens` of them were read from the provider's
+    prompt cache and `cache_write_tokens` written to it; `saved` is what the cache saved in USD
+    (the cost at full input prices minus `cost`; None where unpriced)."""
 
     text: str | None
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost: float | None = None
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+    saved: float | None = None
 
 
 # --------------------------------------------------------------------------- the DSPy LM
@@ -151,13 +159,38 @@ class Teacher:
     embedded: bool = False
     transport: str = "litellm"
     policy: CallPolicy = field(default_factory=CallPolicy)
+    #: The prices given for the run (`--price-in` / `--price-out`): they win over LiteLLM's cost map.
+    prices: Prices | None = None
+    #: Whether requests mark their static prefix for the provider's cache (`r2r_synth.teacher.caching`).
+    cache_marking: bool = False
     _http: HTTPTransport | None = field(default=None, repr=False)
-    _prices: tuple[float, float] | None = field(default=None, repr=False)
+    #: The prices the direct transport computes costs with (given, or the cost map's).
+    _prices: Prices | None = field(default=None, repr=False)
+    _map_prices: Any = field(default=False, repr=False)  # False: not looked up yet
+
+    def wire_messages(self, messages: list[dict[str, Any]], *, prefix: int) -> list[dict[str, Any]]:
+        """`messages` as sent: the last of the `prefix` static messages (instructions and demos)
+        marked for the provider's cache where this teacher marks (see `cache_marking`)."""
+        return mark_prefix(messages, prefix) if self.cache_marking else messages
+
+    def _completion(self, text: str | None, counts: TokenCounts, cost: float | None,
+                    prices: Prices | None) -> Completion:
+        saved = None
+        if cost is not None and prices is not None:
+            full = prices.uncached_cost(prompt_tokens=counts.prompt, completion_tokens=counts.completion)
+            saved = round(full - cost, 12)
+        return Completion(text=text, prompt_tokens=counts.prompt, completion_tokens=counts.completion, cost=cost,
+                          cached_tokens=counts.cached, cache_write_tokens=counts.cache_write, saved=saved)
+
+    def _cost_map_prices(self) -> Prices | None:
+        if self._map_prices is False:
+            self._map_prices = None if self.router is not None or self.embedded else map_prices(self.model)
+        return self._map_prices
 
     async def acomplete(self, messages: list[dict[str, Any]], **kwargs: Any) -> Completion:
         """One attempt at a chat completion on this teacher's backend (callers apply `.policy`).
-        Errors: LiteLLM's exceptions (with `status_code`), `HTTPStatusError`, or httpx's
-        timeout/transport errors."""
+        Errors: LiteLLM's exceptions (with `status_code`), `HTTPStatusError`, httpx's
+        timeout/transport errors, or `ProviderUsageError` for a usage that cannot be true."""
         if self._http is not None:
             gen = {k: v for k, v in self.completion_kwargs.items() if k in ("temperature", "max_tokens")}
             data = await self._http.acomplete(messages, **{**gen, **kwargs})
@@ -165,10 +198,11 @@ class Teacher:
                 text = data["choices"][0]["message"].get("content")
             except (KeyError, IndexError, TypeError, AttributeError):
                 text = None
-            u = data.get("usage") or {}
-            p, c = int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0)
-            cost = None if self._prices is None else p * self._prices[0] + c * self._prices[1]
-            return Completion(text=text, prompt_tokens=p, completion_tokens=c, cost=cost)
+            counts = read_usage(data.get("usage") or {}, teacher=self.name)
+            cost = None if self._prices is None else self._prices.cost(
+                prompt_tokens=counts.prompt, completion_tokens=counts.completion, cached_tokens=counts.cached,
+                cache_write_tokens=counts.cache_write)
+            return self._completion(text, counts, cost, self._prices)
         args = {**self.completion_kwargs, **kwargs}
         if self.router is not None:
             resp = await self.router.acompletion(model=self.name, messages=messages, **args)
@@ -180,10 +214,14 @@ class Teacher:
             text = resp.choices[0].message.content
         except (AttributeError, IndexError):
             text = None
-        u = getattr(resp, "usage", None)
-        return Completion(text=text, prompt_tokens=int(getattr(u, "prompt_tokens", 0) or 0),
-                          completion_tokens=int(getattr(u, "completion_tokens", 0) or 0),
-                          cost=completion_cost(resp, model=self.model))
+        counts = read_usage(getattr(resp, "usage", None), teacher=self.name)
+        if self.prices is not None:
+            prices: Prices | None = self.prices
+            cost: float | None = self.prices.cost(prompt_tokens=counts.prompt, completion_tokens=counts.completion,
+                                                  cached_tokens=counts.cached, cache_write_tokens=counts.cache_write)
+        else:  # LiteLLM prices cached reads and cache writes at the map's cached-input rates itself
+            prices, cost = self._cost_map_prices(), completion_cost(resp, model=self.model)
+        return self._completion(text, counts, cost, prices)
 
     def set_pool_size(self, n: int) -> None:
         """Connections the direct transport keeps (the engine passes its concurrency)."""
@@ -208,6 +246,8 @@ class Teacher:
             "max_tokens": self.completion_kwargs.get("max_tokens"),
             "timeout": self.policy.timeout,
             "max_retries": self.policy.max_retries,
+            "prices": None if self.prices is None else self.prices.public_dict(),
+            "prompt_cache_marking": self.cache_marking,
         }
 
 
@@ -225,6 +265,8 @@ def open_teacher(
     router: Path | None = None,
     policy: CallPolicy | None = None,
     transport: str = "auto",
+    prices: Prices | None = None,
+    prompt_cache: bool | None = None,
 ) -> Iterator[Teacher]:
     """Open a teacher for the duration of a `with` block.
 
@@ -233,25 +275,39 @@ def open_teacher(
     starts the embedded offline teacher (SmolLM2-135M behind llama.cpp's OpenAI-compatible server,
     reached through LiteLLM) and stops it on exit. `api_key` is passed to LiteLLM, masked in every
     message and never recorded. `policy` governs every call (default: `command_policy`'s for this
-    teacher).
+    teacher). `prices` (the run's `--price-in` / `--price-out`) win over LiteLLM's cost map;
+    `prompt_cache` is `--prompt-cache` / `--no-prompt-cache` (None: mark where the provider needs it;
+    see `r2r_synth.teacher.caching.check_prompt_cache`).
+
+    A self-hosted OpenAI-compatible teacher on the direct transport is opened without importing
+    LiteLLM (see `make_teacher`); every other teacher imports it.
     """
-    quiet_litellm()
+    from r2r_synth.teacher.caching import check_prompt_cache
+
     if router is not None:
         from r2r_synth.teacher.router import open_router
 
-        yield open_router(teacher, router=router, temperature=temperature, max_tokens=max_tokens,
-                          policy=policy or CallPolicy())
+        quiet_litellm()
+        t = open_router(teacher, router=router, temperature=temperature, max_tokens=max_tokens,
+                        policy=policy or CallPolicy())
+        t.prices = prices
+        t.cache_marking = check_prompt_cache(prompt_cache, model=t.model, teacher=t.name, router=True)
+        yield t
         return
     if teacher is None:
         from r2r_synth.teacher import embedded
 
+        check_prompt_cache(prompt_cache, model=None, teacher=embedded.EMBEDDED_NAME, embedded=True)
+        quiet_litellm()
         with embedded.open_embedded_teacher(temperature=temperature, max_tokens=max_tokens, policy=policy) as t:
+            t.prices = prices
             yield t
         return
     if not teacher.strip():
         raise ConfigError("--teacher is empty", hint="give a LiteLLM model string such as gpt-4o, or omit --teacher")
     yield make_teacher(teacher, api_base=api_base, api_key=api_key, temperature=temperature,
-                       max_tokens=max_tokens, policy=policy, transport=transport)
+                       max_tokens=max_tokens, policy=policy, transport=transport, prices=prices,
+                       prompt_cache=prompt_cache)
 
 
 def make_teacher(
@@ -267,22 +323,40 @@ def make_teacher(
     extra: dict[str, Any] | None = None,
     embedded: bool = False,
     transport: str = "auto",
+    prices: Prices | None = None,
+    prompt_cache: bool | None = None,
 ) -> Teacher:
     """A `Teacher` for a LiteLLM model string (no server lifecycle: see `open_teacher`). Raises
-    `ConfigError` when LiteLLM cannot route `model` or the transport does not fit it."""
-    import litellm
+    `ConfigError` when LiteLLM cannot route `model`, the transport does not fit it, or `prompt_cache`
+    is asked of a teacher that cannot cache.
+
+    A lean start: an OpenAI-compatible model string with `api_base` on the direct transport
+    (`openai/...`, `hosted_vllm/...`) is resolved here without LiteLLM, and LiteLLM is imported only
+    when something needs it: pricing from its cost map (an `openai/` model without `prices`), or
+    DSPy code calling `.lm`. Importing LiteLLM takes seconds on a small machine, longer than a
+    thousand loopback requests' own client work."""
+    from r2r_synth.teacher.caching import check_prompt_cache
 
     if transport not in TRANSPORTS:
         raise ConfigError(f"--transport {transport!r} is not one of {', '.join(TRANSPORTS)}")
     policy = policy or CallPolicy()
     if api_key:
         policy = dataclasses.replace(policy, secrets=(*policy.secrets, api_key))
-    try:
-        wire_model, provider, provider_key, resolved_base = litellm.get_llm_provider(model, api_base=api_base)
-    except Exception as e:  # noqa: BLE001 - LiteLLM raises BadRequestError for a model string it cannot route
-        raise ConfigError(f"LiteLLM does not know how to reach {model!r}: {policy.describe(e)}",
-                          hint="use a LiteLLM model string such as gpt-4o, anthropic/claude-..., "
-                               "hosted_vllm/<name> with --api-base") from None
+    route = None if transport == "litellm" or embedded else _direct_route(model, api_base)
+    if route is not None:
+        wire_model, provider = route
+        provider_key, resolved_base = None, api_base
+    else:
+        import litellm
+
+        quiet_litellm()
+        try:
+            wire_model, provider, provider_key, resolved_base = litellm.get_llm_provider(model, api_base=api_base)
+        except Exception as e:  # noqa: BLE001 - LiteLLM raises BadRequestError for a model string it cannot route
+            raise ConfigError(f"LiteLLM does not know how to reach {model!r}: {policy.describe(e)}",
+                              hint="use a LiteLLM model string such as gpt-4o, anthropic/claude-..., "
+                                   "hosted_vllm/<name> with --api-base") from None
+    marking = check_prompt_cache(prompt_cache, model=model, teacher=name or model, embedded=embedded)
     client: dict[str, Any] = {}
     if api_base:
         client["api_base"] = api_base
@@ -302,7 +376,7 @@ def make_teacher(
     # engine="litellm": every teacher goes through LiteLLM, the same door `generate` uses.
     lm = PolicyLM(model, policy=policy, engine="litellm", cache=False, **gen, **client)
     teacher = Teacher(name=name or model, lm=lm, adapter=adapter, model=model, completion_kwargs={**gen, **client},
-                      embedded=embedded, policy=policy)
+                      embedded=embedded, policy=policy, prices=prices, cache_marking=marking)
     direct = bool(api_base) and provider in OPENAI_COMPATIBLE
     if transport == "http" and not direct:
         raise ConfigError(
@@ -316,8 +390,19 @@ def make_teacher(
         teacher.transport = "http"
         teacher._http = HTTPTransport(url=(resolved_base or api_base).rstrip("/") + "/chat/completions",
                                       wire_model=wire_model, api_key=key, timeout=policy.timeout)
-        teacher._prices = per_token_prices(model)
+        # The cost map prices no self-hosted model (hosted_vllm/, openai_like/, ...): it is asked only
+        # for an `openai/` model string (e.g. openai/gpt-4o behind a proxy), and only without --price-in.
+        teacher._prices = prices or (map_prices(model) if provider == "openai" else None)
     return teacher
+
+
+def _direct_route(model: str, api_base: str | None) -> tuple[str, str] | None:
+    """(wire model, provider) of an OpenAI-compatible `provider/name` with `api_base`, read without
+    LiteLLM (what `litellm.get_llm_provider` returns for these), or None for any other model."""
+    provider, sep, wire = model.partition("/")
+    if not api_base or not sep or not wire or provider not in OPENAI_COMPATIBLE:
+        return None
+    return wire, provider
 
 
 def _provider_env_key(provider: str) -> str | None:
