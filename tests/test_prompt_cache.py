@@ -87,7 +87,7 @@ def test_openai_cached_tokens_are_priced_at_the_cached_rate(tmp_path, monkeypatc
     inp = candidates_file(tmp_path / "cands.jsonl", queries=20, depth=10)
     out = tmp_path / "run"
     with OpenAIServer() as srv:
-        code, stdout, err = cli(monkeypatch, capsys, "generate", "-i", str(inp), "-o", str(out), "--teacher",
+        code, _, err = cli(monkeypatch, capsys, "generate", "-i", str(inp), "-o", str(out), "--teacher",
                                 "openai/loopback", "--api-base", srv.url, "--depth", "10", "--pairs", "none",
                                 "--programs-dir", str(programs), "--price-in", "2.5", "--price-out", "10",
                                 "--price-cached-in", "1.25")
@@ -235,7 +235,7 @@ res = generate(GenerateConfig(input={str(REPO / "examples" / "sample_candidates.
 assert res.manifest.status == "complete", res.manifest.status
 print("litellm" in sys.modules, res.manifest.cost)
 """
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+    proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120,
                           cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     imported, cost = proc.stdout.split()

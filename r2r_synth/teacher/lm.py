@@ -342,7 +342,7 @@ def make_teacher(
     policy = policy or CallPolicy()
     if api_key:
         policy = dataclasses.replace(policy, secrets=(*policy.secrets, api_key))
-    route = None if transport == "litellm" or embedded else _direct_route(model, api_base)
+    route = None if transport == "litellm" or embedded else direct_route(model, api_base)
     if route is not None:
         wire_model, provider = route
         provider_key, resolved_base = None, api_base
@@ -396,7 +396,7 @@ def make_teacher(
     return teacher
 
 
-def _direct_route(model: str, api_base: str | None) -> tuple[str, str] | None:
+def direct_route(model: str, api_base: str | None) -> tuple[str, str] | None:
     """(wire model, provider) of an OpenAI-compatible `provider/name` with `api_base`, read without
     LiteLLM (what `litellm.get_llm_provider` returns for these), or None for any other model."""
     provider, sep, wire = model.partition("/")

@@ -82,12 +82,18 @@ def preflight(teacher: Teacher) -> PreflightResult:
                                endpoint=teacher.completion_kwargs.get("api_base"))
     if teacher.router is not None:
         return _completion(teacher, endpoint=None)
-    import litellm
+    from r2r_synth.teacher.lm import direct_route
 
     model = teacher.model or teacher.name
     api_base = teacher.completion_kwargs.get("api_base")
     api_key = teacher.completion_kwargs.get("api_key")
-    wire, provider, provider_key, resolved_base = litellm.get_llm_provider(model, api_base=api_base)
+    route = direct_route(model, api_base)
+    if route is not None:  # a self-hosted OpenAI-compatible endpoint: no LiteLLM needed (a lean start)
+        (wire, provider), provider_key, resolved_base = route, None, api_base
+    else:
+        import litellm
+
+        wire, provider, provider_key, resolved_base = litellm.get_llm_provider(model, api_base=api_base)
     self_hosted = bool(api_base) and provider in OPENAI_COMPATIBLE
     if not self_hosted:
         _check_key(teacher, model=model, api_key=api_key, api_base=api_base)
