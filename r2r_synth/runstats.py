@@ -46,6 +46,8 @@ class KindSummary:
     total_tokens: int = 0
     cost: float | None = None
     cost_unknown: int = 0
+    cached_tokens: int = 0  # prompt tokens served from the provider's prompt cache
+    cache_saved: float = 0.0  # USD that cache saved (priced records)
     teachers: list[str] = field(default_factory=list)
     programs: dict[str, str] = field(default_factory=dict)  # program name -> program hash
     prompts: dict[str, list[str]] = field(default_factory=dict)  # program name -> its prompt hashes, first seen first
@@ -78,6 +80,16 @@ class KindSummary:
     tau_z: float | None = None  # its z score against random orders
 
 
+def cache_line(kinds: list[KindSummary]) -> str | None:
+    """`62.5 % of input tokens served from cache, $0.0123 saved` over these kinds (None: nothing cached)."""
+    prompt, cached = sum(s.prompt_tokens for s in kinds), sum(s.cached_tokens for s in kinds)
+    if not cached or not prompt:
+        return None
+    priced = any(s.cost is not None for s in kinds)
+    saved = f"${sum(s.cache_saved for s in kinds):.4f} saved" if priced else "savings unknown (unpriced)"
+    return f"{100 * cached / prompt:.1f} % of input tokens served from cache ({cached:,} of {prompt:,}), {saved}"
+
+
 def summarize(run: Run, *, top_reasons: int = 5) -> dict[str, KindSummary]:
     """One `KindSummary` per kind that has records or rejects."""
     out: dict[str, KindSummary] = {}
@@ -103,6 +115,9 @@ def summarize(run: Run, *, top_reasons: int = 5) -> dict[str, KindSummary]:
                 s.prompt_tokens += p.usage.prompt_tokens
                 s.completion_tokens += p.usage.completion_tokens
                 s.total_tokens += p.usage.total_tokens
+                s.cached_tokens += p.usage.cached_tokens
+            if p.cache_saved is not None:
+                s.cache_saved += p.cache_saved
             if p.cost is None:
                 s.cost_unknown += 1
             else:

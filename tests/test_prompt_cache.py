@@ -116,6 +116,15 @@ def test_openai_cached_tokens_are_priced_at_the_cached_rate(tmp_path, monkeypatc
     assert f"${full - by_hand:.4f} saved" in err
     saved_config = json.loads((out / "config.json").read_text())
     assert (saved_config["price_in"], saved_config["price_out"], saved_config["price_cached_in"]) == (2.5, 10, 1.25)
+    # the report and the dataset card say the same, from the records
+    line = f"{share:.1f} % of input tokens served from cache ({cached:,} of {prompt:,}), ${full - by_hand:.4f} saved"
+    from r2r_synth.publish import publish
+    from r2r_synth.report.page import build_report
+
+    build_report(out, out=tmp_path / "report", samples=0)
+    assert line in (tmp_path / "report" / "report.html").read_text()
+    publish(out, repo_id="alice/r2r-demo", license="mit", dry_run=True, out=tmp_path / "card")
+    assert f"**Prompt cache:** {line}" in (tmp_path / "card" / "README.md").read_text()
 
 
 @pytest.mark.parametrize("flag", [None, False])

@@ -18,7 +18,7 @@ from r2r_synth import __version__
 from r2r_synth.errors import InputError
 from r2r_synth.problems import agreement_rows, find_problems, is_constant, label_distribution
 from r2r_synth.rundir import Run
-from r2r_synth.runstats import KindSummary
+from r2r_synth.runstats import KindSummary, cache_line
 
 
 def _fmt_cost(cost: float | None, unknown: int) -> str:
@@ -77,6 +77,9 @@ def kind_section(kind: str, s: KindSummary, run: Run, *, rows: dict[str, int], s
     tokens = (f"{s.prompt_tokens:,} prompt + {s.completion_tokens:,} completion = {s.total_tokens:,}"
               if s.has_usage else "not recorded (the records carry no token usage)")
     lines.append(f"- **Tokens:** {tokens}; **cost:** {_fmt_cost(s.cost, s.cost_unknown)}")
+    cached = cache_line([s])
+    if cached:
+        lines.append(f"- **Prompt cache:** {cached}")
     if m is not None:
         lines.append(f"- **Produced by:** r2r-synth {m.r2r_synth_version}: `{portable(m.command)}` "
                      f"(status `{m.status}`, started {m.started_at:%Y-%m-%d %H:%M} UTC)")

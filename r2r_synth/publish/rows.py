@@ -68,8 +68,8 @@ def parquet_schemas():
     prov = [
         ("teacher", pa.string()), ("program", pa.string()), ("program_hash", pa.string()),
         ("prompt_hash", pa.string()), ("rollout_id", pa.int64()), ("prompt_tokens", pa.int64()),
-        ("completion_tokens", pa.int64()), ("total_tokens", pa.int64()), ("cost", pa.float64()),
-        ("latency_s", pa.float64()), ("created_at", pa.timestamp("us", tz="UTC")),
+        ("completion_tokens", pa.int64()), ("total_tokens", pa.int64()), ("cached_tokens", pa.int64()),
+        ("cost", pa.float64()), ("cache_saved", pa.float64()), ("latency_s", pa.float64()), ("created_at", pa.timestamp("us", tz="UTC")),
         ("r2r_synth_version", pa.string()),
     ]
     doc = pa.struct([("docid", pa.string()), ("title", pa.string()), ("text", pa.string())])
@@ -111,7 +111,9 @@ _PROV_DOCS = {
     "prompt_tokens": "tokens of the request (null when the backend reported none)",
     "completion_tokens": "tokens of the reply (null when the backend reported none)",
     "total_tokens": "prompt + completion tokens",
+    "cached_tokens": "prompt tokens the provider served from its prompt cache (billed at its cached-input price)",
     "cost": "USD the request cost, from the backend's price (null when unknown: never a guess)",
+    "cache_saved": "USD the provider's prompt cache saved on the request (null when nothing was cached or unpriced)",
     "latency_s": "seconds the request took",
     "created_at": "when the row was written (UTC)",
     "r2r_synth_version": "the r2r-synth version that wrote the row",
@@ -192,7 +194,7 @@ def _prov(p) -> dict[str, Any]:
         "teacher": p.teacher, "program": p.program, "program_hash": p.program_hash, "prompt_hash": p.prompt_hash,
         "rollout_id": p.rollout_id, "prompt_tokens": u.prompt_tokens if u else None,
         "completion_tokens": u.completion_tokens if u else None, "total_tokens": u.total_tokens if u else None,
-        "cost": p.cost, "latency_s": p.latency_s, "created_at": p.created_at, "r2r_synth_version": p.r2r_synth_version,
+        "cached_tokens": u.cached_tokens if u else None, "cost": p.cost, "cache_saved": p.cache_saved, "latency_s": p.latency_s, "created_at": p.created_at, "r2r_synth_version": p.r2r_synth_version,
     }
 
 

@@ -57,7 +57,7 @@ from r2r_synth.report.sections import esc as _e
 from r2r_synth.report.sections import kind_sections, problems_html
 from r2r_synth.report.sections import table as _table
 from r2r_synth.rundir import Run, RunDir
-from r2r_synth.runstats import KindSummary, summarize
+from r2r_synth.runstats import KindSummary, cache_line, summarize
 
 log = logging.getLogger(__name__)
 
@@ -272,6 +272,9 @@ def _page(run: Run, summary: dict[str, KindSummary], table, sections: list[str],
         info.append(["tokens", "not recorded (the records carry no token usage, as imported corpora do not)"])
     info.append(["cost (all records)", (f"${sum(costs):.4f}" if costs else "unknown")
                  + (f" ({unknown} records with unknown cost)" if costs and unknown else "")])
+    cached = cache_line(kinds)
+    if cached:
+        info.append(["prompt cache (all records)", cached])
     if m is not None and m.usage.total_tokens != sum(s.total_tokens for s in kinds):
         info.append(["tokens (manifest)", f"{m.usage.total_tokens:,} (the sessions the manifest recorded)"])
     if m is not None:
