@@ -134,7 +134,7 @@ def test_anthropic_requests_mark_the_static_prefix_unless_no_prompt_cache(tmp_pa
     out = tmp_path / "run"
     with AnthropicServer() as srv:
         res = run(config(srv.url, out, inp, programs, teacher="anthropic/claude-sonnet-4-5", depth=3,
-                         transport="auto", prompt_cache=flag, concurrency=1))
+                         transport="auto", prompt_cache=flag, concurrency=4))
         asked = [n for n, body in enumerate(srv.requests) if body.get("max_tokens") != 1]  # not the preflight
         marks = [srv.marked(n) for n in asked]
         usages = [srv.usages[n] for n in asked]
@@ -142,6 +142,7 @@ def test_anthropic_requests_mark_the_static_prefix_unless_no_prompt_cache(tmp_pa
     if flag is None:
         # the last demo (an assistant turn) closes the static prefix: that is where the mark goes
         assert marks == [["message 7 (assistant)"]] * 6
+        # the first request goes alone and writes the prefix once; the others, sent together, read it
         assert usages[0]["cache_creation_input_tokens"] > 1024 and usages[0]["cache_read_input_tokens"] == 0
         assert all(u["cache_read_input_tokens"] == usages[0]["cache_creation_input_tokens"] for u in usages[1:])
         m = res.manifest

@@ -469,6 +469,12 @@ class Engine:
     async def run(self, jobs: list[Job | Chain]) -> None:
         """Ask every job (a request, or a query's listwise windows: a `Chain`) with `concurrency`
         workers, until done, a stop, the budget or a fatal failure."""
+        if getattr(self.teacher, "cache_marking", False) and self.broker is None and not self.over_budget():
+            try:
+                jobs = await self._warm_cache(jobs)
+            except BaseException:
+                await self.teacher.aclose()
+                raise
         it: Iterator[Job | Chain] = iter(jobs)
 
         async def worker() -> None:
@@ -485,6 +491,23 @@ class Engine:
             await asyncio.gather(*(worker() for _ in range(n_workers)))
         finally:
             await self.teacher.aclose()
+
+    async def _warm_cache(self, jobs: list[Job | Chain]) -> list[Job | Chain]:
+        """Ask the first request of each kind before the rest, where the provider caches what is
+        marked (Anthropic): its reply writes the static prefix to the cache once, and every request
+        after it reads that prefix, instead of the first `concurrency` requests each writing it (a
+        write is billed above the input rate). Jobs are in query order, so a query's requests then
+        go out together while the cache lives. Listwise chains are not held back (a chain is a whole
+        query's windows)."""
+        first: dict[str, Job] = {}
+        for job in jobs:
+            if isinstance(job, Job) and job.kind not in first:
+                first[job.kind] = job
+        if not first or len(jobs) <= len(first):
+            return jobs
+        await asyncio.gather(*(self.run_job(j) for j in first.values()))
+        held = {id(j) for j in first.values()}
+        return [j for j in jobs if id(j) not in held]
 
     def close(self) -> None:
         for f in self.files.values():
