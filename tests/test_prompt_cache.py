@@ -250,3 +250,25 @@ print("litellm" in sys.modules, res.manifest.cost)
     assert proc.returncode == 0, proc.stderr
     imported, cost = proc.stdout.split()
     assert imported == "False" and float(cost) > 0
+
+
+def test_read_usage_reads_each_providers_cached_counts_and_refuses_impossible_ones():
+    from litellm.types.utils import PromptTokensDetailsWrapper, Usage
+
+    from r2r_synth.teacher.usage import read_usage
+
+    # OpenAI on the wire (the direct transport)
+    u = read_usage({"prompt_tokens": 2000, "completion_tokens": 50,
+                    "prompt_tokens_details": {"cached_tokens": 1536}}, teacher="t")
+    assert (u.prompt, u.completion, u.cached, u.cache_write) == (2000, 50, 1536, 0)
+    # Gemini's cachedContentTokenCount and OpenAI's, as LiteLLM hands them over
+    u = read_usage(Usage(prompt_tokens=3000, completion_tokens=10,
+                         prompt_tokens_details=PromptTokensDetailsWrapper(cached_tokens=2048)), teacher="t")
+    assert (u.cached, u.cache_write) == (2048, 0)
+    # Anthropic through LiteLLM: reads and writes, both inside prompt_tokens
+    u = read_usage(Usage(prompt_tokens=5000, completion_tokens=10, cache_read_input_tokens=1200,
+                         cache_creation_input_tokens=3000), teacher="t")
+    assert (u.prompt, u.cached, u.cache_write) == (5000, 1200, 3000)
+    with pytest.raises(ProviderUsageError, match=r"reported 4,000 cached \+ 0 cache-written input tokens for a "
+                                                 r"prompt of 3,000 tokens"):
+        read_usage({"prompt_tokens": 3000, "prompt_tokens_details": {"cached_tokens": 4000}}, teacher="t")

@@ -41,12 +41,17 @@ from r2r_synth.teacher.usage import TokenCounts, read_usage
 logger = logging.getLogger(__name__)
 
 
+_QUIETED = False
+
+
 def quiet_litellm() -> None:
     """Turn off LiteLLM's per-call extras the engine does not need (success/failure callbacks,
     message logging, its own cache, the cost-map fetch): per-call CPU is the bottleneck of a
     high-concurrency run on a small machine, and none of these change what is sent or received."""
+    global _QUIETED
     import litellm
 
+    _QUIETED = True
     litellm.telemetry = False
     litellm.turn_off_message_logging = True
     litellm.suppress_debug_info = True
@@ -99,11 +104,15 @@ class PolicyLM(dspy.LM):
 
     @with_callbacks
     def __call__(self, prompt: Any = None, *, messages: Any = None, **kwargs: Any) -> Any:
+        if not _QUIETED:  # a teacher opened without LiteLLM (a lean start) imports it on its first DSPy call
+            quiet_litellm()
         call = _unwrapped(dspy.LM.__call__)
         return self.policy.call(lambda: call(self, prompt, messages=messages, **kwargs))
 
     @with_callbacks
     async def acall(self, prompt: Any = None, *, messages: Any = None, **kwargs: Any) -> Any:
+        if not _QUIETED:
+            quiet_litellm()
         call = _unwrapped(dspy.LM.acall)
         return await self.policy.acall(lambda: call(self, prompt, messages=messages, **kwargs))
 
