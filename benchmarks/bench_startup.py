@@ -69,12 +69,16 @@ def first_request_at(log: Path, after: float) -> float | None:
     return None
 
 
+TEACHER = "hosted_vllm/loopback"
+CODE = REPO  # the r2r-synth source the command runs (--code: another checkout, e.g. before a change)
+
+
 def run_cli(url: str, inp: Path, out: Path, *, concurrency: int, depth: int) -> float:
-    cmd = [*cli(), "generate", "-i", str(inp), "-o", str(out), "--teacher", "hosted_vllm/loopback",
+    cmd = [*cli(), "generate", "-i", str(inp), "-o", str(out), "--teacher", TEACHER,
            "--api-base", url, "--depth", str(depth), "--pairs", "none", "--concurrency", str(concurrency),
            "--programs-dir", str(REPO / "programs")]
     t0 = time.time()
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env={**os.environ, "PYTHONPATH": str(CODE)})
     wall = time.time() - t0
     if proc.returncode != 0:
         raise SystemExit(f"generate failed ({proc.returncode}): {proc.stderr[-2000:]}")
@@ -89,7 +93,11 @@ def main() -> int:
     ap.add_argument("--latency", type=float, default=0.1)
     ap.add_argument("--first-bar", type=float, default=1.5)
     ap.add_argument("--job-bar", type=float, default=1.3)
+    ap.add_argument("--code", type=Path, default=REPO, help="the r2r-synth checkout the command runs")
+    ap.add_argument("--teacher", default="hosted_vllm/loopback")
     args = ap.parse_args()
+    global CODE, TEACHER
+    CODE, TEACHER = args.code.resolve(), args.teacher
     depth = 10
     cands = synthetic_candidates(args.n // depth, depth)
     with tempfile.TemporaryDirectory() as tmp:
@@ -118,15 +126,15 @@ def main() -> int:
                 bare.append(time.time() - t0)
             # Did the command import LiteLLM? One more small run under `python -X importtime`.
             probe = subprocess.run([sys.executable, "-X", "importtime", "-m", "r2r_synth.cli", "generate", "-i",
-                                    str(small), "-o", str(tmp / "probe"), "--teacher", "hosted_vllm/loopback",
+                                    str(small), "-o", str(tmp / "probe"), "--teacher", TEACHER,
                                     "--api-base", url, "--depth", "1", "--pairs", "none", "--programs-dir",
                                     str(REPO / "programs")], capture_output=True, text=True, check=False,
-                                   env={**os.environ, "PYTHONPATH": str(REPO)})
+                                   env={**os.environ, "PYTHONPATH": str(CODE)})
             litellm_seen = any(line.rstrip().endswith("| litellm") for line in probe.stderr.splitlines())
     f, g, b = statistics.median(first), statistics.median(gen), statistics.median(bare)
     ratio = g / b
-    print(f"\nstart-up: generate --teacher hosted_vllm/loopback --api-base <loopback> (direct transport), "
-          f"{args.rounds} rounds")
+    print(f"\nstart-up: generate --teacher {TEACHER} --api-base <loopback> (direct transport), "
+          f"{args.rounds} rounds, code {CODE}")
     print(f"{'':58s} {'median s':>9s}   runs")
     print(f"{'time to first request':58s} {f:9.2f}   {' '.join(f'{x:.2f}' for x in first)}")
     print(f"{f'{args.n}-request job, r2r-synth generate (fresh process)':58s} {g:9.2f}   "
