@@ -130,7 +130,8 @@ def main() -> int:
                                     "--api-base", url, "--depth", "1", "--pairs", "none", "--programs-dir",
                                     str(REPO / "programs")], capture_output=True, text=True, check=False,
                                    env={**os.environ, "PYTHONPATH": str(CODE)})
-            litellm_seen = any(line.rstrip().endswith("| litellm") for line in probe.stderr.splitlines())
+            litellm_seen = any(line.startswith("import time:") and line.split("|")[-1].strip() == "litellm"
+                               for line in probe.stderr.splitlines())
     f, g, b = statistics.median(first), statistics.median(gen), statistics.median(bare)
     ratio = g / b
     print(f"\nstart-up: generate --teacher {TEACHER} --api-base <loopback> (direct transport), "
