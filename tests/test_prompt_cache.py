@@ -230,6 +230,10 @@ def test_dry_run_estimates_with_and_without_caching(tmp_path, monkeypatch, capsy
     assert est.prefix_tokens["direct"] > 1024
     assert est.cached_tokens == est.prefix_tokens["direct"] * 199
     assert est.cost_with_cache is not None and est.cost is not None and est.cost_with_cache < est.cost
+    # --prompt-cache is accepted for a model whose provider caches (the cost map prices its cached input)
+    asked = run(GenerateConfig(input=str(inp), out=tmp_path / "run", teacher="openai/gpt-4o", pairs="none",
+                               programs_dir=programs, dry_run=True, prompt_cache=True))
+    assert asked.estimate.cached_tokens == est.cached_tokens
     assert not (tmp_path / "run").exists()
 
 

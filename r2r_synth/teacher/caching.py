@@ -43,8 +43,9 @@ def needs_marking(model: str | None) -> bool:
 
 
 def can_cache(model: str | None) -> bool:
-    """Whether LiteLLM's cost map lists the model as supporting prompt caching (or it is a model
-    whose cache is marked)."""
+    """Whether the model's provider caches prompts: a model whose cache is marked, or one LiteLLM's
+    cost map lists as supporting prompt caching or prices cached input for (OpenAI's models carry a
+    `cache_read_input_token_cost` without the flag)."""
     if needs_marking(model):
         return True
     if not model:
@@ -52,9 +53,11 @@ def can_cache(model: str | None) -> bool:
     import litellm
 
     try:
-        return bool(litellm.supports_prompt_caching(model=model))
+        info = litellm.get_model_info(model)
     except Exception:  # noqa: BLE001 - the cost map raises bare Exception for an unknown model
         return False
+    return bool(info.get("supports_prompt_caching")) or isinstance(info.get("cache_read_input_token_cost"),
+                                                                   (int, float))
 
 
 def check_prompt_cache(flag: bool | None, *, model: str | None, teacher: str, embedded: bool = False,
@@ -62,7 +65,7 @@ def check_prompt_cache(flag: bool | None, *, model: str | None, teacher: str, em
     """Whether requests are marked for the provider's cache: `flag` None (the default) marks where
     the provider needs marking; False never. `flag` True (asked for explicitly) is refused with a
     `ConfigError` for a teacher that cannot cache: the embedded one, a router over several models, or
-    a model LiteLLM's cost map does not list as caching."""
+    a model LiteLLM's cost map neither lists as caching nor prices cached input for."""
     if flag is False:
         return False
     if flag and (embedded or router or not can_cache(model)):
