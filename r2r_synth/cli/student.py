@@ -24,8 +24,10 @@ from r2r_synth.cli.options import (
     ProgramsDirOpt,
     QrelsOpt,
     SeedOpt,
+    SplitOpt,
     TimeoutOpt,
 )
+from r2r_synth.config import DEFAULT_PROGRAMS_DIR
 
 # ----------------------------------------------------------------- train / evaluate / rerank
 
@@ -101,6 +103,7 @@ def train(
     qrels: Annotated[Path | None, typer.Option("--qrels", exists=True, dir_okay=False,
                                                help="Human labels (TREC or BEIR qrels) for the candidate inputs of "
                                                "--corpus: train on them with --labels gold.")] = None,
+    split: SplitOpt = None,
     depth: Annotated[int | None, typer.Option("--depth", min=1, help="Candidate inputs: the top K candidates per "
                                               "query (BM25 depth for BEIR/TREC directories; default 100).")] = None,
     epochs: Annotated[float, typer.Option("--epochs", min=0.0, help="Passes over the corpus.")] = 1.0,
@@ -174,7 +177,8 @@ def train(
     from r2r_synth.student.train import train as run_train
 
     config = TrainConfig(
-        student=student.value, corpus=corpus, out=out, base=base, qrels=qrels, depth=depth, epochs=epochs,
+        student=student.value, corpus=corpus, out=out, base=base, qrels=qrels, split=split, depth=depth,
+        epochs=epochs,
         max_steps=max_steps,
         max_minutes=max_minutes,
         batch_size=batch_size, learning_rate=learning_rate, max_length=max_length, limit=limit,
@@ -218,6 +222,7 @@ def evaluate(
                      "the baseline of the paired tests."),
     ],
     qrels: QrelsOpt = None,
+    split: SplitOpt = None,
     out: OutOpt = Path("outputs/evaluation"),
     limit: LimitOpt = None,
     depth: Annotated[int, typer.Option("--depth", min=1, help="Rerank the top K candidates of each query; the "
@@ -236,7 +241,7 @@ def evaluate(
     api_key: ApiKeyOpt = None,
     timeout: TimeoutOpt = None,
     max_retries: MaxRetriesOpt = None,
-    programs_dir: ProgramsDirOpt = Path("programs"),
+    programs_dir: ProgramsDirOpt = DEFAULT_PROGRAMS_DIR,
     concurrency: ConcurrencyOpt = 8,
     device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, ... (default: best available).")] = None,
 ) -> None:
@@ -250,7 +255,7 @@ def evaluate(
     from r2r_synth.evaluate import CHART_FILE, EVALUATION_FILE, PER_QUERY_FILE
     from r2r_synth.evaluate import evaluate as run_evaluate
 
-    config = EvaluateConfig(input=input, qrels=qrels, systems=system, out=out, limit=limit, depth=depth,
+    config = EvaluateConfig(input=input, qrels=qrels, split=split, systems=system, out=out, limit=limit, depth=depth,
                             test=test.value, permutations=permutations, seed=seed,
                             batch_size=batch_size, api_base=api_base, api_key=api_key, timeout=timeout,
                             max_retries=max_retries, programs_dir=programs_dir, concurrency=concurrency, device=device,
@@ -272,6 +277,10 @@ def evaluate(
         say(console, "evaluate", f"reading {input} and opening {len(system)} systems")
         ev = run_evaluate(config, on_query=on_query)
     rep = ev.report
+    if rep.get("split"):  # a BEIR directory: which split was scored, and from which files
+        default = "" if split else ", the default: --split chooses another"
+        say(console, "evaluate", f"scored split {rep['split']}{default} (qrels {rep['qrels']}; queries "
+            f"{', '.join(rep['queries_files'])})")
     rows = rep["systems"]
     sig = rep["significance"]
     unchanged = rep["unchanged_by_reranking"]["measures"]

