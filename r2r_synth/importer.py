@@ -82,6 +82,9 @@ def import_r2r(
     for p in paths:
         if not p.is_file():
             raise InputError(f"{p}: no such file", hint="check the path (relative paths start in the current directory)")
+    # Every file is read and converted before anything is written: a file without one usable row
+    # (a foreign file, an empty one) is refused whole and leaves no run behind.
+    read = [(path, _read_file(path, name=name)) for path in paths]
     run = RunDir(out).check_writable()
     existing = [f.name for f in run.run_files()]
     if existing and not overwrite:
@@ -92,9 +95,6 @@ def import_r2r(
 
     started = datetime.now(UTC)
     t0 = time.monotonic()
-    # Every file is read and converted before anything is written: a file without one usable row
-    # (a foreign file, an empty one) is refused whole and leaves no run behind.
-    read = [(path, _read_file(path, name=name)) for path in paths]
     n_rec = n_rej = 0
     qids: set[str] = set()
     reasons: dict[str, int] = {}
