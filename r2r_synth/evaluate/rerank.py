@@ -37,7 +37,9 @@ def read_documents(path: Path | str, text: str | None = None) -> list[tuple[str,
         p = Path(path)
         if not p.is_file():
             raise InputError(f"{p}: no such documents file", hint="pass a JSONL or text file, or - for stdin")
-        text = p.read_text(encoding="utf-8")
+        from r2r_synth.io.text import read_text
+
+        text = read_text(p)  # not UTF-8 (a binary file): an InputError naming path:line
     docs: list[tuple[str, str]] = []
     seen: set[str] = set()
     for n, line in enumerate(text.splitlines(), start=1):
