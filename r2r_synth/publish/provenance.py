@@ -59,7 +59,9 @@ def public_command(command: str) -> str:
     try:
         words = shlex.split(command)
     except ValueError:
-        return _URL.sub("<url>", portable(command))
+        words = []
+    if not any(w in HOST_OPTIONS or w.startswith(tuple(f"{o}=" for o in HOST_OPTIONS)) for w in words):
+        return _URL.sub("<url>", portable(command))  # the command as written, quoting and all
     kept: list[str] = []
     skip = False
     for w in words:
