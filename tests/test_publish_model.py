@@ -143,7 +143,9 @@ def test_bad_arguments_are_input_errors(students, tmp_path):
     assert not (tmp_path / "o").exists()
     reasoner = tmp_path / "reasoner"
     reasoner.mkdir()
-    (reasoner / "r2r_config.json").write_text(json.dumps({"student": "reasoning", "base": "x"}))
+    (reasoner / "r2r_config.json").write_text(json.dumps(
+        {"student": "reasoning", "base": "x", "r2r_synth_version": "0.1.0", "options": {}, "config": {}, "corpus": {},
+         "training": {}}))
     with pytest.raises(InputError, match="publish writes sentence-transformers model cards"):
         publish_model(reasoner, repo_id="alice/x", license="mit", dry_run=True, out=tmp_path / "o")
 

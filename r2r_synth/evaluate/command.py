@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from r2r_synth.artifacts import EVALUATION_FILE, EvaluationReport
 from r2r_synth.atomic import check_dir_target, write_json_atomic, write_text_atomic
 from r2r_synth.config import EvaluateConfig
 from r2r_synth.errors import ConfigError, InputError, TeacherError
@@ -21,7 +22,6 @@ from r2r_synth.schemas import Candidates, utcnow
 
 log = logging.getLogger(__name__)
 
-EVALUATION_FILE = "evaluation.json"
 PER_QUERY_FILE = "per_query.tsv"
 CHART_FILE = "evaluation.png"
 TESTS = {
@@ -143,6 +143,8 @@ def evaluate(config: EvaluateConfig, *, on_query: Callable[[str], None] | None =
         "created_at": utcnow().isoformat(),
         "config": config.public_dict(),
     }
+    # The report's shape is the `EvaluationReport` schema that `report` and `publish` read it with.
+    EvaluationReport.model_validate(report)
     _write(out, report, results, ranked, cands)
     return Evaluation(results=results, out=out, report=report)
 

@@ -87,7 +87,7 @@ def model_spec(model: str, *, int8: bool = False) -> SystemSpec:
 
 def _cannot_explain(spec: SystemSpec) -> InputError:
     if spec.kind in ("student", "student-int8"):
-        from r2r_synth.student.base import read_r2r_config
+        from r2r_synth.artifacts import read_r2r_config
 
         what = f"a {read_r2r_config(Path(spec.arg)).student} student"
     else:

@@ -122,7 +122,7 @@ def parse_spec(spec: str, *, flag: str = "--system") -> SystemSpec:
 
 
 def _check_student_dir(spec: str, path: str, flag: str) -> None:
-    from r2r_synth.student.base import R2R_CONFIG_FILE
+    from r2r_synth.artifacts import R2R_CONFIG_FILE
 
     p = Path(path)
     if not p.is_dir():
@@ -297,7 +297,8 @@ def can_explain(spec: SystemSpec) -> bool:
     comes from its `r2r_config.json`)."""
     if spec.kind not in ("student", "student-int8"):
         return False
-    from r2r_synth.student.base import read_r2r_config, student_class
+    from r2r_synth.artifacts import read_r2r_config
+    from r2r_synth.student.base import student_class
 
     return student_class(read_r2r_config(Path(spec.arg)).student).can_explain
 
