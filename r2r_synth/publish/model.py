@@ -14,9 +14,9 @@ a run directory its manifest's teacher, program hashes and record counts), the l
 training resolved to, what training measured, and the evaluation table (`evaluation.json` of
 `r2r-synth evaluate`, passed with `--evaluation`).
 
-**No local paths.** A local absolute path (a base directory, a corpus file) is written as its last
-component (`/data/scifact` -> `scifact`), in the card and in the published `r2r_config.json`; Hub ids
-and relative paths stay as given. Secrets (the token, secret-looking environment values) are scrubbed
+**No local paths.** A local absolute path (a base directory, a corpus file) is written by the one
+rule of `r2r_synth.paths` (`/data/scifact` -> `.../scifact`; inside the current directory, relative
+to it), in the card and in the published `r2r_config.json`; Hub ids and relative paths stay as given. Secrets (the token, secret-looking environment values) are scrubbed
 from every text file written.
 
 The reasoning student (a transformers causal LM) has no sentence-transformers card and is refused.
@@ -39,6 +39,7 @@ from r2r_synth.artifacts import R2R_CONFIG_FILE, EvaluationReport, R2RConfig, re
 from r2r_synth.atomic import check_dir_target, write_text_atomic
 from r2r_synth.config import scrub, secret_values
 from r2r_synth.errors import InputError
+from r2r_synth.paths import portable
 
 log = logging.getLogger(__name__)
 
@@ -65,18 +66,6 @@ class ModelPublishResult:
 def is_student_dir(path: Path) -> bool:
     """Whether `path` is a directory `r2r-synth train` wrote (it holds `r2r_config.json`)."""
     return (Path(path) / R2R_CONFIG_FILE).is_file()
-
-
-def portable(value: Any) -> Any:
-    """`value` with every local absolute path (a string starting with `/` or a drive) cut to its last
-    component, recursively through dicts and lists."""
-    if isinstance(value, dict):
-        return {k: portable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [portable(v) for v in value]
-    if isinstance(value, str) and (value.startswith("/") or re.match(r"^[A-Za-z]:[\\/]", value)):
-        return Path(value).name or value
-    return value
 
 
 def _manifest_facts(source: str) -> list[str]:

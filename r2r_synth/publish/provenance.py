@@ -4,14 +4,13 @@ produced and published the run, and what `optimize` did to its programs.
 
 The section names files, never the folders of the machine that made or published the run: an absolute
 path in the manifest's command (an older r2r-synth wrote them) or in the optimize report shows as
-`.../<name>`. Nor does it name the teacher's server: `--api-base` (and `--prompt-api-base`) leave the
+`.../<name>` (the one rule of `r2r_synth.paths`). Nor does it name the teacher's server: `--api-base` (and `--prompt-api-base`) leave the
 quoted commands, and any other URL shows as `<url>`. The publish command is quoted as given (the CLI
 writes it relative)."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 from pathlib import Path, PurePath
@@ -19,6 +18,7 @@ from typing import Any
 
 from r2r_synth import __version__
 from r2r_synth.errors import InputError
+from r2r_synth.paths import portable_command as portable
 from r2r_synth.problems import agreement_rows, find_problems, is_constant, label_distribution
 from r2r_synth.rundir import Run
 from r2r_synth.runstats import KindSummary
@@ -33,19 +33,6 @@ def _fmt_cost(cost: float | None, unknown: int) -> str:
 
 def _fmt3(v: Any) -> str:
     return f"{v:.3f}" if isinstance(v, (int, float)) else "n/a"
-
-
-def portable(text: str) -> str:
-    """`text` with every absolute path in it, a word of its own or the value of `--opt=PATH`, shown as
-    `.../<name>`; the rest (quoting included) is left as it was."""
-    try:
-        words = shlex.split(text)
-    except ValueError:  # an unbalanced quote: prose, not a command
-        words = text.split()
-    paths = {w.partition("=")[2] if w.startswith("--") else w for w in words}
-    for path in sorted((p for p in paths if os.path.isabs(p)), key=len, reverse=True):
-        text = text.replace(path, f".../{PurePath(path).name}")
-    return text
 
 
 #: Options whose value names the machine a teacher runs on: left out of every quoted command.
