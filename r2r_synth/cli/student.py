@@ -43,24 +43,34 @@ class LabelSource(str, Enum):
     gold = "gold"
 
 
-#: What a knob of `train` left unset becomes, per student kind (shown by `train --help`;
-#: tests/test_cli_help.py checks them against the students' option models).
-TRAIN_DEFAULTS: dict[str, dict[str, float | int]] = {
-    "batch_size": {"bi-encoder": 32, "cross-encoder": 1, "reasoning": 1},
-    "learning_rate": {"bi-encoder": 2e-05, "cross-encoder": 1e-04, "reasoning": 5e-05},
-    "max_length": {"cross-encoder": 128, "reasoning": 192},
-    "pointwise_weight": {"bi-encoder": 1.0},
-    "pairwise_weight": {"bi-encoder": 1.0, "reasoning": 0.4},
-    "listwise_weight": {"bi-encoder": 1.0, "reasoning": 0.4},
-    "generation_weight": {"reasoning": 0.2},
-    "negatives": {"bi-encoder": 0, "cross-encoder": 3, "reasoning": 2},
-    "hard_negatives": {"bi-encoder": 1, "cross-encoder": 8},
-    "distill_weight": {"bi-encoder": 1.0, "cross-encoder": 1.0},
-    "temperature": {"cross-encoder": 0.05},
-    "lexical_weight": {"cross-encoder": 0.0},
-    "start_epochs": {"cross-encoder": 0.0},
-    "max_reason_tokens": {"reasoning": 96},
+#: Which student kinds' defaults `train --help` quotes for each knob (the values are read from the
+#: option models in `r2r_synth.config`; a kind left out has no such knob, or a default that depends on
+#: the data, said in words beside it).
+_SHOWN: dict[str, tuple[str, ...]] = {
+    "batch_size": ("bi-encoder", "cross-encoder", "reasoning"),
+    "learning_rate": ("bi-encoder", "cross-encoder", "reasoning"),
+    "max_length": ("cross-encoder", "reasoning"),
+    "pointwise_weight": ("bi-encoder",),
+    "pairwise_weight": ("bi-encoder", "reasoning"),
+    "listwise_weight": ("bi-encoder", "reasoning"),
+    "generation_weight": ("reasoning",),
+    "negatives": ("bi-encoder", "cross-encoder", "reasoning"),
+    "hard_negatives": ("bi-encoder", "cross-encoder"),
+    "distill_weight": ("bi-encoder", "cross-encoder"),
+    "temperature": ("cross-encoder",),
+    "lexical_weight": ("cross-encoder",),
+    "start_epochs": ("cross-encoder",),
+    "max_reason_tokens": ("reasoning",),
 }
+_FIELD = {("reasoning", "max_length"): "max_doc_tokens"}  # the reasoning student counts document tokens
+
+
+def train_default(kind: str, knob: str) -> float | int:
+    """The default a `train` knob left unset takes for the student `kind`: its option model's."""
+    from r2r_synth.config import BiEncoderOptions, CrossEncoderOptions, ReasoningOptions
+
+    model = {"bi-encoder": BiEncoderOptions, "cross-encoder": CrossEncoderOptions, "reasoning": ReasoningOptions}[kind]
+    return model.model_fields[_FIELD.get((kind, knob), knob)].default
 
 
 #: The cross-encoder's teacher-label objectives while it distills an encoder's lists (its default).
@@ -70,7 +80,7 @@ _BASE_OWN = "the base's own bi-encoder"
 
 def _by_student(knob: str, *, also: str = "") -> str:
     """``32 bi-encoder, 1 cross-encoder, 1 reasoning``: a per-student default for `train --help`."""
-    return ", ".join([*(f"{v:g} {kind}" for kind, v in TRAIN_DEFAULTS[knob].items()), *([also] if also else [])])
+    return ", ".join([*(f"{train_default(kind, knob):g} {kind}" for kind in _SHOWN[knob]), *([also] if also else [])])
 
 
 def _teacher_loss_weight(loss: str, labels: str) -> Any:
