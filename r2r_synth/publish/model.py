@@ -110,6 +110,8 @@ def r2r_section(meta: R2RConfig, *, evaluation: EvaluationReport | None, dataset
     for src in corpus.get("sources", []):
         lines.append(f"- `{portable(src)}`")
         lines += _manifest_facts(src)
+    if config.get("split"):
+        lines.append(f"- split: `{config['split']}`")
     if config.get("qrels"):
         lines.append(f"- qrels: `{portable(config['qrels'])}`")
     lines += [f"- dataset on the Hub: [{d}](https://huggingface.co/datasets/{d})" for d in datasets]
