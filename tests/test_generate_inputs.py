@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
 from conftest import shared_data
 from test_generate import cfg, cli, lines, manifest, run
 
@@ -53,3 +54,24 @@ def test_cli_pairs_gold_without_a_pair_exits_2_with_the_fix(openai_server, tmp_p
     flat = " ".join(err.split())
     assert code == 2 and "--pairs gold finds no pair to compare" in flat and "fix: raise --depth" in flat
     assert not out.exists() and openai_server.requests == []
+
+
+def test_a_rerun_on_another_split_is_refused(openai_server, tmp_path):
+    from test_evaluate_first_stage import DOCS, QUERIES
+    from test_io_beir import jsonl
+
+    from r2r_synth.errors import ConfigError
+
+    root = tmp_path / "beir"
+    jsonl(root / "corpus.jsonl", [{"_id": d, "title": t, "text": x} for d, t, x in DOCS])
+    jsonl(root / "queries.jsonl", [{"_id": q, "text": t} for q, t in QUERIES])
+    (root / "qrels").mkdir()
+    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nt1\td1\t2\n")
+    (root / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nr1\td3\t1\n")
+    out = tmp_path / "run"
+    run(cfg(openai_server, out, input=str(root), split="train", depth=2, pairs="none"))
+    asked = len(openai_server.requests)
+    with pytest.raises(ConfigError, match=r"holds a run of split 'train'; this command reads split 'test'"):
+        run(cfg(openai_server, out, input=str(root), depth=2, pairs="none"))
+    assert len(openai_server.requests) == asked
+    run(cfg(openai_server, out, input=str(root), split="train", depth=2, pairs="none"))  # resumes

@@ -440,6 +440,15 @@ def check_same_job(config: GenerateConfig, run: RunDir) -> None:
     prev = run.read_manifest()
     if prev is None:
         return
+    was_split = (prev.config.get("read") or {}).get("split")
+    if was_split is not None:
+        from r2r_synth.io.candidates import describe_input
+
+        split = describe_input(config.input, qrels=config.qrels, split=config.split)["split"]
+        if split != was_split:  # another split's queries would join this one's in one corpus
+            raise ConfigError(f"{run.path} holds a run of split {was_split!r}; this command reads split {split!r}, "
+                              "which would mix two splits in one run (nothing was asked or written)",
+                              hint=f"rerun with --split {was_split} to resume it, or choose another --out")
     new = config.public_dict()
     changed = [f for f in JOB_FLAGS if f in prev.config and prev.config[f] != new.get(f)]
     if not changed:
