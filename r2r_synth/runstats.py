@@ -199,6 +199,10 @@ def _comparison(s: KindSummary, recs: list[ComparisonRecord]) -> None:
 def _listwise(s: KindSummary, recs: list[ListwiseRecord]) -> None:
     s.reasoning_words = [_words(i.reason) for r in recs for i in r.items if i.reason]
     _repeats(s, [i.reason for r in recs for i in r.items if i.reason])
+    if not recs:  # rejects only: no window to count
+        return
+    from r2r_synth import metrics
+
     n = max(len(r.documents) for r in recs)
     grid = [[0] * n for _ in range(n)]
     taus, var = [], 0.0
@@ -212,21 +216,14 @@ def _listwise(s: KindSummary, recs: list[ListwiseRecord]) -> None:
         s.window_docs += len(ranks)
         m = len(ranks)
         if m >= 2:
-            taus.append(kendall_tau(ranks))
+            # Kendall's tau between the window's order and the teacher's: 1 kept, -1 reversed.
+            taus.append(metrics.kendall_tau({str(i): i for i in range(m)}, {str(i): k for i, k in enumerate(ranks)}))
             var += 2 * (2 * m + 5) / (9 * m * (m - 1))  # variance of tau over random orders of m items
     s.position_rank = grid
     s.judged = sum(1 for r in recs if r.gold)
     if taus:
         s.mean_tau = sum(taus) / len(taus)
         s.tau_z = s.mean_tau / (math.sqrt(var) / len(taus))
-
-
-def kendall_tau(ranks: list[int]) -> float:
-    """Kendall's tau between positions 0..m-1 and `ranks` (distinct): 1 when the order is kept, -1 when
-    it is reversed."""
-    m = len(ranks)
-    s = sum((ranks[j] > ranks[i]) - (ranks[j] < ranks[i]) for i in range(m) for j in range(i + 1, m))
-    return s / (m * (m - 1) / 2)
 
 
 def binomial_p(k: int, n: int) -> float:

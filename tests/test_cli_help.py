@@ -101,16 +101,17 @@ def test_help_follows_the_terminal_up_to_80_columns(columns):
 
 
 def test_train_defaults_in_the_help_are_the_students_own():
-    """`train --help` states what each unset knob becomes; here those numbers meet the option models
-    the students resolve them with, so the help cannot drift from the code."""
-    from r2r_synth.cli.student import TRAIN_DEFAULTS
-    from r2r_synth.student.bi_encoder import BiEncoderOptions
-    from r2r_synth.student.cross_encoder import CrossEncoderOptions
-    from r2r_synth.student.reasoning.options import ReasoningOptions
+    """`train --help` states what each unset knob becomes, read from the option models in
+    `r2r_synth.config` that the students resolve them with: the help cannot drift from the code."""
+    from r2r_synth.cli.student import _SHOWN, _by_student
+    from r2r_synth.config import BiEncoderOptions, CrossEncoderOptions, ReasoningOptions
 
+    assert _by_student("batch_size") == (f"{BiEncoderOptions.model_fields['batch_size'].default:g} bi-encoder, "
+                                         f"{CrossEncoderOptions.model_fields['batch_size'].default:g} cross-encoder, "
+                                         f"{ReasoningOptions.model_fields['batch_size'].default:g} reasoning")
+    assert "192 reasoning" in _by_student("max_length")  # the reasoning student's max_doc_tokens
     models = {"bi-encoder": BiEncoderOptions, "cross-encoder": CrossEncoderOptions, "reasoning": ReasoningOptions}
-    field = {("reasoning", "max_length"): "max_doc_tokens"}
-    for knob, per_kind in TRAIN_DEFAULTS.items():
-        for kind, shown in per_kind.items():
-            name = field.get((kind, knob), knob)
-            assert models[kind].model_fields[name].default == shown, (knob, kind)
+    for knob, kinds in _SHOWN.items():
+        for kind in kinds:
+            name = "max_doc_tokens" if (kind, knob) == ("reasoning", "max_length") else knob
+            assert f"{models[kind].model_fields[name].default:g} {kind}" in _by_student(knob), (knob, kind)

@@ -82,11 +82,29 @@ def test_bad_rows_become_rejects_with_file_line_and_raw(tmp_path):
     assert m.counts["listwise"].rejects == 3 and m.extra["reject_reasons"] == {"invalid R2R row": 3}
 
 
-def test_a_file_that_is_not_jsonl_leaves_nothing_written(tmp_path):
-    src = write_rows(tmp_path / "broken.jsonl", [good_row("1"), "{not json"])
-    with pytest.raises(InputError, match=r"broken.jsonl:2: not valid JSON"):
-        import_r2r([src], out=tmp_path / "run")
-    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == []
+def test_a_torn_line_is_a_reject_with_file_line_and_one_line_reason(tmp_path):
+    src = write_rows(tmp_path / "broken.jsonl", [good_row("1"), '{"query": "cut sho', [1, 2],
+                                                 {k: v for k, v in good_row("3").items() if k != "qid"}])
+    res = import_r2r([src], out=tmp_path / "run")
+    assert (res.records, res.rejects) == (1, 3)
+    reasons = [r.reason for r in read_jsonl(tmp_path / "run" / "rejects.jsonl", Reject)]
+    assert reasons[0].startswith(f"{src}:2: not valid JSON (")
+    assert reasons[1] == f"{src}:3: expected a JSON object, got list"
+    assert reasons[2] == f"{src}:4: not a valid R2R listwise row: qid: Field required"
+    assert all("\n" not in r and "pydantic.dev" not in r for r in reasons)
+
+
+@pytest.mark.parametrize(("rows", "match"), [
+    (["{not json", {"_id": "d1", "text": "a BEIR corpus line"}],
+     r"foreign.jsonl: none of its 2 lines is an R2R listwise row \(the first: .*foreign.jsonl:1: not valid JSON"),
+    ([], r"foreign.jsonl: the file is empty; nothing was imported"),
+])
+def test_a_file_without_a_usable_row_exits_2_and_writes_nothing(tmp_path, rows, match):
+    good = write_rows(tmp_path / "good.jsonl", [good_row("1")])
+    src = write_rows(tmp_path / "foreign.jsonl", rows)
+    with pytest.raises(InputError, match=match):
+        import_r2r([good, src], out=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
 
 
 def test_existing_run_needs_overwrite_and_name_must_say_imported(tmp_path):

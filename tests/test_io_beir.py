@@ -99,15 +99,18 @@ def test_bm25_score_all_is_the_search_scores_as_a_matrix():
 # --------------------------------------------------------------------------- BEIR directories
 
 
-def test_beir_dir_all_queries_kept_with_merged_qrels(beir_dir, caplog):
-    cands = load_candidates(beir_dir, depth=2)
-    assert [c.query.qid for c in cands] == ["q1", "q2", "q3"]
-    assert cands[0].documents[0].docid == "d3" and cands[0].documents[0].title == "Fleas"
-    assert [len(c.documents) for c in cands] == [1, 2, 0]  # only matching documents, at most depth
-    assert cands[1].scores[0] > cands[1].scores[1] > 0
-    assert cands[0].qrels == {"d3": 2} and cands[1].qrels == {"d1": 1} and cands[2].qrels == {}
-    # q3 matches nothing: kept (an evaluation must count it) and reported.
-    assert cands[2].documents == []
+def test_beir_dir_reads_one_split_with_its_qrels(beir_dir, tmp_path, caplog):
+    # test by default (the train split's q2 is not scored beside it); see test_io_splits.py
+    [c] = load_candidates(beir_dir, depth=2)
+    assert c.query.qid == "q1" and c.documents[0].docid == "d3" and c.documents[0].title == "Fleas"
+    assert c.qrels == {"d3": 2}
+    [c] = load_candidates(beir_dir, depth=2, split="train")
+    assert c.query.qid == "q2" and c.qrels == {"d1": 1} and c.scores[0] > c.scores[1] > 0
+    # With qrels of its own, every query is kept; q3 matches nothing: kept (an evaluation must count it).
+    every = tmp_path / "all.txt"
+    every.write_text("q1 0 d3 2\nq2 0 d1 1\nq3 0 d4 1\n")
+    cands = load_candidates(beir_dir, depth=2, qrels=every)
+    assert [len(c.documents) for c in cands] == [1, 2, 0] and cands[2].documents == []
     assert "1 of 3 queries have no candidates (qids q3)" in caplog.text
 
 

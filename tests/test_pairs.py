@@ -7,6 +7,8 @@ import pytest
 from r2r_synth.errors import ConfigError
 from r2r_synth.pairs import (
     check_pairs_possible,
+    gold_grades,
+    gold_pairs_summary,
     in_shard,
     parse_shard,
     select_documents,
@@ -61,6 +63,25 @@ def test_gold_needs_qrels():
     with pytest.raises(ConfigError, match="--pairs gold needs gold labels"):
         check_pairs_possible([cands(3)], "gold")
     check_pairs_possible([cands(3, qrels={"d1": 1})], "gold")
+
+
+def test_positive_only_qrels_count_unjudged_candidates_as_zero():
+    # BEIR-style qrels list only relevant documents: the unjudged top-K candidates are grade 0
+    c = cands(4, qrels={"d3": 1})
+    assert ids(select_pairs(c, strategy="gold", depth=4)) == [("d1", "d3"), ("d2", "d3"), ("d3", "d4")]
+    assert gold_grades(c, c.documents) == [0, 0, 1, 0]
+    summary = gold_pairs_summary([c, cands(4, qrels={"d1": 2, "d2": 0}, qid="q2")], depth=3)
+    assert summary["queries_unjudged_as_0"] == 1 and summary["candidates_unjudged_as_0"] == 2
+    assert "count as grade 0" in summary["rule"]
+
+
+def test_gold_without_any_pair_is_refused_with_the_fix():
+    # the only relevant document sits below the depth: every top-2 candidate is grade 0
+    with pytest.raises(ConfigError, match=r"--pairs gold finds no pair to compare: no query of the 1 has two "
+                                          r"candidates of different gold grades in its top 2") as e:
+        check_pairs_possible([cands(4, qrels={"d4": 1})], "gold", depth=2)
+    assert "raise --depth" in str(e.value)
+    check_pairs_possible([cands(4, qrels={"d4": 1})], "gold", depth=4)
 
 
 def test_shards_partition_the_queries_deterministically():

@@ -255,3 +255,21 @@ def test_cli_says_why_the_default_optimize_report_is_left_out(tmp_path):
                           check=False, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "not an ISO 639 language code" in proc.stderr
     assert not (tmp_path / "hub2").exists()
+
+
+def test_card_names_no_teacher_host_and_says_what_was_read(tmp_path):
+    run = make_run(tmp_path / "run", queries=3, kinds=("direct",))
+    m = json.loads((run / "manifest.json").read_text())
+    m["command"] = ("r2r-synth generate -i data/scifact --split train -o run -t hosted_vllm/qwen "
+                    "--api-base http://gpu-17.lab.internal:8000/v1 --prompt-api-base=https://10.1.2.3/v1")
+    m["config"] = {"input": "data/scifact", "api_base": "http://gpu-17.lab.internal:8000/v1",
+                   "read": {"split": "train", "queries": [f"{tmp_path}/data/scifact/queries.train.jsonl"],
+                            "qrels": ["data/scifact/qrels.train.tsv"]}}
+    (run / "manifest.json").write_text(json.dumps(m))
+    text = card(run, tmp_path / "hub", command="r2r-synth publish run --repo-id alice/x --license mit "
+                                               "--api-base http://gpu-17.lab.internal:8000/v1")
+    assert "gpu-17" not in text and "lab.internal" not in text and "10.1.2.3" not in text and "api-base" not in text
+    assert "`r2r-synth generate -i data/scifact --split train -o run -t hosted_vllm/qwen`" in text
+    assert ("- **Read:** split `train`; queries `.../queries.train.jsonl`; qrels `data/scifact/qrels.train.tsv`"
+            in text)
+    assert str(tmp_path) not in text

@@ -77,8 +77,8 @@ def test_dry_run_folder_loads_and_its_card_names_the_base_and_holds_the_evaluati
     assert meta["library_name"] == "sentence-transformers" and "r2r-synth" in meta["tags"]
     assert meta["datasets"] == ["alice/scifact-r2r"]
     assert "| student | 0.6612 | 0.9031 |" in card and "| bm25 | 0.5058 | 0.8233 |" in card
-    assert "43 judged queries of `bm25_top100.json`" in card
-    assert "qrels: `qrels.txt`" in card and "`cands.json`" in card  # the corpus, as its file names
+    assert "43 judged queries of `.../bm25_top100.json`, qrels `.../qrels.txt`, top 100 reranked" in card
+    assert "qrels: `.../qrels.txt`" in card and "`.../cands.json`" in card  # the corpus, as its file names
     assert res.evaluation["student"]["nDCG@10"] == pytest.approx(0.6612)
     assert "checkpoints" not in res.files and "README.md" in res.files and "r2r_config.json" in res.files
 
@@ -94,8 +94,8 @@ def test_no_local_absolute_path_reaches_card_or_config(students, evaluation, tmp
     assert str(students["cross-encoder"].parent) not in text and "/home/someone" not in text
     assert str(Path(sys.prefix)) not in text and "site-packages" not in text
     meta = json.loads((out / "r2r_config.json").read_text())
-    assert meta["base"] == Path(meta["base"]).name  # the tiny base's local directory, as its name only
-    assert portable({"a": ["/x/y/z.jsonl", "rel/p", "org/model"]}) == {"a": ["z.jsonl", "rel/p", "org/model"]}
+    assert meta["base"] == f".../{Path(meta['base']).name}"  # the tiny base's local directory, as its name only
+    assert portable({"a": ["/x/y/z.jsonl", "rel/p", "org/model"]}) == {"a": [".../z.jsonl", "rel/p", "org/model"]}
 
 
 def test_push_goes_through_hfapi_and_no_token_reaches_the_files(students, tmp_path, monkeypatch):
@@ -143,7 +143,9 @@ def test_bad_arguments_are_input_errors(students, tmp_path):
     assert not (tmp_path / "o").exists()
     reasoner = tmp_path / "reasoner"
     reasoner.mkdir()
-    (reasoner / "r2r_config.json").write_text(json.dumps({"student": "reasoning", "base": "x"}))
+    (reasoner / "r2r_config.json").write_text(json.dumps(
+        {"student": "reasoning", "base": "x", "r2r_synth_version": "0.1.0", "options": {}, "config": {}, "corpus": {},
+         "training": {}}))
     with pytest.raises(InputError, match="publish writes sentence-transformers model cards"):
         publish_model(reasoner, repo_id="alice/x", license="mit", dry_run=True, out=tmp_path / "o")
 

@@ -316,3 +316,19 @@ def test_rejects_are_named_a_problem_when_many_and_an_unreadable_input_always(tm
             == found["high reject rate"].text)
     assert found["unreadable input"].text.startswith("Unreadable input: 1 input line could not be read and was asked nothing")
     assert "rejects" in res.plots  # the rejects plot of a run is kept whatever kinds it holds
+
+
+def test_a_run_of_rejects_only_is_reported_and_an_empty_one_refused(tmp_path):
+    # listwise rejects and no listwise record: the summary has nothing to rank, and says so
+    src = tmp_path / "r2r.jsonl"
+    good = {"query": "q", "qid": "1", "unsorted_docs": ["a", "b"], "re_rank_id": [2, 1]}
+    src.write_text(json.dumps(good) + "\n" + json.dumps({**good, "re_rank_id": [1, 1]}) + "\n")
+    run = tmp_path / "run"
+    import_r2r([src], out=run)
+    (run / "listwise.jsonl").write_text("")
+    res = build_report(run, out=tmp_path / "rep")
+    assert res.html.is_file() and "rejects" in res.plots and res.missing["labels"] == "no records"
+    (run / "rejects.jsonl").write_text("")
+    with pytest.raises(InputError, match=r"run: the run holds no record and no reject, so there is nothing to report"):
+        build_report(run, out=tmp_path / "rep2")
+    assert not (tmp_path / "rep2").exists()

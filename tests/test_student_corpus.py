@@ -146,3 +146,18 @@ def test_limit_keeps_the_first_queries(tmp_path):
     f.write_text("".join(json.dumps(_r2r_row(str(i))) + "\n" for i in range(5)))
     view = load_training_view([f]).limit(2)
     assert [q.qid for q in view.queries] == ["0", "1"] and view.summary()["listwise_records"] == 2
+
+
+def test_a_beir_directory_trains_on_one_split_of_its_own_qrels(tmp_path):
+    root = tmp_path / "beir"
+    (root / "qrels").mkdir(parents=True)
+    (root / "corpus.jsonl").write_text("".join(json.dumps({"_id": d, "title": "", "text": t}) + "\n" for d, t in [
+        ("d1", "cats purr when content"), ("d2", "flea life cycle"), ("d3", "dogs bark at fleas")]))
+    (root / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in [
+        ("q1", "why do cats purr"), ("q2", "flea life cycle")]))
+    (root / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq2\td2\t1\n")
+    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    view = load_training_view([root], split="train")  # no --qrels: the directory's own, one split
+    assert [q.qid for q in view.queries] == ["q2"]
+    view = load_training_view([root])  # the default split, test
+    assert [q.qid for q in view.queries] == ["q1"]

@@ -71,30 +71,15 @@ def schema(kind: Annotated[SchemaKind, typer.Argument(help="Record kind.")]) -> 
     typer.echo(json.dumps(RECORD_KINDS[kind.value].model_json_schema(), indent=2))
 
 
-def _portable(arg: str) -> str:
-    """An absolute path as it reads from the current directory (or from ~), so a command quoted in a
-    manifest or a dataset card does not carry the machine's directory layout."""
-    import os
-
-    head, sep, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
-    if not os.path.isabs(value):
-        return arg
-    cwd, home = os.getcwd(), os.path.expanduser("~")
-    if value == cwd or value.startswith(cwd + os.sep):
-        value = os.path.relpath(value, cwd)
-    elif home not in ("", "/") and value.startswith(home + os.sep):
-        value = "~" + value[len(home):]
-    return f"{head}{sep}{value}"
-
-
 def _command_line(*secrets: str | None) -> str:
     """The command as typed, with secret values (API keys, --token) replaced by '***' and absolute
-    paths made relative to the current directory (or ~)."""
+    paths made portable (`r2r_synth.paths`: relative to the current directory, else `.../<name>`)."""
     import shlex
 
     from r2r_synth.config import scrub
+    from r2r_synth.paths import portable_arg
 
-    return scrub(shlex.join(["r2r-synth", *map(_portable, sys.argv[1:])]), extra=[s for s in secrets if s])
+    return scrub(shlex.join(["r2r-synth", *map(portable_arg, sys.argv[1:])]), extra=[s for s in secrets if s])
 
 
 # ----------------------------------------------------------------- entry point

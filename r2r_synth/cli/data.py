@@ -10,6 +10,7 @@ import typer
 
 from r2r_synth.cli.app import _command_line, app
 from r2r_synth.cli.options import OutOpt, ProgramsDirOpt, RunDirArg, SeedOpt
+from r2r_synth.config import DEFAULT_PROGRAMS_DIR
 
 
 @app.command()
@@ -46,7 +47,7 @@ def publish(
                      "programs (default: <programs-dir>/optimize_report.json when it exists).", exists=True,
                      dir_okay=False),
     ] = None,
-    programs_dir: ProgramsDirOpt = Path("programs"),
+    programs_dir: ProgramsDirOpt = DEFAULT_PROGRAMS_DIR,
     evaluation: Annotated[
         Path | None,
         typer.Option("--evaluation", exists=True, dir_okay=False,

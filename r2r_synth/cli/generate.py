@@ -20,9 +20,11 @@ from r2r_synth.cli.options import (
     ProgramsDirOpt,
     QrelsOpt,
     SeedOpt,
+    SplitOpt,
     TeacherOpt,
     TimeoutOpt,
 )
+from r2r_synth.config import DEFAULT_PROGRAMS_DIR
 
 # ----------------------------------------------------------------- generate / merge
 
@@ -39,6 +41,7 @@ def generate(
     input: InputOpt,
     out: OutOpt,
     qrels: QrelsOpt = None,
+    split: SplitOpt = None,
     limit: LimitOpt = None,
     teacher: TeacherOpt = None,
     api_base: ApiBaseOpt = None,
@@ -49,7 +52,7 @@ def generate(
     transport: Annotated[str, typer.Option("--transport", metavar="[auto|litellm|http]", help="auto: a direct pooled HTTP client for "
                                            "OpenAI-compatible servers given by --api-base, LiteLLM otherwise; "
                                            "litellm: always litellm.acompletion; http: always direct.")] = "auto",
-    programs_dir: ProgramsDirOpt = Path("programs"),
+    programs_dir: ProgramsDirOpt = DEFAULT_PROGRAMS_DIR,
     depth: Annotated[int, typer.Option("--depth", "-k", min=1, help="Top K candidates per query get direct "
                                        "reasoning; pairs are chosen within them; --listwise windows rank "
                                        "them.")] = 10,
@@ -144,7 +147,7 @@ def generate(
     from r2r_synth.generate import generate as run_generate
 
     config = GenerateConfig(
-        input=input, out=out, qrels=qrels, limit=limit, teacher=teacher, api_base=api_base, api_key=api_key,
+        input=input, out=out, qrels=qrels, split=split, limit=limit, teacher=teacher, api_base=api_base, api_key=api_key,
         router=router, transport=transport, programs_dir=programs_dir, depth=depth, direct=direct,
         pairs=pairs.value if pairs is not None else None, listwise=listwise, window=window, stride=stride,
         repair=repair, max_passage_words=max_passage_words,
@@ -273,6 +276,12 @@ def _print_run_summary(run_dir: Path) -> None:
         console.print(f"{cut['count']} documents were cut to --max-doc-chars {cut['max_doc_chars']} "
                       f"(the longest had {cut['longest_chars']:,})", highlight=False)
     _print_batches(m.extra.get("batches"))
+    gold = m.extra.get("gold_pairs") or {}
+    if gold.get("queries_unjudged_as_0"):
+        n = gold["queries_unjudged_as_0"]
+        console.print(f"--pairs gold: {gold['candidates_unjudged_as_0']} unjudged candidates of {n} "
+                      f"quer{'y' if n == 1 else 'ies'} with positive-only qrels counted as grade 0",
+                      highlight=False, soft_wrap=True)
     lw = m.extra.get("listwise")
     if lw:
         c = m.counts.get("listwise")

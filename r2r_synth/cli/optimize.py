@@ -20,9 +20,11 @@ from r2r_synth.cli.options import (
     ProgramsDirOpt,
     QrelsOpt,
     SeedOpt,
+    SplitOpt,
     TeacherOpt,
     TimeoutOpt,
 )
+from r2r_synth.config import DEFAULT_PROGRAMS_DIR
 
 # ----------------------------------------------------------------- optimize
 
@@ -50,6 +52,7 @@ class ProgramChoice(str, Enum):
 def optimize(
     input: InputOpt,
     qrels: QrelsOpt = None,
+    split: SplitOpt = None,
     limit: LimitOpt = None,
     depth: Annotated[int, typer.Option("--depth", min=1, help="Top K candidates per query form the labeled set.")] = 10,
     teacher: TeacherOpt = None,
@@ -86,7 +89,7 @@ def optimize(
                                                    "nDCG@10).")] = (
         ProgramChoice.both
     ),
-    programs_dir: ProgramsDirOpt = Path("programs"),
+    programs_dir: ProgramsDirOpt = DEFAULT_PROGRAMS_DIR,
     report_path: Annotated[
         Path | None, typer.Option("--report", help="Report JSON (default: <programs-dir>/optimize_report.json; "
                                   "with --evaluate-only none is written unless this is given).", dir_okay=False)
@@ -124,7 +127,7 @@ def optimize(
     from r2r_synth.optimize import COUNTS, run_optimize
 
     cfg = OptimizeConfig(
-        input=input, qrels=qrels, limit=limit, depth=depth, teacher=teacher, api_base=api_base, api_key=api_key,
+        input=input, qrels=qrels, split=split, limit=limit, depth=depth, teacher=teacher, api_base=api_base, api_key=api_key,
         prompt_model=prompt_model, prompt_api_base=prompt_api_base, optimizer=optimizer.value,
         auto=auto.value if auto else None, max_calls=max_calls, max_demos=max_demos, labeled_demos=labeled_demos,
         candidates=candidates, program=program.value, programs_dir=programs_dir, report=report_path, seed=seed,

@@ -16,13 +16,19 @@ InputOpt = Annotated[
         "--input",
         "-i",
         help="Candidates: RankGPT JSON, JSONL of candidate lists, a BEIR directory, a TREC collection "
-        "directory, or an ir_datasets id (e.g. irds:msmarco-passage/trec-dl-2019/judged).",
+        "directory, an ir_datasets id (e.g. irds:msmarco-passage/trec-dl-2019/judged), or BRIGHT (bright:DOMAIN).",
     ),
 ]
 QrelsOpt = Annotated[
     Path | None,
     typer.Option("--qrels", help="TREC qrels (qid Q0 docid grade) or BEIR qrels TSV, when labels come separately.",
                  exists=True, dir_okay=False),
+]
+SplitOpt = Annotated[
+    str | None,
+    typer.Option("--split", metavar="NAME", show_default="test, else the only split",
+                 help="The split of a BEIR directory (its qrels/NAME.tsv), or the domain of a local BRIGHT copy. "
+                 "Several splits and no --split is refused; splits are never mixed."),
 ]
 LimitOpt = Annotated[int | None, typer.Option("--limit", min=1, show_default="every query",
                                               help="Only the first N queries.")]

@@ -24,8 +24,10 @@ from r2r_synth.cli.options import (
     ProgramsDirOpt,
     QrelsOpt,
     SeedOpt,
+    SplitOpt,
     TimeoutOpt,
 )
+from r2r_synth.config import DEFAULT_PROGRAMS_DIR
 
 # ----------------------------------------------------------------- train / evaluate / rerank
 
@@ -41,24 +43,34 @@ class LabelSource(str, Enum):
     gold = "gold"
 
 
-#: What a knob of `train` left unset becomes, per student kind (shown by `train --help`;
-#: tests/test_cli_help.py checks them against the students' option models).
-TRAIN_DEFAULTS: dict[str, dict[str, float | int]] = {
-    "batch_size": {"bi-encoder": 32, "cross-encoder": 1, "reasoning": 1},
-    "learning_rate": {"bi-encoder": 2e-05, "cross-encoder": 1e-04, "reasoning": 5e-05},
-    "max_length": {"cross-encoder": 128, "reasoning": 192},
-    "pointwise_weight": {"bi-encoder": 1.0},
-    "pairwise_weight": {"bi-encoder": 1.0, "reasoning": 0.4},
-    "listwise_weight": {"bi-encoder": 1.0, "reasoning": 0.4},
-    "generation_weight": {"reasoning": 0.2},
-    "negatives": {"bi-encoder": 0, "cross-encoder": 3, "reasoning": 2},
-    "hard_negatives": {"bi-encoder": 1, "cross-encoder": 8},
-    "distill_weight": {"bi-encoder": 1.0, "cross-encoder": 1.0},
-    "temperature": {"cross-encoder": 0.05},
-    "lexical_weight": {"cross-encoder": 0.0},
-    "start_epochs": {"cross-encoder": 0.0},
-    "max_reason_tokens": {"reasoning": 96},
+#: Which student kinds' defaults `train --help` quotes for each knob (the values are read from the
+#: option models in `r2r_synth.config`; a kind left out has no such knob, or a default that depends on
+#: the data, said in words beside it).
+_SHOWN: dict[str, tuple[str, ...]] = {
+    "batch_size": ("bi-encoder", "cross-encoder", "reasoning"),
+    "learning_rate": ("bi-encoder", "cross-encoder", "reasoning"),
+    "max_length": ("cross-encoder", "reasoning"),
+    "pointwise_weight": ("bi-encoder",),
+    "pairwise_weight": ("bi-encoder", "reasoning"),
+    "listwise_weight": ("bi-encoder", "reasoning"),
+    "generation_weight": ("reasoning",),
+    "negatives": ("bi-encoder", "cross-encoder", "reasoning"),
+    "hard_negatives": ("bi-encoder", "cross-encoder"),
+    "distill_weight": ("bi-encoder", "cross-encoder"),
+    "temperature": ("cross-encoder",),
+    "lexical_weight": ("cross-encoder",),
+    "start_epochs": ("cross-encoder",),
+    "max_reason_tokens": ("reasoning",),
 }
+_FIELD = {("reasoning", "max_length"): "max_doc_tokens"}  # the reasoning student counts document tokens
+
+
+def train_default(kind: str, knob: str) -> float | int:
+    """The default a `train` knob left unset takes for the student `kind`: its option model's."""
+    from r2r_synth.config import BiEncoderOptions, CrossEncoderOptions, ReasoningOptions
+
+    model = {"bi-encoder": BiEncoderOptions, "cross-encoder": CrossEncoderOptions, "reasoning": ReasoningOptions}[kind]
+    return model.model_fields[_FIELD.get((kind, knob), knob)].default
 
 
 #: The cross-encoder's teacher-label objectives while it distills an encoder's lists (its default).
@@ -68,7 +80,7 @@ _BASE_OWN = "the base's own bi-encoder"
 
 def _by_student(knob: str, *, also: str = "") -> str:
     """``32 bi-encoder, 1 cross-encoder, 1 reasoning``: a per-student default for `train --help`."""
-    return ", ".join([*(f"{v:g} {kind}" for kind, v in TRAIN_DEFAULTS[knob].items()), *([also] if also else [])])
+    return ", ".join([*(f"{train_default(kind, knob):g} {kind}" for kind in _SHOWN[knob]), *([also] if also else [])])
 
 
 def _teacher_loss_weight(loss: str, labels: str) -> Any:
@@ -101,6 +113,7 @@ def train(
     qrels: Annotated[Path | None, typer.Option("--qrels", exists=True, dir_okay=False,
                                                help="Human labels (TREC or BEIR qrels) for the candidate inputs of "
                                                "--corpus: train on them with --labels gold.")] = None,
+    split: SplitOpt = None,
     depth: Annotated[int | None, typer.Option("--depth", min=1, help="Candidate inputs: the top K candidates per "
                                               "query (BM25 depth for BEIR/TREC directories; default 100).")] = None,
     epochs: Annotated[float, typer.Option("--epochs", min=0.0, help="Passes over the corpus.")] = 1.0,
@@ -174,7 +187,8 @@ def train(
     from r2r_synth.student.train import train as run_train
 
     config = TrainConfig(
-        student=student.value, corpus=corpus, out=out, base=base, qrels=qrels, depth=depth, epochs=epochs,
+        student=student.value, corpus=corpus, out=out, base=base, qrels=qrels, split=split, depth=depth,
+        epochs=epochs,
         max_steps=max_steps,
         max_minutes=max_minutes,
         batch_size=batch_size, learning_rate=learning_rate, max_length=max_length, limit=limit,
@@ -218,6 +232,7 @@ def evaluate(
                      "the baseline of the paired tests."),
     ],
     qrels: QrelsOpt = None,
+    split: SplitOpt = None,
     out: OutOpt = Path("outputs/evaluation"),
     limit: LimitOpt = None,
     depth: Annotated[int, typer.Option("--depth", min=1, help="Rerank the top K candidates of each query; the "
@@ -236,7 +251,7 @@ def evaluate(
     api_key: ApiKeyOpt = None,
     timeout: TimeoutOpt = None,
     max_retries: MaxRetriesOpt = None,
-    programs_dir: ProgramsDirOpt = Path("programs"),
+    programs_dir: ProgramsDirOpt = DEFAULT_PROGRAMS_DIR,
     concurrency: ConcurrencyOpt = 8,
     device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, ... (default: best available).")] = None,
 ) -> None:
@@ -250,7 +265,7 @@ def evaluate(
     from r2r_synth.evaluate import CHART_FILE, EVALUATION_FILE, PER_QUERY_FILE
     from r2r_synth.evaluate import evaluate as run_evaluate
 
-    config = EvaluateConfig(input=input, qrels=qrels, systems=system, out=out, limit=limit, depth=depth,
+    config = EvaluateConfig(input=input, qrels=qrels, split=split, systems=system, out=out, limit=limit, depth=depth,
                             test=test.value, permutations=permutations, seed=seed,
                             batch_size=batch_size, api_base=api_base, api_key=api_key, timeout=timeout,
                             max_retries=max_retries, programs_dir=programs_dir, concurrency=concurrency, device=device,
@@ -272,6 +287,10 @@ def evaluate(
         say(console, "evaluate", f"reading {input} and opening {len(system)} systems")
         ev = run_evaluate(config, on_query=on_query)
     rep = ev.report
+    if rep.get("split"):  # a BEIR directory: which split was scored, and from which files
+        default = "" if split else ", the default: --split chooses another"
+        say(console, "evaluate", f"scored split {rep['split']}{default} (qrels {rep['qrels']}; queries "
+            f"{', '.join(rep['queries_files'])})")
     rows = rep["systems"]
     sig = rep["significance"]
     unchanged = rep["unchanged_by_reranking"]["measures"]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from r2r_synth.artifacts import EVALUATION_FILE, EvaluationReport
 from r2r_synth.atomic import check_dir_target, write_json_atomic, write_text_atomic
 from r2r_synth.config import EvaluateConfig
 from r2r_synth.errors import ConfigError, InputError, TeacherError
@@ -21,7 +22,6 @@ from r2r_synth.schemas import Candidates, utcnow
 
 log = logging.getLogger(__name__)
 
-EVALUATION_FILE = "evaluation.json"
 PER_QUERY_FILE = "per_query.tsv"
 CHART_FILE = "evaluation.png"
 TESTS = {
@@ -87,7 +87,8 @@ def _load(config: EvaluateConfig) -> list[Candidates]:
     # Every candidate stays in the run; only a corpus-only input (BEIR, TREC collection, irds
     # without scoreddocs) needs a depth, its BM25 depth: at least the reranking depth.
     first_stage = None if Path(config.input).is_file() else max(config.depth or DEFAULT_DEPTH, DEFAULT_DEPTH)
-    return load_candidates(config.input, qrels=config.qrels, limit=config.limit, depth=first_stage)
+    return load_candidates(config.input, qrels=config.qrels, limit=config.limit, depth=first_stage,
+                           split=config.split)
 
 
 def evaluate(config: EvaluateConfig, *, on_query: Callable[[str], None] | None = None) -> Evaluation:
@@ -120,9 +121,15 @@ def evaluate(config: EvaluateConfig, *, on_query: Callable[[str], None] | None =
                                  on_query=on_query))
     significance = _significance(results, [m for m in config.measures if m not in unchanged], config=config)
     lengths = [len(c.documents) for c in cands]
+    from r2r_synth.io.candidates import describe_input
+
+    read = describe_input(config.input, qrels=config.qrels, split=config.split)
     report = {
         "input": str(config.input),
-        "qrels": str(config.qrels) if config.qrels else None,
+        # The files actually read: a BEIR directory's one split, never every qrels file it holds.
+        "split": read["split"],
+        "queries_files": read["queries"],
+        "qrels": ", ".join(read["qrels"]) or None,
         "queries": len(cands),
         "judged_queries": len(qrels),
         "depth": config.depth,
@@ -136,6 +143,8 @@ def evaluate(config: EvaluateConfig, *, on_query: Callable[[str], None] | None =
         "created_at": utcnow().isoformat(),
         "config": config.public_dict(),
     }
+    # The report's shape is the `EvaluationReport` schema that `report` and `publish` read it with.
+    EvaluationReport.model_validate(report)
     _write(out, report, results, ranked, cands)
     return Evaluation(results=results, out=out, report=report)
 

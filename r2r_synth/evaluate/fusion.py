@@ -10,8 +10,10 @@ query are not used (`outside_candidates`). Every count is in `evaluation.json`; 
 
 - `rrf` (the default): reciprocal rank fusion, ``sum_s W_s / (60 + rank_s(d))`` (Cormack, Clarke &
   Buettcher, SIGIR 2009; k = 60 as there and in ranx);
-- `combsum`: ``sum_s W_s * minmax_s(d)``, each system's scores min-max normalized within the query
-  (Fox & Shaw 1994; a document a run file lacks counts 0).
+- `combsum`: ``sum_s W_s * minmax_s(d)``, each system's own scores min-max normalized over the
+  query's top `--depth` candidates (Fox & Shaw 1994; a document a run file lacks counts 0). `bm25`'s
+  scores are the first stage's: BM25's real scores for a corpus-only input (the input's `scores`
+  otherwise; minus the rank only for an input without scores).
 
 Weights (`*W`, default 1) are fixed on the command line; none is fitted on the evaluated queries.
 A query any member left out (a failed teacher call) leaves the fusion too. Ties fall back to the

@@ -6,7 +6,8 @@ The run's scores are the system's own (rounded to the 6 decimals a TREC run keep
 unit of the last decimal where they would tie with or rise above the document ranked just before:
 every reader (ir-measures, trec_eval) then sees exactly the order measured here, where ties in a
 system's scores keep the first-stage order instead of trec_eval's docid order. The candidates below
-the depth follow in first-stage order, 1.0 apart, below the last reranked one.
+the depth follow in first-stage order, 1.0 apart, below the last reranked one; the first stage's own
+run (`bm25`) keeps its scores there too, so `run.bm25.trec` holds the first stage's scores throughout.
 """
 
 from __future__ import annotations
@@ -36,11 +37,16 @@ class RankedRun:
     pairs: int = 0
 
 
-def run_scores(top: TopK, tail: Sequence[Document]) -> dict[str, float]:
+def run_scores(top: TopK, tail: Sequence[Document], *, tail_scores: Sequence[float] | None = None
+               ) -> dict[str, float]:
     """The run of one query: `top` in its order with its scores made strictly decreasing at 6
-    decimals, then `tail` in its order below (see the module docstring)."""
+    decimals, then `tail` in its order below (see the module docstring), with `tail_scores` where
+    given (the first stage's own scores), else 1.0 apart."""
     out: dict[str, float] = {}
     prev: int | None = None
+    if tail_scores is not None:
+        top = [*top, *zip((d.docid for d in tail), tail_scores)]
+        tail = ()
     for docid, raw in top:
         units = _units(raw)
         if units is None or (prev is not None and units >= prev):
@@ -81,7 +87,8 @@ def rerank_candidates(system: System, cands: Sequence[Candidates], *, depth: int
             out.left_out.append(c.query.qid)
         else:
             out.tops[c.query.qid] = top
-            out.run[c.query.qid] = run_scores(top, tail)
+            own = c.scores[k:] if system.first_stage and c.scores is not None else None
+            out.run[c.query.qid] = run_scores(top, tail, tail_scores=own)
         if on_query:
             on_query()
     return out

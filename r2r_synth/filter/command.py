@@ -130,6 +130,9 @@ def filter_run(cfg: FilterConfig, *, command: str = "") -> FilterResult:
     parent_lock = src.lock(command=command) if os.access(src.path, os.W_OK) else nullcontext()
     with parent_lock:
         run = src.load()
+        if not any(run.records.values()):
+            raise InputError(f"{src.path}: the run holds no record, so there is nothing to filter",
+                             hint="filter a run that `generate` or `import` wrote records into")
         _check_records(src, run.records, rules)
         snapshots = src.program_snapshots()
     funnel = run_funnel(run.records, rules)

@@ -55,6 +55,7 @@ from r2r_synth.generate.windows import (
     window_response_format,
 )
 from r2r_synth.io.jsonl import describe_validation
+from r2r_synth.pairs import gold_grades
 from r2r_synth.rundir import Journal, RunDir
 from r2r_synth.schemas import (
     ComparisonAnswer,
@@ -446,11 +447,13 @@ class Engine:
             waiting = [f for f in failures if isinstance(f, Deferred)]
             raise (retryable or waiting or failures)[0]
         swapped = ba.model_copy(update={"preferred": "B" if ba.preferred == "A" else "A"})
+        # A gold pair carries the grades it was chosen on (an unjudged candidate of positive-only qrels: 0).
+        gold_a, gold_b = (gold_grades(job.cand, [a, b]) if job.strategy == "gold"
+                          else (job.cand.qrels.get(a.docid), job.cand.qrels.get(b.docid)))
         try:
             return ComparisonRecord(
                 key=job.key, query=q, doc_a=a, doc_b=b, reasoning=ab.reasoning, preferred=ab.preferred,
-                confidence=ab.confidence, swapped=swapped, gold_a=job.cand.qrels.get(a.docid),
-                gold_b=job.cand.qrels.get(b.docid), pair_strategy=job.strategy,
+                confidence=ab.confidence, swapped=swapped, gold_a=gold_a, gold_b=gold_b, pair_strategy=job.strategy,
                 provenance=self._provenance(job, spend))
         except ValidationError as e:
             raise _Rejected(f"invalid record: {_short(e)}", cause="reply") from None

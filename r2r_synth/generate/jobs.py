@@ -124,6 +124,7 @@ def load_inputs(config: GenerateConfig) -> list[Candidates]:
     """The candidates of this run (validated, limited, sharded). Raises InputError on a bad line."""
     from r2r_synth.io.candidates import load_candidates
 
-    cands = load_candidates(config.input, qrels=config.qrels, limit=config.limit, depth=config.depth)
+    cands = load_candidates(config.input, qrels=config.qrels, limit=config.limit, depth=config.depth,
+                            split=config.split)
     shard = parse_shard(config.shard)
     return [c for c in cands if in_shard(c.query.qid, shard)]

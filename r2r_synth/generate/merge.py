@@ -80,6 +80,10 @@ def merge_runs(out: Path | str, run_dirs: list[Path], *, command: str = "", forc
         for rej in src.rejects():
             if rej.key not in origin and rej.key not in rejects:
                 rejects[rej.key] = rej
+    if not origin and not rejects:
+        raise InputError(f"{', '.join(str(s.path) for s in sources)}: no record and no reject in "
+                         f"{'any of these runs' if len(sources) > 1 else 'the run'}, so there is nothing to merge",
+                         hint="merge runs that `generate` wrote records into")
     # Listwise runs: each query's final ranking, kept once per key (the same query's windows, asked
     # the same way, give the same ranking; a different one is a conflict like a record's).
     rankings: dict[str, Any] = {}

@@ -39,7 +39,7 @@ from r2r_synth.generate.windows import (
     listwise_summary,
     replay,
 )
-from r2r_synth.pairs import PairStrategy, check_pairs_possible, in_shard, parse_shard
+from r2r_synth.pairs import PairStrategy, check_pairs_possible, gold_pairs_summary, in_shard, parse_shard
 from r2r_synth.rundir import ProgramSnapshot, RunDir
 from r2r_synth.schemas import Candidates, Manifest, package_versions, utcnow
 
@@ -93,7 +93,7 @@ def generate(
             hint="use fewer shards or a larger --limit" if config.shard else "check --input",
         )
     check_same_job(config, run)
-    check_pairs_possible(candidates, config.pairs)
+    check_pairs_possible(candidates, config.pairs, depth=config.depth, max_pairs=config.max_pairs_per_query)
     if config.listwise:
         check_listwise_candidates(candidates, config)
     candidates, cuts = cut_documents(candidates, config.max_doc_chars)
@@ -306,6 +306,9 @@ def _session(config: GenerateConfig, run: RunDir, jobs: list[Job], programs: dic
         journal.close()
         manifest = _manifest(config, run, teacher, programs, jobs, prev, started_at, status, command, skipped,
                              cuts)
+        if PairStrategy(config.pairs) is PairStrategy.gold:
+            manifest.extra["gold_pairs"] = gold_pairs_summary(
+                list({j.cand.query.qid: j.cand for j in jobs}.values()), depth=config.depth)
         if chains:
             manifest.counts["listwise"].requested = sum(len(c.spans) for c in chains)
             manifest.extra["listwise"] = listwise_summary(config, chains, run, passages_cut=passages_cut)
@@ -433,7 +436,12 @@ def resolved_config(config: GenerateConfig, teacher: Any) -> dict[str, Any]:
         update |= {"timeout": policy.timeout, "max_retries": policy.max_retries}
     if config.max_tokens is None and kwargs.get("max_tokens") is not None:
         update["max_tokens"] = kwargs["max_tokens"]
-    return config.model_copy(update=update).public_dict()
+    out = config.model_copy(update=update).public_dict()
+    from r2r_synth.io.candidates import describe_input
+
+    # The split and the queries and qrels files the run read (a card quotes them).
+    out["read"] = describe_input(config.input, qrels=config.qrels, split=config.split)
+    return out
 
 
 #: Flags whose change alters what a run asks (the questions per query, who answers them, which
@@ -454,6 +462,15 @@ def check_same_job(config: GenerateConfig, run: RunDir) -> None:
     prev = run.read_manifest()
     if prev is None:
         return
+    was_split = (prev.config.get("read") or {}).get("split")
+    if was_split is not None:
+        from r2r_synth.io.candidates import describe_input
+
+        split = describe_input(config.input, qrels=config.qrels, split=config.split)["split"]
+        if split != was_split:  # another split's queries would join this one's in one corpus
+            raise ConfigError(f"{run.path} holds a run of split {was_split!r}; this command reads split {split!r}, "
+                              "which would mix two splits in one run (nothing was asked or written)",
+                              hint=f"rerun with --split {was_split} to resume it, or choose another --out")
     new = config.public_dict()
     changed = [f for f in JOB_FLAGS if f in prev.config and prev.config[f] != new.get(f)]
     if not changed:

@@ -4,6 +4,8 @@ A BEIR directory (https://github.com/beir-cellar/beir) holds
   - `corpus.jsonl`: `{"_id", "title", "text"}` per line;
   - `queries.jsonl` (or one or more `queries.<split>.jsonl`): `{"_id", "text"}` per line;
   - qrels: `qrels/<split>.tsv` or `qrels.<split>.tsv`, `query-id<TAB>corpus-id<TAB>score` with a header.
+One split is read at a time (`--split`; default `test` where the directory has it, else its only
+split), so training and test queries are never scored together.
 A TREC collection directory (e.g. Vaswani/NPL) holds SGML documents (`<DOC><DOCNO>`), SGML or TSV
 topics (`<top><num><title>`) and a TREC qrels file; the files are recognised by their content.
 
@@ -15,6 +17,7 @@ corpus for each query.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -95,7 +98,7 @@ def read_any_corpus(path: Path) -> dict[str, Document]:
     """Documents from a BEIR corpus.jsonl, a TREC SGML file, or a BEIR/TREC collection directory."""
     if path.is_dir():
         if is_beir_dir(path):
-            return read_corpus(_beir_files(path)[0])
+            return read_corpus(_corpus_file(path))
         files = _trec_files(path)
         return _read_trec_doc_files(files["docs"])
     if _first_line(path).lower().startswith("<doc>"):
@@ -107,7 +110,7 @@ def read_any_queries(path: Path) -> dict[str, str]:
     """Queries from a BEIR queries.jsonl, a topics file (TSV or TREC SGML), or a collection directory."""
     if path.is_dir():
         if is_beir_dir(path):
-            return _read_beir_queries(_beir_files(path)[1])
+            return _read_beir_queries(_query_files(path))  # every split's queries: a run picks its own
         return read_topics(_trec_files(path)["topics"])
     if _first_line(path).startswith("{"):
         return read_queries(path)
@@ -121,17 +124,87 @@ def is_beir_dir(path: Path) -> bool:
     return (path / "corpus.jsonl").is_file() or (path / "corpus.jsonl.gz").is_file()
 
 
-def _beir_files(path: Path) -> tuple[Path, list[Path], list[Path]]:
-    corpus = path / "corpus.jsonl" if (path / "corpus.jsonl").is_file() else path / "corpus.jsonl.gz"
+DEFAULT_SPLIT = "test"
+
+
+@dataclass(frozen=True)
+class BeirFiles:
+    """The files of a BEIR directory that one split reads: the corpus, the queries file(s) and the
+    split's qrels (what a run, an evaluation and a card record as read). `split` is None for a
+    directory whose qrels name no split (`qrels.tsv`) or that has no qrels."""
+
+    corpus: Path
+    queries: list[Path]
+    qrels: list[Path]
+    split: str | None
+    splits: list[str]
+
+
+def _split_qrels(path: Path) -> dict[str, Path]:
+    """{split: qrels file} from `qrels/<split>.tsv` and `qrels.<split>.tsv`."""
+    found: dict[str, Path] = {}
+    candidates = sorted((path / "qrels").glob("*.tsv")) if (path / "qrels").is_dir() else []
+    candidates += sorted(path.glob("qrels.*.tsv"))
+    for f in candidates:
+        name = f.stem if f.parent.name == "qrels" else f.name[len("qrels."):-len(".tsv")]
+        if name in found:
+            raise InputError(f"{path}: two qrels files for split {name!r} ({found[name]}, {f})",
+                             hint="keep one qrels file per split")
+        found[name] = f
+    return found
+
+
+def _corpus_file(path: Path) -> Path:
+    return path / "corpus.jsonl" if (path / "corpus.jsonl").is_file() else path / "corpus.jsonl.gz"
+
+
+def _query_files(path: Path) -> list[Path]:
     queries = [p for p in (path / "queries.jsonl", path / "queries.jsonl.gz") if p.is_file()]
     if not queries:
         queries = sorted(path.glob("queries.*.jsonl")) + sorted(path.glob("queries.*.jsonl.gz"))
     if not queries:
         raise InputError(f"{path}: a BEIR directory without queries.jsonl or queries.<split>.jsonl",
                          hint="add the queries file beside corpus.jsonl")
-    qrels = sorted((path / "qrels").glob("*.tsv")) if (path / "qrels").is_dir() else []
-    qrels += sorted(path.glob("qrels.*.tsv")) + sorted(path.glob("qrels.tsv"))
-    return corpus, queries, qrels
+    return queries
+
+
+def beir_query_files(path: Path) -> list[Path]:
+    """Every queries file of a BEIR directory (`queries.jsonl`, else each `queries.<split>.jsonl`)."""
+    return _query_files(path)
+
+
+def beir_files(path: Path, *, split: str | None = None) -> BeirFiles:
+    """The files of `split` in the BEIR directory `path`. Without `split`: `test` where the directory
+    has it, else its only split; several splits and none named is an `InputError` naming them (a
+    BEIR download holds train and test qrels, and mixing them would score training queries)."""
+    corpus = _corpus_file(path)
+    _query_files(path)  # refuses a directory without any
+    queries = [p for p in (path / "queries.jsonl", path / "queries.jsonl.gz") if p.is_file()]
+    per_split = sorted(path.glob("queries.*.jsonl")) + sorted(path.glob("queries.*.jsonl.gz"))
+    splits = _split_qrels(path)
+    names = sorted(splits)
+    if split is not None and split not in splits:
+        raise InputError(f"{path}: no qrels for split {split!r} (it holds {', '.join(names) or 'no split qrels'})",
+                         hint=f"choose --split {' or --split '.join(names)}" if names else
+                         "put the split's qrels in qrels/<split>.tsv, or leave --split out")
+    if split is None and splits:
+        if DEFAULT_SPLIT in splits:
+            split = DEFAULT_SPLIT
+        elif len(splits) == 1:
+            split = names[0]
+        else:
+            raise InputError(f"{path}: the directory holds the splits {', '.join(names)} and no --split chose one",
+                             hint=f"pass --split {names[0]} (or another of {', '.join(names)}): qrels of "
+                             "different splits are never mixed")
+    if split is None:
+        qrels = [p for p in (path / "qrels.tsv",) if p.is_file()]
+    else:
+        qrels = [splits[split]]
+        own = [p for p in per_split if p.name in (f"queries.{split}.jsonl", f"queries.{split}.jsonl.gz")]
+        queries = own or queries or per_split
+    if not queries:
+        queries = per_split
+    return BeirFiles(corpus=corpus, queries=queries, qrels=qrels, split=split, splits=names)
 
 
 def _read_beir_queries(files: list[Path]) -> dict[str, str]:
@@ -158,15 +231,29 @@ def _merge_qrels(files: list[Path]) -> Qrels:
     return merged
 
 
-def load_beir(path: Path, *, limit: int | None = None, depth: int = 100) -> list[Candidates]:
-    """Candidates for every query of a BEIR directory: BM25 top-`depth` over its corpus, qrels merged
-    from all its qrels files (BEIR qids are unique across splits)."""
-    corpus_f, query_fs, qrels_fs = _beir_files(path)
-    queries = _read_beir_queries(query_fs)
-    qrels = _merge_qrels(qrels_fs)
-    if not qrels_fs:
+def load_beir(path: Path, *, limit: int | None = None, depth: int = 100, split: str | None = None,
+              own_qrels: bool = True) -> list[Candidates]:
+    """Candidates for the queries of one split of a BEIR directory (see `beir_files`): BM25
+    top-`depth` over its corpus, gold labels from the split's qrels. With a split, its queries are
+    the ones its qrels judge (BEIR keeps every split's queries in one queries.jsonl). With
+    `own_qrels=False` (the labels come from a `--qrels` file) and no `split`, every query is kept and
+    the directory's qrels are not read."""
+    files = (BeirFiles(corpus=_corpus_file(path), queries=_query_files(path), qrels=[], split=None, splits=[])
+             if not own_qrels and split is None else beir_files(path, split=split))
+    queries = _read_beir_queries(files.queries)
+    qrels = _merge_qrels(files.qrels)
+    if files.split is not None:
+        queries = {q: t for q, t in queries.items() if q in qrels}
+        if not queries:
+            raise InputError(f"{files.qrels[0]}: judges none of the queries in "
+                             f"{', '.join(str(q) for q in files.queries)}",
+                             hint="give the queries and qrels of the same collection")
+        if split is None and len(files.splits) > 1:
+            log.warning("%s: no --split given: reading split %r (%s; queries %s) of %s", path, files.split,
+                        files.qrels[0], ", ".join(str(q) for q in files.queries), ", ".join(files.splits))
+    elif not files.qrels and own_qrels:
         log.warning("%s: no qrels files (qrels/*.tsv or qrels.*.tsv); the candidates carry no gold labels", path)
-    return rank_collection(read_corpus(corpus_f), queries, qrels, limit=limit, depth=depth)
+    return rank_collection(read_corpus(files.corpus), queries, qrels, limit=limit, depth=depth)
 
 
 # --------------------------------------------------------------------------- TREC collection directories
@@ -200,6 +287,11 @@ def _trec_files(path: Path) -> dict[str, list[Path] | Path]:
             hint="keep one topics file and one qrels file per collection directory",
         )
     return {"docs": docs, "topics": topics[0], "qrels": qrels[0]}
+
+
+def trec_collection_files(path: Path) -> dict[str, list[Path] | Path]:
+    """The documents, topics and qrels files of a TREC collection directory (see `_trec_files`)."""
+    return _trec_files(path)
 
 
 def is_trec_collection_dir(path: Path) -> bool:

@@ -7,7 +7,13 @@
   (c) a BEIR directory (corpus.jsonl, queries*.jsonl, qrels) or a TREC collection directory
       (SGML documents and topics, a qrels file): a BM25 first stage (bm25s) makes the candidates;
   (d) `irds:<ir_datasets id>`: documents, queries, qrels and (when the dataset has them) the
-      first-stage scoreddocs from ir_datasets, else BM25 over its documents.
+      first-stage scoreddocs from ir_datasets, else BM25 over its documents;
+  (e) BRIGHT: `bright:<domain>` (the Hub's xlangai/BRIGHT) or a local copy with `split=<domain>`
+      (`r2r_synth.io.bright`).
+
+`split` picks one split of a BEIR directory (default `test` where it has one, else its only one) or
+the domain of a local BRIGHT copy; `describe_input` says which queries and qrels files a source
+reads, for the configs, evaluations and cards that record it.
 
 Queries keep their input order; `limit` keeps the first N and `depth` the top K candidates of each.
 Every problem is an `InputError` that names the file and line (or JSON entry) and says the fix.
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -26,17 +33,19 @@ from r2r_synth.io.text import first_line
 from r2r_synth.io.trec import Qrels, candidates_from_run, read_qrels
 from r2r_synth.schemas import Candidates
 
-__all__ = ["DEFAULT_DEPTH", "apply_qrels", "candidates_from_run", "load_candidates", "truncate"]
+__all__ = ["DEFAULT_DEPTH", "apply_qrels", "candidates_from_run", "describe_input", "load_candidates", "truncate"]
 
 log = logging.getLogger(__name__)
 
 IRDS_PREFIX = "irds:"
+BRIGHT_PREFIX = "bright:"
 DEFAULT_DEPTH = 100
 
 ACCEPTED = (
     "accepted inputs: a RankGPT JSON file ([{\"query\", \"hits\": [...]}]); a JSONL of candidate lists "
     "(see `r2r-synth schema candidates`); a BEIR directory (corpus.jsonl, queries.jsonl, qrels/*.tsv); "
-    "a TREC collection directory (<DOC> documents, <top> topics, qrels); or irds:<ir_datasets id>"
+    "a TREC collection directory (<DOC> documents, <top> topics, qrels); irds:<ir_datasets id>; or BRIGHT "
+    "(bright:<domain>, or a local copy with --split <domain>)"
 )
 
 
@@ -46,6 +55,7 @@ def load_candidates(
     qrels: Path | None = None,
     limit: int | None = None,
     depth: int | None = None,
+    split: str | None = None,
 ) -> list[Candidates]:
     """Load queries with their ranked candidate documents (and gold labels where known).
 
@@ -57,6 +67,8 @@ def load_candidates(
         depth: keep only the top K candidates per query. For corpus-only sources (BEIR, TREC
             collections, ir_datasets without scoreddocs) it is also how deep BM25 retrieves
             (default 100).
+        split: the split of a BEIR directory (default: `test`, else its only split), or the domain
+            of a local BRIGHT copy; refused for any other source.
 
     Raises:
         InputError: the source is missing, of an unknown kind, or malformed (naming `path:line`).
@@ -70,14 +82,19 @@ def load_candidates(
     # Corpus-only sources rank only the first `limit` queries (BM25 is the costly part), so they
     # return an already limited list; files are read whole and cut here.
     whole = limit is None
-    if text.startswith(IRDS_PREFIX):
+    _check_split(source, split)
+    if text.startswith(BRIGHT_PREFIX):
+        from r2r_synth.io.bright import load_bright
+
+        out = load_bright(text, split=split, limit=limit, depth=depth or DEFAULT_DEPTH)
+    elif text.startswith(IRDS_PREFIX):
         from r2r_synth.io.irds import load_irds
 
         out = load_irds(text[len(IRDS_PREFIX):], limit=limit, depth=depth or DEFAULT_DEPTH)
     else:
         path = Path(source)
         if path.is_dir():
-            out = _load_dir(path, limit=limit, depth=depth or DEFAULT_DEPTH)
+            out = _load_dir(path, limit=limit, depth=depth or DEFAULT_DEPTH, split=split, own_qrels=gold is None)
         elif path.is_file():
             out = _load_file(path, qrels=None)
             whole = True
@@ -95,6 +112,48 @@ def load_candidates(
         # Kept, not dropped: an evaluation must count these queries (they score zero), and generate
         # simply has nothing to ask about them.
         log.warning("%d of %d queries have no candidates (qids %s)", len(empty), len(out), ", ".join(empty[:10]))
+    return out
+
+
+def _check_split(source: str | Path, split: str | None) -> None:
+    if split is None or str(source).startswith(BRIGHT_PREFIX):
+        return
+    from r2r_synth.io import beir, bright
+
+    path = Path(source)
+    if not (path.is_dir() and (beir.is_beir_dir(path) or bright.is_bright_dir(path))):
+        raise InputError(f"--split {split}: {source} is not a BEIR directory or a BRIGHT copy, so it has no splits",
+                         hint="leave --split out (a file, a TREC collection or an irds: id names its queries itself)")
+
+
+def describe_input(source: str | Path, *, qrels: Path | None = None, split: str | None = None) -> dict[str, Any]:
+    """Which split, queries and qrels files `load_candidates(source, qrels=, split=)` reads:
+    ``{"split", "queries": [...], "qrels": [...]}``, paths as given (a card makes them portable).
+    Reads file names only, not the files."""
+    from r2r_synth.io import beir, bright
+
+    text = str(source)
+    out: dict[str, Any] = {"split": None, "queries": [text], "qrels": []}
+    if text.startswith(BRIGHT_PREFIX):
+        out = bright.describe(text, split=split)
+    elif text.startswith(IRDS_PREFIX):
+        out["qrels"] = [text]
+    else:
+        path = Path(source)
+        if path.is_dir() and beir.is_beir_dir(path):
+            if qrels is None or split is not None:
+                files = beir.beir_files(path, split=split)
+                out = {"split": files.split, "queries": [str(p) for p in files.queries],
+                       "qrels": [str(p) for p in files.qrels]}
+            else:  # --qrels gives the labels: every query of the directory is read
+                out["queries"] = [str(p) for p in beir.beir_query_files(path)]
+        elif path.is_dir() and bright.is_bright_dir(path):
+            out = bright.describe(path, split=split)
+        elif path.is_dir():
+            files = beir.trec_collection_files(path)
+            out["queries"], out["qrels"] = [str(files["topics"])], [str(files["qrels"])]
+    if qrels is not None:
+        out["qrels"] = [str(qrels)]  # --qrels replaces whatever labels the source carries
     return out
 
 
@@ -203,11 +262,14 @@ def _load_rankgpt_lines(path: Path, *, qrels: Qrels | None) -> list[Candidates]:
 # --------------------------------------------------------------------------- directories
 
 
-def _load_dir(path: Path, *, limit: int | None, depth: int) -> list[Candidates]:
-    from r2r_synth.io import beir
+def _load_dir(path: Path, *, limit: int | None, depth: int, split: str | None, own_qrels: bool
+              ) -> list[Candidates]:
+    from r2r_synth.io import beir, bright
 
     if beir.is_beir_dir(path):
-        return beir.load_beir(path, limit=limit, depth=depth)
+        return beir.load_beir(path, limit=limit, depth=depth, split=split, own_qrels=own_qrels)
+    if bright.is_bright_dir(path):
+        return bright.load_bright(path, split=split, limit=limit, depth=depth)
     if beir.is_trec_collection_dir(path):
         return beir.load_trec_collection(path, limit=limit, depth=depth)
     listing = ", ".join(sorted(p.name for p in path.iterdir())[:10]) or "nothing"

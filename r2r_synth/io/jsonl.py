@@ -65,6 +65,25 @@ def iter_json_lines(path: Path | str, *, tolerate_torn_tail: bool = False) -> It
         yield i, obj
 
 
+def iter_json_rows(path: Path | str) -> Iterator[tuple[int, dict | None, str | None]]:
+    """Yield (line_number, object, None) for each non-blank line that is a JSON object and
+    (line_number, None, reason) for one that is not (torn, not JSON, not an object): a reader that
+    rejects bad rows one by one (`import`) rather than refusing the file. The reason is one line,
+    `path:line: ...`. A file that is not UTF-8 text is still an InputError."""
+    for i, line in iter_lines(path):
+        if not line.strip():
+            continue
+        try:
+            obj = parse_json(line.rstrip("\n"), path=path, line=i, hint="")
+        except InputError as e:
+            yield i, None, e.message
+            continue
+        if not isinstance(obj, dict):
+            yield i, None, f"{path}:{i}: expected a JSON object, got {type(obj).__name__}"
+            continue
+        yield i, obj, None
+
+
 def read_jsonl(path: Path | str, model: type[M], *, tolerate_torn_tail: bool = False) -> Iterator[M]:
     """Yield validated `model` instances; the first invalid line raises InputError with `path:line`."""
     for i, obj in iter_json_lines(path, tolerate_torn_tail=tolerate_torn_tail):

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from r2r_synth.atomic import atomic_open
 from r2r_synth.errors import InputError
-from r2r_synth.io.jsonl import iter_json_lines
+from r2r_synth.io.jsonl import describe_validation, iter_json_rows
 from r2r_synth.schemas import (
     Document,
     ListwiseItem,
@@ -114,15 +114,20 @@ def _convert(row: R2RRow, *, teacher: str) -> ListwiseRecord:
 
 def iter_r2r(path: Path | str, *, teacher: str = IMPORTED_TEACHER) -> Iterator[tuple[int, ListwiseRecord | None, str | None]]:
     """Yield (line, record, None) for each good line and (line, None, reason) for each line that
-    cannot be converted, so the caller can write rejects; nothing is dropped silently. A line that is
-    not JSON at all is an InputError (the file is not an R2R corpus)."""
+    cannot be read or converted (a torn JSON line too), so the caller can write rejects; nothing is
+    dropped silently. Each reason is one line: `path:line: what is wrong`."""
     path = Path(path)
-    for line, obj in iter_json_lines(path):
+    for line, obj, err in iter_json_rows(path):
+        if err is not None:
+            yield line, None, err
+            continue
         try:
             row = R2RRow.model_validate(obj)
             yield line, _convert(row, teacher=teacher), None
-        except (ValidationError, ValueError) as e:
-            yield line, None, f"{path}:{line}: not a valid R2R listwise row: {e}"
+        except ValidationError as e:
+            yield line, None, f"{path}:{line}: not a valid R2R listwise row: {describe_validation(e)}"
+        except ValueError as e:
+            yield line, None, f"{path}:{line}: not a valid R2R listwise row: {' '.join(str(e).split())}"
 
 
 def read_r2r(path: Path | str) -> list[ListwiseRecord]:

@@ -103,7 +103,8 @@ def run_optimize(
         from r2r_synth.io.candidates import load_candidates
 
         say(f"loading {cfg.input}")
-        candidates = load_candidates(cfg.input, qrels=cfg.qrels, limit=cfg.limit, depth=cfg.depth)
+        candidates = load_candidates(cfg.input, qrels=cfg.qrels, limit=cfg.limit, depth=cfg.depth,
+                                     split=cfg.split)
     examples, split, summary = build_labeled_set(
         candidates, seed=cfg.seed, val_fraction=resolved_val_fraction(cfg),
         max_pairs_per_query=cfg.max_pairs_per_query,

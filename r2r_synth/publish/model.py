@@ -14,9 +14,9 @@ a run directory its manifest's teacher, program hashes and record counts), the l
 training resolved to, what training measured, and the evaluation table (`evaluation.json` of
 `r2r-synth evaluate`, passed with `--evaluation`).
 
-**No local paths.** A local absolute path (a base directory, a corpus file) is written as its last
-component (`/data/scifact` -> `scifact`), in the card and in the published `r2r_config.json`; Hub ids
-and relative paths stay as given. Secrets (the token, secret-looking environment values) are scrubbed
+**No local paths.** A local absolute path (a base directory, a corpus file) is written by the one
+rule of `r2r_synth.paths` (`/data/scifact` -> `.../scifact`; inside the current directory, relative
+to it), in the card and in the published `r2r_config.json`; Hub ids and relative paths stay as given. Secrets (the token, secret-looking environment values) are scrubbed
 from every text file written.
 
 The reasoning student (a transformers causal LM) has no sentence-transformers card and is refused.
@@ -35,13 +35,14 @@ from pathlib import Path
 from typing import Any
 
 from r2r_synth import __version__
+from r2r_synth.artifacts import R2R_CONFIG_FILE, EvaluationReport, R2RConfig, read_evaluation, read_r2r_config
 from r2r_synth.atomic import check_dir_target, write_text_atomic
 from r2r_synth.config import scrub, secret_values
 from r2r_synth.errors import InputError
+from r2r_synth.paths import portable
 
 log = logging.getLogger(__name__)
 
-R2R_CONFIG_FILE = "r2r_config.json"
 CARD_KINDS = {"bi-encoder": "SentenceTransformer", "cross-encoder": "CrossEncoder"}
 # the int8 files are rebuilt on load; calibration.jsonl holds training passages, never published with the model
 SKIPPED = ("checkpoints", "onnx", "openvino", "calibration.jsonl", "rejects.jsonl", "README.md", R2R_CONFIG_FILE)
@@ -67,31 +68,6 @@ def is_student_dir(path: Path) -> bool:
     return (Path(path) / R2R_CONFIG_FILE).is_file()
 
 
-def portable(value: Any) -> Any:
-    """`value` with every local absolute path (a string starting with `/` or a drive) cut to its last
-    component, recursively through dicts and lists."""
-    if isinstance(value, dict):
-        return {k: portable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [portable(v) for v in value]
-    if isinstance(value, str) and (value.startswith("/") or re.match(r"^[A-Za-z]:[\\/]", value)):
-        return Path(value).name or value
-    return value
-
-
-def read_evaluation(path: Path) -> dict[str, Any]:
-    """`evaluation.json` of `r2r-synth evaluate`: its systems and measures (InputError when not one)."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise InputError(f"{path}: not a readable evaluation.json ({e})",
-                         hint="pass the evaluation.json that `r2r-synth evaluate --out DIR` wrote") from None
-    if not isinstance(data, dict) or not isinstance(data.get("systems"), dict) or not data.get("measures"):
-        raise InputError(f"{path}: not an evaluation.json of `r2r-synth evaluate` (no systems / measures)",
-                         hint="pass the evaluation.json that `r2r-synth evaluate --out DIR` wrote")
-    return data
-
-
 def _manifest_facts(source: str) -> list[str]:
     """Lines about a corpus source: a run directory's teacher, programs and counts, from its manifest."""
     manifest = Path(source) / "manifest.json"
@@ -111,28 +87,31 @@ def _manifest_facts(source: str) -> list[str]:
     return lines
 
 
-def _evaluation_table(ev: dict[str, Any]) -> str:
-    measures = list(ev["measures"])
+def _evaluation_table(ev: EvaluationReport) -> str:
+    measures = list(ev.measures)
     head = "| system | " + " | ".join(measures) + " |\n|---|" + "---|" * len(measures) + "\n"
     rows = "".join(f"| {name} | " + " | ".join(f"{row.get(m, float('nan')):.4f}" for m in measures) + " |\n"
-                   for name, row in ev["systems"].items())
-    where = f"{ev.get('judged_queries', '?')} judged queries of `{portable(ev.get('input'))}`, top {ev.get('depth')} reranked"
+                   for name, row in ev.table().items())
+    split = f", split `{ev.split}`" if ev.split else ""
+    qrels = f", qrels `{portable(ev.qrels)}`" if ev.qrels else ""
+    where = (f"{ev.judged_queries if ev.judged_queries is not None else '?'} judged queries of "
+             f"`{portable(ev.input)}`{split}{qrels}, top {ev.depth} reranked")
     return f"Measured with `r2r-synth evaluate` ({where}):\n\n{head}{rows}"
 
 
-def r2r_section(meta: dict[str, Any], *, evaluation: dict[str, Any] | None, datasets: list[str]) -> str:
+def r2r_section(meta: R2RConfig, *, evaluation: EvaluationReport | None, datasets: list[str]) -> str:
     """The card's r2r-synth section (markdown) for a student's `r2r_config.json` `meta`."""
-    corpus = meta.get("corpus") or {}
-    options = meta.get("options") or {}
-    config = meta.get("config") or {}
+    corpus, options, config = meta.corpus, meta.options, meta.config
     labels = "human labels (qrels)" if options.get("labels") == "gold" else "a teacher LLM's labels"
-    intro = (f"A **{meta['student']}** student trained by r2r-synth {meta.get('r2r_synth_version', '')} (after "
-             f"[Reason-to-Rank](https://arxiv.org/abs/2410.05168)) from the base model `{portable(meta['base'])}`, "
+    intro = (f"A **{meta.student}** student trained by r2r-synth {meta.r2r_synth_version} (after "
+             f"[Reason-to-Rank](https://arxiv.org/abs/2410.05168)) from the base model `{portable(meta.base)}`, "
              f"on {labels}.")
     lines = ["## Trained with r2r-synth", "", intro, "", "### Corpus", ""]
     for src in corpus.get("sources", []):
         lines.append(f"- `{portable(src)}`")
         lines += _manifest_facts(src)
+    if config.get("split"):
+        lines.append(f"- split: `{config['split']}`")
     if config.get("qrels"):
         lines.append(f"- qrels: `{portable(config['qrels'])}`")
     lines += [f"- dataset on the Hub: [{d}](https://huggingface.co/datasets/{d})" for d in datasets]
@@ -141,7 +120,7 @@ def r2r_section(meta: dict[str, Any], *, evaluation: dict[str, Any] | None, data
         lines.append("- " + ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in summary.items()))
     lines += ["", "### Training options", "", "| option | value |", "|---|---|"]
     lines += [f"| {k} | `{json.dumps(portable(v))}` |" for k, v in options.items()]
-    training = {k: v for k, v in (meta.get("training") or {}).items() if k != "log"}
+    training = {k: v for k, v in meta.training.items() if k != "log"}
     if training:
         lines += ["", "### What training measured", "", "| | |", "|---|---|"]
         lines += [f"| {k} | `{json.dumps(v)}` |" for k, v in training.items()]
@@ -164,10 +143,11 @@ def _load(kind: str, path: Path) -> Any:
 
 
 def build_model_folder(student_dir: Path, *, folder: Path, repo_id: str, license: str,
-                       evaluation: dict[str, Any] | None, datasets: list[str], secrets: list[str]) -> ModelPublishResult:
+                       evaluation: EvaluationReport | None, datasets: list[str], secrets: list[str]
+                       ) -> ModelPublishResult:
     """Write the model repository's files for `student_dir` into `folder`."""
-    meta = json.loads((Path(student_dir) / R2R_CONFIG_FILE).read_text())
-    kind = meta.get("student")
+    meta = read_r2r_config(student_dir)
+    kind = meta.student
     if kind not in CARD_KINDS:
         raise InputError(
             f"{student_dir}: a {kind!r} student; publish writes sentence-transformers model cards, for the "
@@ -176,15 +156,15 @@ def build_model_folder(student_dir: Path, *, folder: Path, repo_id: str, license
                  "AutoModelForCausalLM)",
         )
     model = _load(kind, Path(student_dir))
-    base = portable(meta["base"])
+    base = portable(meta.base)
     card_data = model.model_card_data
     card_data.local_files_only = True  # never ask the Hub while writing the card
     card_data.set_model_id(repo_id)
     card_data.set_license(license)
     card_data.add_tags(TAGS + [kind])
     card_data.model_name = f"{kind} reranker trained with r2r-synth from {base}"
-    if not str(meta["base"]).startswith(("/", ".")) and "/" in str(meta["base"]):
-        card_data.base_model = meta["base"]  # a Hub id: the card's `base_model`
+    if not meta.base.startswith(("/", ".")) and "/" in meta.base:
+        card_data.base_model = meta.base  # a Hub id: the card's `base_model`
     if datasets:
         card_data.datasets = list(datasets)
 
@@ -198,15 +178,15 @@ def build_model_folder(student_dir: Path, *, folder: Path, repo_id: str, license
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, dst)
         files.append(rel.as_posix())
-    write_text_atomic(folder / R2R_CONFIG_FILE, scrub(json.dumps(portable(meta), indent=2) + "\n", extra=secrets))
+    published = json.dumps(portable(meta.model_dump(mode="json")), indent=2) + "\n"
+    write_text_atomic(folder / R2R_CONFIG_FILE, scrub(published, extra=secrets))
     from sentence_transformers.base.model_card import generate_model_card
 
     card_data.save_dir = str(folder)
     card = generate_model_card(model).rstrip() + "\n\n" + r2r_section(meta, evaluation=evaluation, datasets=datasets)
     write_text_atomic(folder / "README.md", scrub(card, extra=secrets))
     files += [R2R_CONFIG_FILE, "README.md"]
-    table = {name: {m: row[m] for m in evaluation["measures"] if m in row}
-             for name, row in evaluation["systems"].items()} if evaluation else {}
+    table = evaluation.table() if evaluation else {}
     return ModelPublishResult(repo_id=repo_id, folder=folder, files=sorted(set(files)), kind=kind,
                               base_model=base, evaluation=table)
 

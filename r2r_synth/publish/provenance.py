@@ -4,18 +4,21 @@ produced and published the run, and what `optimize` did to its programs.
 
 The section names files, never the folders of the machine that made or published the run: an absolute
 path in the manifest's command (an older r2r-synth wrote them) or in the optimize report shows as
-`.../<name>`. The publish command is quoted as given (the CLI writes it relative)."""
+`.../<name>` (the one rule of `r2r_synth.paths`). Nor does it name the teacher's server: `--api-base` (and `--prompt-api-base`) leave the
+quoted commands, and any other URL shows as `<url>`. The publish command is quoted as given (the CLI
+writes it relative)."""
 
 from __future__ import annotations
 
 import json
-import os
+import re
 import shlex
 from pathlib import Path, PurePath
 from typing import Any
 
 from r2r_synth import __version__
 from r2r_synth.errors import InputError
+from r2r_synth.paths import portable_command as portable
 from r2r_synth.problems import agreement_rows, find_problems, is_constant, label_distribution
 from r2r_synth.rundir import Run
 from r2r_synth.runstats import KindSummary, cache_line
@@ -32,24 +35,40 @@ def _fmt3(v: Any) -> str:
     return f"{v:.3f}" if isinstance(v, (int, float)) else "n/a"
 
 
-def portable(text: str) -> str:
-    """`text` with every absolute path in it, a word of its own or the value of `--opt=PATH`, shown as
-    `.../<name>`; the rest (quoting included) is left as it was."""
+#: Options whose value names the machine a teacher runs on: left out of every quoted command.
+HOST_OPTIONS = ("--api-base", "--prompt-api-base")
+_URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"]+")
+
+
+def public_command(command: str) -> str:
+    """`command` as a card quotes it: paths made portable (`portable`), `--api-base URL` and
+    `--prompt-api-base URL` left out, and any other URL shown as `<url>` (a host name stays in the house)."""
     try:
-        words = shlex.split(text)
-    except ValueError:  # an unbalanced quote: prose, not a command
-        words = text.split()
-    paths = {w.partition("=")[2] if w.startswith("--") else w for w in words}
-    for path in sorted((p for p in paths if os.path.isabs(p)), key=len, reverse=True):
-        text = text.replace(path, f".../{PurePath(path).name}")
-    return text
+        words = shlex.split(command)
+    except ValueError:
+        words = []
+    if not any(w in HOST_OPTIONS or w.startswith(tuple(f"{o}=" for o in HOST_OPTIONS)) for w in words):
+        return _URL.sub("<url>", portable(command))  # the command as written, quoting and all
+    kept: list[str] = []
+    skip = False
+    for w in words:
+        if skip:
+            skip = False
+            continue
+        if w in HOST_OPTIONS:
+            skip = True
+            continue
+        if w.startswith(tuple(f"{o}=" for o in HOST_OPTIONS)):
+            continue
+        kept.append(w)
+    return _URL.sub("<url>", portable(shlex.join(kept)))
 
 
 def _portable_json(obj: Any) -> Any:
     if isinstance(obj, str):
-        return portable(obj)
+        return _URL.sub("<url>", portable(obj))
     if isinstance(obj, dict):
-        return {k: _portable_json(v) for k, v in obj.items()}
+        return {k: _portable_json(v) for k, v in obj.items() if k not in ("api_base", "prompt_api_base")}
     if isinstance(obj, list):
         return [_portable_json(v) for v in obj]
     return obj
@@ -81,13 +100,14 @@ def kind_section(kind: str, s: KindSummary, run: Run, *, rows: dict[str, int], s
     if cached:
         lines.append(f"- **Prompt cache:** {cached}")
     if m is not None:
-        lines.append(f"- **Produced by:** r2r-synth {m.r2r_synth_version}: `{portable(m.command)}` "
+        lines += _input_lines(m.config)
+        lines.append(f"- **Produced by:** r2r-synth {m.r2r_synth_version}: `{public_command(m.command)}` "
                      f"(status `{m.status}`, started {m.started_at:%Y-%m-%d %H:%M} UTC)")
         if m.extra.get("provenance") == "imported":
             srcs = ", ".join(f"`{Path(x['path']).name}` (sha256 `{x['sha256'][:12]}`)" for x in m.extra.get("sources", []))
             lines.append(f"- **Imported** from {srcs}: the teacher output is someone else's, not generated here")
         lines += _filter_lines(m.extra.get("filter"), kind)
-    lines.append(f"- **Published by:** r2r-synth {__version__}: `{command}`")
+    lines.append(f"- **Published by:** r2r-synth {__version__}: `{public_command(command)}`")
     said = _optimize_lines(optimize, s.programs, s.teachers) if optimize is not None else []
     if said:  # only the configs whose programs the report scored
         lines += said
@@ -95,6 +115,19 @@ def kind_section(kind: str, s: KindSummary, run: Run, *, rows: dict[str, int], s
         lines += ["", f"<details><summary>Optimize report ({optimize_name})</summary>", "", "```json",
                   dump[:20_000], "```", "", "</details>"]
     return "\n".join(lines)
+
+
+def _input_lines(config: dict[str, Any]) -> list[str]:
+    """The split and the queries and qrels files the run read (its config's `read`; older runs lack it)."""
+    read = config.get("read")
+    if not isinstance(read, dict):
+        return []
+
+    def names(key: str) -> str:
+        return ", ".join(f"`{_URL.sub('<url>', portable(str(x)))}`" for x in read.get(key) or []) or "none"
+
+    split = f"split `{read['split']}`; " if read.get("split") else ""
+    return [f"- **Read:** {split}queries {names('queries')}; qrels {names('qrels')}"]
 
 
 def _filter_lines(summary: dict[str, Any] | None, kind: str) -> list[str]:
@@ -108,7 +141,7 @@ def _filter_lines(summary: dict[str, Any] | None, kind: str) -> list[str]:
     steps = " → ".join([f"{per['input']} records", *(f"`{r}` −{c['dropped']}" for r, c in per["rules"].items()),
                         f"{per['kept']} kept"])
     lines = [(f"- **Filtered** with `r2r-synth filter` from `{PurePath(parent['dir']).name}` (made by "
-              f"`{portable(parent['command'])}`, status `{parent['status']}`; its teacher spend: {spend}): "
+              f"`{public_command(parent['command'])}`, status `{parent['status']}`; its teacher spend: {spend}): "
               f"{steps}. The dropped records, each with its rule, are in the run's `filtered.jsonl` (not published)")]
     earlier = (parent.get("filter") or {}).get("kinds", {}).get(kind)
     if earlier:

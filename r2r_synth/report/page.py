@@ -29,7 +29,6 @@ Numbers come from `r2r_synth.runstats`, the same summary the dataset card is wri
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -72,55 +71,11 @@ DEFAULT_SAMPLES = 5  # example records shown per kind
 
 
 def read_evaluation(path: Path) -> dict[str, dict[str, float]]:
-    """Read an `evaluate` result as ``{system: {measure: value}}``.
+    """An `evaluate` result as ``{system: {measure: value}}`` (read by `r2r_synth.artifacts.read_evaluation`,
+    which also takes a plainer table of another tool; the error says what it expected)."""
+    from r2r_synth.artifacts import read_evaluation as read
 
-    Accepted shapes (the reader is tolerant; the error says what it expected):
-    ``{system: {measure: value}}``; the same under a top-level ``"systems"``, ``"results"`` or
-    ``"metrics"`` key (other top-level keys such as ``"config"`` are ignored); or a list of
-    ``{"system": name, measure: value, ...}`` rows. Non-numeric values are skipped, and when the file
-    lists its ``"measures"`` (as `evaluate` does) only those are kept.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file", hint="pass the JSON that `r2r-synth evaluate` wrote")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as e:
-        raise InputError(f"{path}: not valid JSON ({e})", hint="pass the JSON that `r2r-synth evaluate` wrote") from None
-    expected = ('expected {"system": {"nDCG@10": 0.5, ...}, ...}, the same under "systems"/"results"/"metrics", '
-                'or a list of {"system": ..., "nDCG@10": ...} rows')
-
-    def numeric(d: dict[str, Any]) -> dict[str, float]:
-        # An integer stays one (a count is shown as 43, not 43.0000).
-        return {str(k): v if isinstance(v, int) else float(v) for k, v in d.items()
-                if isinstance(v, (int, float)) and not isinstance(v, bool)}
-
-    table: dict[str, dict[str, float]] = {}
-    # `evaluate` lists its measures; other numbers of a system (pairs, seconds, ...) are not measures.
-    measures = data.get("measures") if isinstance(data, dict) and isinstance(data.get("measures"), list) else None
-    if isinstance(data, dict):
-        for key in ("systems", "results", "metrics"):
-            if isinstance(data.get(key), (dict, list)):
-                data = data[key]
-                break
-    if isinstance(data, list):
-        for i, row in enumerate(data):
-            if not isinstance(row, dict) or not isinstance(row.get("system", row.get("name")), str):
-                raise InputError(f"{path}: row {i} has no 'system' name", hint=expected)
-            name = row.get("system", row.get("name"))
-            inner = row.get("measures") if isinstance(row.get("measures"), dict) else row
-            table[name] = numeric(inner)
-    elif isinstance(data, dict):
-        for name, values in data.items():
-            if isinstance(values, dict):
-                vals = numeric(values)
-                if vals:
-                    table[str(name)] = vals
-    if measures:
-        table = {name: {m: v for m, v in vals.items() if m in measures} for name, vals in table.items()}
-    if not any(table.values()):
-        raise InputError(f"{path}: found no system with numeric measures", hint=expected)
-    return table
+    return read(path).table()
 
 
 
@@ -160,6 +115,9 @@ def build_report(run_dir: Path, *, out: Path | None = None, evaluation: Path | N
     run = RunDir(run_dir).load(require_manifest=False)
     table = read_evaluation(evaluation) if evaluation is not None else None
     summary = summarize(run)
+    if not any(s.records or s.rejects for s in summary.values()):
+        raise InputError(f"{run_dir}: the run holds no record and no reject, so there is nothing to report",
+                         hint="report a run that `generate`, `import` or `filter` wrote records into")
     plots: dict[str, tuple[str, bytes | None, str]] = {
         "labels": ("Label distribution", plot_labels(summary), "no records"),
         "confusion": ("Teacher vs gold (direct)", plot_confusion(summary.get("direct")),

