@@ -61,6 +61,8 @@ class SchemaKind(str, Enum):
     ranking = "ranking"
     filtered = "filtered"
     candidates = "candidates"
+    queries = "queries"
+    synthetic_query = "synthetic-query"
 
 
 @app.command()
