@@ -131,7 +131,7 @@ def document_sentences(user: str, count: int | None = None) -> list[str]:
         return user.split(f"[[ ## {name} ## ]]", 1)[1].split("[[ ## ", 1)[0].strip()
 
     doc = field("document")
-    n = count if count is not None else int(field("count"))
+    n = count if count is not None else int(field("count").split()[0])
     sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+", doc) if len(s.strip()) > 3] or [doc]
     start = int(hashlib.sha256(doc.encode()).hexdigest()[:8], 16) % len(sentences)
     return [sentences[(start + i) % len(sentences)] for i in range(min(n, len(sentences)))]

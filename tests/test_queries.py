@@ -25,26 +25,26 @@ REPO = Path(__file__).resolve().parents[1]
 # Twelve documents, each about its own subject in its own words, so that a sentence of one finds it
 # again with BM25; the last two share a sentence word for word (a query from it cannot single one out).
 TOPICS = [
-    ("d1", "Zebrafish fins", "Zebrafish regrow amputated fins within two weeks. Osteoblasts dedifferentiate near "
-     "the wound. The blastema forms from these cells."),
-    ("d2", "Copper corrosion", "Copper pipes corrode faster in acidic water. Patina protects the surface. Chloride "
-     "ions accelerate pitting."),
-    ("d3", "Honeybee navigation", "Honeybees communicate distance with the waggle dance. Foragers use the sun as a "
-     "compass. Polarized light guides them on cloudy days."),
-    ("d4", "Glacier retreat", "Alpine glaciers lost a third of their volume since 1980. Meltwater raises river "
-     "discharge in summer. Moraines mark earlier extents."),
-    ("d5", "Sourdough fermentation", "Sourdough starters host lactobacilli and wild yeast. Acetic acid gives the "
-     "tang. Longer proofing deepens flavour."),
-    ("d6", "Lithium batteries", "Lithium dendrites pierce separators and cause shorts. Solid electrolytes resist "
-     "dendrite growth. Cathode coatings extend cycle life."),
-    ("d7", "Octopus camouflage", "Octopuses change skin colour using chromatophores. Papillae alter skin texture. "
-     "They mimic venomous flatfish."),
-    ("d8", "Volcanic ash", "Volcanic ash grounds aircraft because silicate melts in turbines. Ash clouds travel "
-     "thousands of kilometres. Satellites track sulphur dioxide plumes."),
-    ("d9", "Tea polyphenols", "Green tea catechins scavenge free radicals. Steeping temperature changes catechin "
-     "extraction. Milk proteins bind polyphenols."),
-    ("d10", "Comet tails", "Comet tails point away from the sun. Solar wind ionizes the gas tail. Dust tails curve "
-     "along the orbit."),
+    ("d1", "Zebrafish fins", ("Zebrafish regrow amputated fins within two weeks. Osteoblasts dedifferentiate near "
+     "the wound. The blastema forms from these cells.")),
+    ("d2", "Copper corrosion", ("Copper pipes corrode faster in acidic water. Patina protects the surface. Chloride "
+     "ions accelerate pitting.")),
+    ("d3", "Honeybee navigation", ("Honeybees communicate distance with the waggle dance. Foragers use the sun as a "
+     "compass. Polarized light guides them on cloudy days.")),
+    ("d4", "Glacier retreat", ("Alpine glaciers lost a third of their volume since 1980. Meltwater raises river "
+     "discharge in summer. Moraines mark earlier extents.")),
+    ("d5", "Sourdough fermentation", ("Sourdough starters host lactobacilli and wild yeast. Acetic acid gives the "
+     "tang. Longer proofing deepens flavour.")),
+    ("d6", "Lithium batteries", ("Lithium dendrites pierce separators and cause shorts. Solid electrolytes resist "
+     "dendrite growth. Cathode coatings extend cycle life.")),
+    ("d7", "Octopus camouflage", ("Octopuses change skin colour using chromatophores. Papillae alter skin texture. "
+     "They mimic venomous flatfish.")),
+    ("d8", "Volcanic ash", ("Volcanic ash grounds aircraft because silicate melts in turbines. Ash clouds travel "
+     "thousands of kilometres. Satellites track sulphur dioxide plumes.")),
+    ("d9", "Tea polyphenols", ("Green tea catechins scavenge free radicals. Steeping temperature changes catechin "
+     "extraction. Milk proteins bind polyphenols.")),
+    ("d10", "Comet tails", ("Comet tails point away from the sun. Solar wind ionizes the gas tail. Dust tails curve "
+     "along the orbit.")),
     ("d11", "Shared methods", "Samples were analysed as described previously. Statistical tests were two sided."),
     ("d12", "Shared methods again", "Samples were analysed as described previously. Results were reproducible."),
 ]
@@ -86,8 +86,9 @@ def test_queries_program_with_dummy_lm():
 
 
 def test_a_reply_that_is_not_a_list_fails_to_parse():
-    lm = DummyLM([{"queries": "{not a list"}] * 2)
-    with dspy.context(lm=lm), pytest.raises(Exception, match="queries"):
+    lm = DummyLM([{"queries": "plain text, not a list"}] * 2)
+    expected = r"Expected to find output fields in the LM response: \[queries\]"
+    with dspy.context(lm=lm), pytest.raises(Exception, match=expected):
         build_program("queries")(document="d", example_queries=[], count=1)
 
 
@@ -115,7 +116,7 @@ def test_consistency_keeps_a_query_only_when_bm25_finds_its_document():
     off = by_text[("d3", "Samples were analysed as described")]
     assert not off.kept and off.rank is None
     assert [r.qid for r in rows] == ["d3-q1", "d3-q2", "d11-q1"]
-    kept = [c for c in cands if c.query.text == "waggle dance distance"][0]
+    kept = next(c for c in cands if c.query.text == "waggle dance distance")
     assert kept.qrels == {"d3": 1} and kept.documents[0].docid == "d3" and len(kept.documents) <= 4
     assert kept.scores == sorted(kept.scores, reverse=True)
 
@@ -154,7 +155,7 @@ def test_queries_end_to_end_with_the_loopback_teacher(openai_server, tmp_path):
     cands = load_candidates(out / "candidates.jsonl")
     assert len(cands) == len(kept) and all(len(c.qrels) == 1 for c in cands)
     view = load_training_view([out / "candidates.jsonl"], qrels=out / "qrels.tsv")
-    assert view.has_gold_labels() and len(view.queries) == len(kept)
+    assert view.has_gold and len(view.queries) == len(kept)
 
 
 def test_generate_runs_on_the_candidates_a_queries_run_wrote(openai_server, tmp_path, monkeypatch, capsys):
@@ -164,7 +165,7 @@ def test_generate_runs_on_the_candidates_a_queries_run_wrote(openai_server, tmp_
                             "--per-doc", "1", "-t", "openai/loopback", "--api-base", openai_server.url, "--api-key",
                             KEY, "--depth", "3", "--keep-top", "3")
     assert code == 0, err
-    assert stdout.strip() == str(out / "candidates.jsonl")
+    assert stdout.strip() == str(out)  # the result on stdout, as `generate` prints its run directory
     assert "kept by the consistency filter" in " ".join(err.split())
     code, _, err = cli(monkeypatch, capsys, "generate", "-i", str(out / "candidates.jsonl"), "-o",
                        str(tmp_path / "gen"), "--depth", "2", "--pairs", "none", "-t", "openai/loopback",
@@ -345,3 +346,25 @@ def test_no_query_kept_is_an_error_that_names_the_fix(tmp_path):
     rows = lines(tmp_path / "run" / "consistency.jsonl")
     assert len(rows) == 4 and not any(r["kept"] for r in rows)
     assert not (tmp_path / "run" / "candidates.jsonl").exists()
+
+
+# --------------------------------------------------------------------------- the embedded teacher
+
+
+@pytest.mark.slow
+def test_the_embedded_teacher_writes_valid_queries(tmp_path, monkeypatch, capsys):
+    """Without --teacher, SmolLM2-135M under llama.cpp answers under the JSON Schema: every document
+    gets a valid record with exactly --per-doc queries of at most 200 characters."""
+    corpus = write_corpus(tmp_path / "corpus.jsonl", TOPICS[:3])
+    out = tmp_path / "run"
+    code, _, err = cli(monkeypatch, capsys, "queries", "--corpus", str(corpus), "--out", str(out), "--per-doc", "2",
+                       "--keep-top", "3", "--depth", "3")
+    recs = [QueriesRecord.model_validate(r) for r in lines(out / "generated_queries.jsonl")]
+    assert len(recs) == 3 and not lines(out / "rejects.jsonl"), err
+    assert all(1 <= len(r.queries) <= 2 and all(0 < len(q) <= 200 for q in r.queries) for r in recs)
+    assert recs[0].provenance.teacher.startswith("embedded/")
+    # Whether a tiny model's queries find their document again is the filter's business: either way
+    # every query is accounted for, and the command says what happened.
+    rows = lines(out / "consistency.jsonl")
+    assert len(rows) == sum(len(r.queries) for r in recs)
+    assert code == 0 if any(r["kept"] for r in rows) else code == 1, err

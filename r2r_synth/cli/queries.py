@@ -114,5 +114,4 @@ def queries(
     if s:
         console.print(f"queries: {s['kept']:,} of {s['written']:,} kept by the consistency filter "
                       f"({s['kept_share']:.0%}; document first for {s['top1']:,}) from {s['records']:,} documents; "
-                      f"candidates in {out / 'candidates.jsonl'}", highlight=False)
-        typer.echo(str(out / "candidates.jsonl"))
+                      f"candidates in {out / 'candidates.jsonl'}, qrels in {out / 'qrels.tsv'}", highlight=False)

@@ -48,8 +48,8 @@ from r2r_synth.errors import R2RError, TeacherError
 from r2r_synth.generate.batch import Broker, Deferred
 from r2r_synth.generate.doc_queries import (
     EMBEDDED_TOKENS_PER_QUERY,
-    InvalidQueries,
     TOKENS_PER_QUERY,
+    InvalidQueries,
     QueryJob,
     queries_response_format,
 )

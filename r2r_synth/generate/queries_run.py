@@ -44,7 +44,7 @@ from r2r_synth.generate.doc_queries import (
 from r2r_synth.generate.engine import Progress
 from r2r_synth.generate.run import _session
 from r2r_synth.rundir import RunDir
-from r2r_synth.schemas import Candidates, Document, Query, QueriesRecord, SyntheticQuery
+from r2r_synth.schemas import Candidates, Document, QueriesRecord, Query, SyntheticQuery
 
 logger = logging.getLogger(__name__)
 
