@@ -239,6 +239,23 @@ def test_an_unusable_reply_is_a_reject_with_its_cause_and_the_run_goes_on(tmp_pa
     assert result.summary["records"] == 11 and result.summary["documents_rejected"] == 1
 
 
+def test_budget_stops_cleanly_without_outputs_and_a_larger_budget_finishes(openai_server, tmp_path):
+    from r2r_synth.errors import BudgetExceeded
+
+    corpus = write_corpus(tmp_path / "corpus.jsonl")
+    out = tmp_path / "run"
+    c = qcfg(openai_server, corpus, out, teacher="openai/gpt-4o-mini", concurrency=1, max_cost=0.0003)
+    with pytest.raises(BudgetExceeded, match="stopped at the budget") as ei:
+        run(c)
+    assert ei.value.exit_code == 3
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["status"] == "stopped_budget" and 0 < m["cost"] <= 0.0003
+    assert 0 < m["counts"]["queries"]["records"] < 12 and not (out / "candidates.jsonl").exists()
+    res = run(c.model_copy(update={"max_cost": 1.0}))
+    assert res.summary["records"] == 12 and len(openai_server.requests) == 12
+    assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
+
+
 def test_examples_are_shown_to_the_teacher_and_change_the_key(openai_server, tmp_path):
     corpus = write_corpus(tmp_path / "corpus.jsonl")
     ex = tmp_path / "queries.jsonl"
