@@ -166,7 +166,8 @@ def test_generate_runs_on_the_candidates_a_queries_run_wrote(openai_server, tmp_
                             KEY, "--depth", "3", "--keep-top", "3")
     assert code == 0, err
     assert stdout.strip() == str(out)  # the result on stdout, as `generate` prints its run directory
-    assert "kept by the consistency filter" in " ".join(err.split())
+    flat = " ".join(err.split())
+    assert "kept by the consistency filter" in flat and "queries: 4/4 requests" in flat  # progress, in a log
     code, _, err = cli(monkeypatch, capsys, "generate", "-i", str(out / "candidates.jsonl"), "-o",
                        str(tmp_path / "gen"), "--depth", "2", "--pairs", "none", "-t", "openai/loopback",
                        "--api-base", openai_server.url, "--api-key", KEY)

@@ -101,7 +101,7 @@ def queries(
     def status(message: str) -> None:
         say(console, "queries", message)
 
-    with _GenerateProgress() as bar:
+    with _GenerateProgress("queries") as bar:
         try:
             result = generate_queries(config, on_progress=bar.update, on_status=status,
                                       command=_command_line(api_key))
