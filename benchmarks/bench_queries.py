@@ -16,6 +16,7 @@ dev split of SciFact's training claims, beside BM25 and the untouched base.
 
     .venv/bin/python benchmarks/bench_queries.py [--docs 1000] [--per-doc 3] [--kill-after 300]
         [--train-minutes 12] [--out DIR] [--data DIR] [--skip-train]
+    .venv/bin/python benchmarks/bench_queries.py --student DIR [--skip-base]   # step 3 only
 
 Exit 1 when the resume bar is missed, 2 when the data is absent.
 """
@@ -93,11 +94,18 @@ def main() -> int:
     ap.add_argument("--kill-after", type=int, default=300, help="documents answered before the SIGKILL")
     ap.add_argument("--train-minutes", type=float, default=12.0)
     ap.add_argument("--skip-train", action="store_true")
+    ap.add_argument("--student", type=Path, default=None,
+                    help="evaluate this student only (a finished run's): no queries run, no training")
+    ap.add_argument("--skip-base", action="store_true",
+                    help="leave out the untouched base (bench_domain.py measures it on the same split)")
     ap.add_argument("--seed", type=int, default=13, help="the dev split's seed (bench_domain's)")
     args = ap.parse_args()
     if not (args.data / "corpus.jsonl").exists():
         print(f"missing {args.data}: the benchmark needs ../shared/data/scifact", file=sys.stderr)
         return 2
+    if args.student is not None:
+        evaluate(args, args.student)
+        return 0
     import shutil
 
     from openai_server import spawn_server
@@ -197,7 +205,8 @@ def evaluate(args: argparse.Namespace, student: Path) -> None:
     runs = {"bm25": {c.query.qid: bm25[c.query.qid] for c in dev}}
     grid = [i / 20 for i in range(21)]
     fit_q = {c.query.qid: qrels[c.query.qid] for c in fit}
-    for name, path in (("base (all-MiniLM-L6-v2)", default_base()), ("student (synthetic queries)", str(student))):
+    systems = [] if args.skip_base else [("base (all-MiniLM-L6-v2)", default_base())]
+    for name, path in [*systems, ("student (synthetic queries)", str(student))]:
         scorer = Scorer(path, "bi-encoder")
         on_dev, on_fit = scorer.run(dev), scorer.run(fit)
         w = max(grid, key=lambda w: (ir_eval(fit_q, fused(bm25, on_fit, w), ["nDCG@10"])["nDCG@10"], -w))
