@@ -207,8 +207,11 @@ def evaluate(args: argparse.Namespace, student: Path) -> None:
     fit_q = {c.query.qid: qrels[c.query.qid] for c in fit}
     systems = [] if args.skip_base else [("base (all-MiniLM-L6-v2)", default_base())]
     for name, path in [*systems, ("student (synthetic queries)", str(student))]:
+        t = time.perf_counter()
         scorer = Scorer(path, "bi-encoder")
         on_dev, on_fit = scorer.run(dev), scorer.run(fit)
+        print(f"scored {name} on {len(dev) + len(fit)} claims x 100 candidates: {time.perf_counter() - t:.0f} s",
+              flush=True)
         w = max(grid, key=lambda w: (ir_eval(fit_q, fused(bm25, on_fit, w), ["nDCG@10"])["nDCG@10"], -w))
         runs[name] = on_dev
         runs[f"{name.split(' ')[0]} + BM25 (w={w:.2f})"] = fused(bm25, on_dev, w)
