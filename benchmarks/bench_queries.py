@@ -93,6 +93,10 @@ def main() -> int:
     ap.add_argument("--depth", type=int, default=100)
     ap.add_argument("--kill-after", type=int, default=300, help="documents answered before the SIGKILL")
     ap.add_argument("--train-minutes", type=float, default=12.0)
+    ap.add_argument("--train-limit", type=int, default=None, help="train on the first N kept queries only")
+    ap.add_argument("--train-depth", type=int, default=None, help="train on each query's top K candidates only")
+    ap.add_argument("--fit-claims", type=int, default=100,
+                    help="training claims that fit the BM25 weight (0: no interpolated rows)")
     ap.add_argument("--skip-train", action="store_true")
     ap.add_argument("--student", type=Path, default=None,
                     help="evaluate this student only (a finished run's): no queries run, no training")
@@ -172,7 +176,10 @@ def main() -> int:
     t3 = time.perf_counter()
     tr = subprocess.run([sys.executable, "-m", "r2r_synth.cli", "train", "--corpus", str(run_dir / "candidates.jsonl"),
                          "--qrels", str(run_dir / "qrels.tsv"), "--labels", "gold", "--out", str(student),
-                         "--max-minutes", str(args.train_minutes)], env=env, capture_output=True, text=True, check=False)
+                         "--max-minutes", str(args.train_minutes),
+                         *(["--limit", str(args.train_limit)] if args.train_limit else []),
+                         *(["--depth", str(args.train_depth)] if args.train_depth else [])],
+                        env=env, capture_output=True, text=True, check=False)
     train_s = time.perf_counter() - t3
     peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
     if tr.returncode != 0:
@@ -199,7 +206,7 @@ def evaluate(args: argparse.Namespace, student: Path) -> None:
     cands = load_candidates(args.data, qrels=args.data / "qrels.train.tsv", depth=100)
     dev = [c for c in cands if is_dev(c.query.qid, seed=args.seed, fraction=0.2)]
     trainq = [c for c in cands if not is_dev(c.query.qid, seed=args.seed, fraction=0.2)]
-    fit = random.Random(args.seed).sample(trainq, min(100, len(trainq)))
+    fit = random.Random(args.seed).sample(trainq, min(args.fit_claims, len(trainq)))
     qrels = {c.query.qid: dict(c.qrels) for c in cands}
     bm25 = {c.query.qid: dict(zip([d.docid for d in c.documents], c.scores or [])) for c in cands}
     runs = {"bm25": {c.query.qid: bm25[c.query.qid] for c in dev}}
@@ -209,12 +216,13 @@ def evaluate(args: argparse.Namespace, student: Path) -> None:
     for name, path in [*systems, ("student (synthetic queries)", str(student))]:
         t = time.perf_counter()
         scorer = Scorer(path, "bi-encoder")
-        on_dev, on_fit = scorer.run(dev), scorer.run(fit)
+        on_dev, on_fit = scorer.run(dev), scorer.run(fit) if fit else {}
         print(f"scored {name} on {len(dev) + len(fit)} claims x 100 candidates: {time.perf_counter() - t:.0f} s",
               flush=True)
-        w = max(grid, key=lambda w: (ir_eval(fit_q, fused(bm25, on_fit, w), ["nDCG@10"])["nDCG@10"], -w))
         runs[name] = on_dev
-        runs[f"{name.split(' ')[0]} + BM25 (w={w:.2f})"] = fused(bm25, on_dev, w)
+        if fit:
+            w = max(grid, key=lambda w: (ir_eval(fit_q, fused(bm25, on_fit, w), ["nDCG@10"])["nDCG@10"], -w))
+            runs[f"{name.split(' ')[0]} + BM25 (w={w:.2f})"] = fused(bm25, on_dev, w)
     dev_q = {c.query.qid: qrels[c.query.qid] for c in dev}
     rows = {n: ir_eval(dev_q, r, ["nDCG@10", "RR@10"]) for n, r in runs.items()}
     per_q = {n: ir_eval_per_query(dev_q, r, ["nDCG@10"]) for n, r in runs.items()}
