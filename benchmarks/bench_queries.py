@@ -97,6 +97,9 @@ def main() -> int:
     ap.add_argument("--train-depth", type=int, default=None, help="train on each query's top K candidates only")
     ap.add_argument("--fit-claims", type=int, default=100,
                     help="training claims that fit the BM25 weight (0: no interpolated rows)")
+    ap.add_argument("--dev-limit", type=int, default=None, help="measure on the first N dev claims only")
+    ap.add_argument("--eval-depth", type=int, default=100,
+                    help="rerank each dev claim's BM25 top K (the rest keeps BM25's order)")
     ap.add_argument("--skip-train", action="store_true")
     ap.add_argument("--student", type=Path, default=None,
                     help="evaluate this student only (a finished run's): no queries run, no training")
@@ -192,6 +195,22 @@ def main() -> int:
     return 0 if ok else 1
 
 
+def top(cands: list, k: int) -> list:
+    """Each query's top `k` candidates (what a reranker is asked to order)."""
+    return [c.model_copy(update={"documents": c.documents[:k], "scores": (c.scores or [])[:k] or None})
+            for c in cands]
+
+
+def below(run: dict, bm25: dict, k: int) -> dict:
+    """A reranked top `k` with the rest of each query's candidates below it in BM25's order."""
+    out = {}
+    for qid, scores in run.items():
+        rest = sorted(((d, s) for d, s in bm25[qid].items() if d not in scores), key=lambda t: -t[1])
+        lo = min(scores.values(), default=0.0)
+        out[qid] = {**scores, **{d: lo - 1.0 - i for i, (d, _) in enumerate(rest)}}
+    return out
+
+
 def evaluate(args: argparse.Namespace, student: Path) -> None:
     """The dev split of SciFact's training claims (bench_domain's), BM25 top 100 reranked."""
     import random
@@ -204,7 +223,7 @@ def evaluate(args: argparse.Namespace, student: Path) -> None:
     from r2r_synth.student.cross_encoder import default_base
 
     cands = load_candidates(args.data, qrels=args.data / "qrels.train.tsv", depth=100)
-    dev = [c for c in cands if is_dev(c.query.qid, seed=args.seed, fraction=0.2)]
+    dev = [c for c in cands if is_dev(c.query.qid, seed=args.seed, fraction=0.2)][: args.dev_limit]
     trainq = [c for c in cands if not is_dev(c.query.qid, seed=args.seed, fraction=0.2)]
     fit = random.Random(args.seed).sample(trainq, min(args.fit_claims, len(trainq)))
     qrels = {c.query.qid: dict(c.qrels) for c in cands}
@@ -216,7 +235,8 @@ def evaluate(args: argparse.Namespace, student: Path) -> None:
     for name, path in [*systems, ("student (synthetic queries)", str(student))]:
         t = time.perf_counter()
         scorer = Scorer(path, "bi-encoder")
-        on_dev, on_fit = scorer.run(dev), scorer.run(fit) if fit else {}
+        on_dev, on_fit = scorer.run(top(dev, args.eval_depth)), scorer.run(top(fit, args.eval_depth)) if fit else {}
+        on_dev = below(on_dev, bm25, args.eval_depth)
         print(f"scored {name} on {len(dev) + len(fit)} claims x 100 candidates: {time.perf_counter() - t:.0f} s",
               flush=True)
         runs[name] = on_dev
@@ -227,7 +247,8 @@ def evaluate(args: argparse.Namespace, student: Path) -> None:
     rows = {n: ir_eval(dev_q, r, ["nDCG@10", "RR@10"]) for n, r in runs.items()}
     per_q = {n: ir_eval_per_query(dev_q, r, ["nDCG@10"]) for n, r in runs.items()}
     qids = sorted(per_q["bm25"])
-    print(f"\nSciFact dev split ({len(dev)} training claims; seed {args.seed}), BM25 top-100 rerank")
+    print(f"\nSciFact dev split ({len(dev)} training claims; seed {args.seed}), BM25 top-{args.eval_depth} reranked "
+          "(the rest of the top 100 below it in BM25's order)")
     print(f"{'system':<40}{'nDCG@10':>9}{'RR@10':>8}{'p vs BM25':>12}")
     for name, r in rows.items():
         a = [per_q[name][x]["nDCG@10"] for x in qids]
