@@ -358,6 +358,43 @@ class GenerateConfig(CommandConfig):
         return self
 
 
+class QueriesConfig(CommandConfig):
+    """`r2r-synth queries`: the teacher writes the queries a corpus's documents answer; a consistency
+    filter keeps those whose document BM25 finds again; candidates for `generate` and `train`. The
+    teacher-call fields mean what they mean for `generate` (one engine, one call policy)."""
+
+    corpus: Path  # a BEIR corpus.jsonl, a TREC SGML file, or a BEIR/TREC collection directory
+    out: Path
+    docs: int | None = None  # a seeded sample of N documents; None: every document with text
+    per_doc: int = 3  # queries asked of each document (Promptagator asks 8, InPars 1)
+    examples: Path | None = None  # real queries of the collection, shown as examples of style
+    max_examples: int = 8  # examples shown per request (Promptagator's 8)
+    keep_top: int = 3  # consistency filter: keep a query when BM25 ranks its document in the top K
+    depth: int = 100  # candidates: the BM25 top N of each kept query
+    seed: int = 0  # the document sample and the examples shown
+    teacher: str | None = None  # None: the embedded offline teacher
+    api_base: str | None = None
+    api_key: str | None = None  # passed to LiteLLM, shown as *** in manifests
+    router: Path | None = None
+    transport: str = "auto"
+    programs_dir: Path = DEFAULT_PROGRAMS_DIR
+    temperature: float = 0.0
+    max_tokens: int | None = None
+    concurrency: int | None = None  # None: 16 for a remote teacher, 2 for the embedded one
+    rpm: int | None = None
+    tpm: int | None = None
+    max_retries: int | None = None
+    parse_retries: int = 1
+    timeout: float | None = None
+    max_cost: float | None = None
+    max_doc_chars: int | None = 4_000  # the teacher is shown the first N characters of a document
+    retry_rejects: bool = False
+    batch: bool = False
+    export_batch: Path | None = None
+    import_batch: Path | None = None
+    batch_size: int | None = None
+
+
 class OptimizeConfig(CommandConfig):
     """`r2r-synth optimize`: a labeled set (candidates + qrels) -> optimized programs/<name>.json."""
 

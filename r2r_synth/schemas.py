@@ -280,6 +280,31 @@ class RankingRecord(Strict):
         return self
 
 
+class QueriesRecord(Strict):
+    """The queries the teacher wrote for one document (`r2r-synth queries`; one line of
+    `generated_queries.jsonl` per document), before the consistency filter."""
+
+    kind: Literal["queries"] = "queries"
+    key: str = Field(description="content-addressed request key (see `request_key`)")
+    document: Document = Field(description="the document as the teacher was shown it")
+    queries: list[str] = Field(min_length=1, description="the queries it answers, as written, duplicates removed")
+    examples: int = Field(default=0, description="real queries shown to the teacher as examples of style")
+    provenance: Provenance
+
+
+class SyntheticQuery(Strict):
+    """One query the teacher wrote, after the consistency filter (`consistency.jsonl`): kept when BM25
+    over the whole corpus finds its source document in the top `keep_top`."""
+
+    qid: str
+    text: str
+    docid: str = Field(description="the source document: the query's one judged relevant document")
+    key: str = Field(description="the request key of the `QueriesRecord` it came from")
+    rank: int | None = Field(description="the source document's rank in BM25's results for the query (1 = first); "
+                             "None: not in the top `keep_top`")
+    kept: bool
+
+
 RejectCause = Literal["reply", "refused", "input", "transport", "auth", "config", "aborted"]
 RETRYABLE_CAUSES = frozenset({"transport", "auth", "config", "aborted"})
 
@@ -287,7 +312,7 @@ RETRYABLE_CAUSES = frozenset({"transport", "auth", "config", "aborted"})
 class Reject(Strict):
     """A request that did not become a record, with why. Nothing is ever silently dropped."""
 
-    kind: Literal["direct", "comparison", "listwise", "input"]
+    kind: Literal["direct", "comparison", "listwise", "queries", "input"]
     key: str
     reason: str = Field(description="the error, e.g. 'unparseable reply: ...' or 'validation: ...'")
     cause: RejectCause | None = Field(
@@ -346,12 +371,15 @@ RECORD_KINDS: dict[str, type[Strict]] = {
     "ranking": RankingRecord,
     "filtered": Filtered,
     "candidates": Candidates,
+    "queries": QueriesRecord,
+    "synthetic-query": SyntheticQuery,
 }
 
 RECORD_FILES = {"direct": "direct.jsonl", "comparison": "comparison.jsonl", "listwise": "listwise.jsonl"}
 REJECTS_FILE = "rejects.jsonl"
 RANKINGS_FILE = "rankings.jsonl"
 FILTERED_FILE = "filtered.jsonl"
+QUERIES_RECORDS_FILE = "generated_queries.jsonl"
 MANIFEST_FILE = "manifest.json"
 
 

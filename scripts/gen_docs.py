@@ -254,10 +254,18 @@ def _field_table(schema: dict[str, Any]) -> list[str]:
 
 def render_records() -> str:
     """`docs/reference/records.md`: every record kind, its file, fields and JSON Schema."""
-    from r2r_synth.schemas import FILTERED_FILE, MANIFEST_FILE, RANKINGS_FILE, RECORD_FILES, REJECTS_FILE
+    from r2r_synth.schemas import (
+        FILTERED_FILE,
+        MANIFEST_FILE,
+        QUERIES_RECORDS_FILE,
+        RANKINGS_FILE,
+        RECORD_FILES,
+        REJECTS_FILE,
+    )
 
     files = {**RECORD_FILES, "reject": REJECTS_FILE, "ranking": RANKINGS_FILE, "filtered": FILTERED_FILE,
-             "manifest": MANIFEST_FILE}
+             "manifest": MANIFEST_FILE, "queries": QUERIES_RECORDS_FILE,
+             "synthetic-query": "consistency.jsonl"}
     schemas = _schemas()
     lines = [
         GENERATED_NOTE,

@@ -129,12 +129,31 @@ def listwise_answer(query: str, passages: list[dict[str, Any]], flaw: str | None
              "direct_answer_sentence": f"The answer is in passage {i}."} for i in ids]
 
 
+def document_sentences(user: str, count: int | None = None) -> list[str]:
+    """The loopback teacher's queries for a DocumentQueries prompt: `count` (the prompt's own, by
+    default) sentences of the document, starting at one chosen by a hash of the document."""
+    def field(name: str) -> str:
+        return user.split(f"[[ ## {name} ## ]]", 1)[1].split("[[ ## ", 1)[0].strip()
+
+    doc = field("document")
+    n = count if count is not None else int(field("count").split()[0])
+    sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+", doc) if len(s.strip()) > 3] or [doc]
+    start = int(hashlib.sha256(doc.encode()).hexdigest()[:8], 16) % len(sentences)
+    return [sentences[(start + i) % len(sentences)] for i in range(min(n, len(sentences)))]
+
+
 def auto_answer(body: dict[str, Any], flaw: str | None = None) -> str:
-    """A valid, deterministic answer to a DirectRelevance, Comparison or ListwiseRanking prompt
-    (`flaw`: a flawed listwise permutation, see `listwise_answer`)."""
+    """A valid, deterministic answer to a DirectRelevance, Comparison, ListwiseRanking or
+    DocumentQueries prompt (`flaw`: a flawed listwise permutation, see `listwise_answer`); queries
+    are sentences of the document (`document_sentences`)."""
     user = _user_text(body)
     h = int(hashlib.sha256(user.encode()).hexdigest()[:8], 16)
     fields = _fields_in_prompt(user)
+    if "count" in fields and "document" in fields:
+        queries = document_sentences(user)
+        if body.get("response_format"):
+            return json.dumps({"queries": queries})
+        return f"[[ ## queries ## ]]\n{json.dumps(queries)}\n\n[[ ## completed ## ]]"
     window = listwise_window(user) if "passages" in fields else None
     if window is not None:
         ranked = listwise_answer(*window, flaw=flaw)

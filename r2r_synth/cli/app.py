@@ -61,10 +61,13 @@ class SchemaKind(str, Enum):
     ranking = "ranking"
     filtered = "filtered"
     candidates = "candidates"
+    queries = "queries"
+    synthetic_query = "synthetic-query"
 
 
 @app.command()
-def schema(kind: Annotated[SchemaKind, typer.Argument(help="Record kind.")]) -> None:
+def schema(kind: Annotated[SchemaKind, typer.Argument(
+        metavar="KIND", help=f"Record kind: {', '.join(k.value for k in SchemaKind)}.")]) -> None:
     """Print the JSON Schema of a record kind."""
     from r2r_synth.schemas import RECORD_KINDS
 

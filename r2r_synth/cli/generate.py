@@ -184,9 +184,10 @@ class _GenerateProgress:
     """`generate`'s progress: done / rejected / cost / rate / ETA (the library only calls back). A rich
     bar on a terminal; in a log, one line every few seconds (`r2r_synth.cli.progress`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, label: str = "generate") -> None:
         from r2r_synth.cli.progress import Throttle
 
+        self.label = label
         self._log = None if console.is_terminal else Throttle(lambda line: console.print(line, highlight=False, soft_wrap=True))
         self._last = None
         from rich.progress import (
@@ -199,7 +200,7 @@ class _GenerateProgress:
         )
 
         self._p = Progress(
-            TextColumn("[bold]generate"), BarColumn(), MofNCompleteColumn(),
+            TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("[green]{task.fields[done]} ok[/] [red]{task.fields[rejected]} rejected[/]"),
             TextColumn("{task.fields[cost]}"), TextColumn("{task.fields[rate]}"),
             TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
@@ -223,8 +224,7 @@ class _GenerateProgress:
                 self._log(self._line(self._last), force=True)
             self._stopped = True
 
-    @staticmethod
-    def _line(pr) -> str:
+    def _line(self, pr) -> str:
         from r2r_synth.cli.progress import clock
 
         done = pr.skipped + pr.finished
@@ -232,7 +232,7 @@ class _GenerateProgress:
         eta = f", ~{clock(left / pr.rate)} left" if left and pr.rate > 0 else ""
         cost = "cost n/a" if pr.cost is None else f"${pr.cost:.4f}"
         waiting = f", {pr.deferred} waiting for a batch" if pr.deferred else ""
-        return (f"generate: {done}/{pr.total} requests ({pr.skipped} done before), {pr.done} ok, {pr.rejected} "
+        return (f"{self.label}: {done}/{pr.total} requests ({pr.skipped} done before), {pr.done} ok, {pr.rejected} "
                 f"rejected{waiting}, {pr.in_flight} in flight, {cost}, {pr.rate:.1f} req/s, {clock(pr.elapsed)} "
                 f"elapsed{eta}")
 
@@ -244,7 +244,7 @@ class _GenerateProgress:
         fields = {"done": pr.done, "rejected": pr.rejected,
                   "cost": "cost n/a" if pr.cost is None else f"${pr.cost:.4f}", "rate": f"{pr.rate:.1f} req/s"}
         if self._task is None:
-            self._task = self._p.add_task("generate", total=pr.total, completed=pr.skipped + pr.finished, **fields)
+            self._task = self._p.add_task(self.label, total=pr.total, completed=pr.skipped + pr.finished, **fields)
         else:
             self._p.update(self._task, completed=pr.skipped + pr.finished, **fields)
 

@@ -238,7 +238,7 @@ def check_batch_config(config: GenerateConfig) -> str | None:
     if mode in ("export", "import") and config.max_cost is not None:
         raise ConfigError(f"--max-cost counts what a provider bills; --{mode}-batch bills nothing through r2r-synth",
                           hint="drop --max-cost")
-    if mode == "import" and config.dry_run:
+    if mode == "import" and getattr(config, "dry_run", False):  # `queries` runs have no --dry-run
         raise ConfigError("--dry-run with --import-batch: an import asks nobody and costs nothing",
                           hint="drop --dry-run")
     if mode == "export":

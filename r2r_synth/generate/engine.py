@@ -14,6 +14,8 @@ answer the moment it is complete.
   reject whose cause is ``reply`` (the teacher's answer), with the reason and the raw text.
 - **Budgeted.** With `max_cost`, no request starts that the spend so far (all sessions, from the
   journal) plus the requests in flight would push over the cap.
+- **Queries from the corpus** (`r2r_synth.generate.doc_queries`): one request per document, the
+  queries it answers (`r2r-synth queries`).
 - **Listwise windows** (`r2r_synth.generate.windows`): each query's windows are asked one after the
   other (`run_chain`), queries concurrently under the same concurrency, pacing, policy and budget;
   a finished query's final ranking goes to `rankings.jsonl`.
@@ -44,6 +46,13 @@ from r2r_synth import __version__
 from r2r_synth.config import GenerateConfig
 from r2r_synth.errors import ProviderUsageError, R2RError, TeacherError
 from r2r_synth.generate.batch import Broker, Deferred
+from r2r_synth.generate.doc_queries import (
+    EMBEDDED_TOKENS_PER_QUERY,
+    TOKENS_PER_QUERY,
+    InvalidQueries,
+    QueryJob,
+    queries_response_format,
+)
 from r2r_synth.generate.jobs import Job
 from r2r_synth.generate.prompts import PromptPlan
 from r2r_synth.generate.windows import (
@@ -63,6 +72,7 @@ from r2r_synth.schemas import (
     DirectRecord,
     ListwiseRecord,
     Provenance,
+    QueriesRecord,
     Reject,
     Usage,
     stable_hash,
@@ -205,7 +215,7 @@ class Engine:
         self.rankings = run.appender("ranking") if "listwise" in programs else None
 
     # -- one LM call under the policy; returns the parsed, validated answer
-    async def ask(self, job: Job | WindowJob, inputs: dict[str, Any], validate: Callable[[dict[str, Any]], Any],
+    async def ask(self, job: Job | WindowJob | QueryJob, inputs: dict[str, Any], validate: Callable[[dict[str, Any]], Any],
                   spend: _Spend, *, reply_tokens: int = 256, call_kwargs: dict[str, Any] | None = None) -> Any:
         from dspy.utils.exceptions import AdapterParseError
 
@@ -258,11 +268,12 @@ class Engine:
             except (AdapterParseError, ValidationError, ValueError, TypeError) as e:
                 bad += 1
                 if bad > self.config.parse_retries:
-                    what = "invalid reply" if isinstance(e, (ValidationError, InvalidReply)) else "unparseable reply"
+                    what = ("invalid reply" if isinstance(e, (ValidationError, InvalidReply, InvalidQueries))
+                            else "unparseable reply")
                     raise _Rejected(f"{what}: {_short(e)}", cause="reply", raw=text,
                                     attempts=spend.attempts) from None
 
-    async def _call(self, job: Job | WindowJob, messages: list[dict[str, Any]], call_kwargs: dict[str, Any], call: str,
+    async def _call(self, job: Job | WindowJob | QueryJob, messages: list[dict[str, Any]], call_kwargs: dict[str, Any], call: str,
                     est: int, spend: _Spend, keep_text: bool) -> str | None:
         async def attempt() -> Any:
             if self.fatal is not None:
@@ -340,13 +351,14 @@ class Engine:
                 )
 
     # -- requests
-    async def run_job(self, job: Job | WindowJob) -> Any:
+    async def run_job(self, job: Job | WindowJob | QueryJob) -> Any:
         """Ask one request and write its record or reject; returns which."""
         spend = _Spend()
         self.progress.in_flight += 1
         out: Any
         try:
-            handler = {"direct": self._direct, "comparison": self._comparison, "listwise": self._listwise}[job.kind]
+            handler = {"direct": self._direct, "comparison": self._comparison, "listwise": self._listwise,
+                       "queries": self._queries}[job.kind]
             out = await handler(job, spend)
         except Deferred:
             out = DEFERRED
@@ -389,7 +401,7 @@ class Engine:
             self.rankings.write(chain.ranking_record(program=prog.name, prompt_hash=prog.prompt_hash))
             chain.written = True
 
-    def _provenance(self, job: Job | WindowJob, spend: _Spend) -> Provenance:
+    def _provenance(self, job: Job | WindowJob | QueryJob, spend: _Spend) -> Provenance:
         prog = self.programs[job.kind]
         return Provenance(
             teacher=self.teacher.name, program=prog.name, program_hash=prog.program_hash,
@@ -423,6 +435,18 @@ class Engine:
 
         rec = await self.ask(job, job.signature_inputs(), validate, spend,
                              reply_tokens=LISTWISE_TOKENS_PER_PASSAGE * n, call_kwargs=kwargs)
+        return rec.model_copy(update={"provenance": self._provenance(job, spend)})
+
+    async def _queries(self, job: QueryJob, spend: _Spend) -> QueriesRecord:
+        kwargs = queries_response_format(self.plan.extra["queries"], job.count)
+        if self.config.max_tokens is None and getattr(self.teacher, "embedded", False):
+            kwargs = {**kwargs, "max_tokens": EMBEDDED_TOKENS_PER_QUERY * job.count}
+
+        def validate(f: dict[str, Any]) -> QueriesRecord:
+            return job.record(f["queries"], provenance=_PLACEHOLDER)
+
+        rec = await self.ask(job, job.signature_inputs(), validate, spend, reply_tokens=TOKENS_PER_QUERY * job.count,
+                             call_kwargs=kwargs)
         return rec.model_copy(update={"provenance": self._provenance(job, spend)})
 
     async def _comparison(self, job: Job, spend: _Spend) -> ComparisonRecord:

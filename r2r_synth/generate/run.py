@@ -210,7 +210,10 @@ def _generate_with(config: GenerateConfig, candidates: list[Candidates], program
 
 def _session(config: GenerateConfig, run: RunDir, jobs: list[Job], programs: dict[str, Any], cuts: CutReport,
              on_progress: Callable[[Progress], None] | None, command: str, teacher: Any, chains: list[Chain],
-             passages_cut: int, broker: Broker | None) -> GenerateResult:
+             passages_cut: int, broker: Broker | None, *, kinds: list[str] | None = None) -> GenerateResult:
+    """One session over `jobs` (and listwise `chains`) in the locked run directory. `kinds` are the
+    programs whose snapshots the run keeps (default: the kinds `config` asks); `queries` runs pass
+    their own jobs and config through here (one engine, one resume rule, one manifest)."""
     if broker is not None:
         broker.prepare(run.batch_state())  # an unusable import file is refused before anything is written
     final_before = ({r.key for r in run.rejects() if not r.retryable}
@@ -247,7 +250,7 @@ def _session(config: GenerateConfig, run: RunDir, jobs: list[Job], programs: dic
         replies_for = ({j.key for j in todo if isinstance(j, Job)} | wanted) - done - final_before
     before = run.journal_totals(replies_for=replies_for)
     run.write_config(resolved_config(config, teacher))
-    for kind in _asked_kinds(config):
+    for kind in (_asked_kinds(config) if kinds is None else kinds):
         p = programs[kind]
         run.snapshot_program(ProgramSnapshot(name=kind, program_hash=p.program_hash, prompt_hash=p.prompt_hash,
                                              instructions=p.predictor.signature.instructions,
@@ -406,7 +409,7 @@ def _manifest(config: GenerateConfig, run: RunDir, teacher: Any, programs: dict[
         finished_at=utcnow(),
         wall_s=round(sum(float(s.get("wall_s") or 0.0) for s in sessions), 3),
         status=status,  # type: ignore[arg-type]
-        shard=config.shard,
+        shard=getattr(config, "shard", None),  # a `queries` run has no shards
         extra={"sessions": sessions, "teacher": teacher.public_dict(),
                "concurrency": resolved_concurrency(config, teacher),
                "optimized": {k: p.optimized for k, p in programs.items()},

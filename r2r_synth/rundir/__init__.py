@@ -5,6 +5,8 @@ A run directory holds:
 - `direct.jsonl`, `comparison.jsonl`, `listwise.jsonl`: records, one validated JSON object a line,
   appended and flushed one at a time as requests finish (`RunDir.appender`);
 - `rejects.jsonl`: every request that did not become a record, with its reason and `cause`;
+- `generated_queries.jsonl` (`r2r-synth queries`): the queries the teacher wrote per document
+  (`QueriesRecord`), beside that command's outputs (see `r2r_synth.generate.doc_queries`);
 - `rankings.jsonl` (listwise runs): each query's final ranking of its top K after its sliding
   windows (`RankingRecord`), appended when the query's last window is done (`RunDir.rankings`);
 - `filtered.jsonl` (a run written by `filter`): every record of the parent run that a curation rule
@@ -62,6 +64,7 @@ from r2r_synth.rundir.lock import LOCK_FILE, RunLock
 from r2r_synth.schemas import (
     FILTERED_FILE,
     MANIFEST_FILE,
+    QUERIES_RECORDS_FILE,
     RANKINGS_FILE,
     RECORD_FILES,
     REJECTS_FILE,
@@ -71,6 +74,7 @@ from r2r_synth.schemas import (
     Filtered,
     ListwiseRecord,
     Manifest,
+    QueriesRecord,
     RankingRecord,
     Reject,
     Strict,
@@ -127,10 +131,10 @@ class RunDir:
         return self.path / RECORD_FILES[kind]
 
     def _file(self, kind: str) -> Path:
-        """The file of `kind`: a record kind, 'reject' (rejects.jsonl), 'filtered' (filtered.jsonl) or
-        'ranking' (rankings.jsonl)."""
-        return ({"reject": self.rejects_path, "filtered": self.filtered_path, "ranking": self.rankings_path}.get(kind)
-                or self.records_path(kind))
+        """The file of `kind`: a record kind, 'reject' (rejects.jsonl), 'filtered' (filtered.jsonl),
+        'ranking' (rankings.jsonl) or 'queries' (generated_queries.jsonl, `r2r-synth queries`)."""
+        return ({"reject": self.rejects_path, "filtered": self.filtered_path, "ranking": self.rankings_path,
+                 "queries": self.path / QUERIES_RECORDS_FILE}.get(kind) or self.records_path(kind))
 
     @property
     def rejects_path(self) -> Path:
@@ -165,7 +169,8 @@ class RunDir:
 
     def run_files(self) -> list[Path]:
         """The files (and the programs folder) that make up the run, where present."""
-        names = (*RECORD_FILES.values(), REJECTS_FILE, FILTERED_FILE, RANKINGS_FILE, MANIFEST_FILE, JOURNAL_FILE,
+        names = (*RECORD_FILES.values(), QUERIES_RECORDS_FILE, REJECTS_FILE, FILTERED_FILE, RANKINGS_FILE,
+                 MANIFEST_FILE, JOURNAL_FILE,
                  BATCHES_FILE, CONFIG_FILE, PROGRAMS_DIR)
         return [self.path / n for n in names if (self.path / n).exists()]
 
@@ -265,6 +270,12 @@ class RunDir:
         path = self.rankings_path
         return list(read_jsonl(path, RankingRecord, tolerate_torn_tail=True)) if path.exists() else []
 
+    def generated_queries(self) -> list[QueriesRecord]:
+        """Every `QueriesRecord` of a `queries` run (`generated_queries.jsonl`; [] when absent),
+        validated (a bad line is an `InputError` naming file:line; a torn last line is skipped)."""
+        path = self._file("queries")
+        return list(read_jsonl(path, QueriesRecord, tolerate_torn_tail=True)) if path.exists() else []
+
     def records(self, kind: str) -> list[Any]:
         """Every record of `kind`, validated (a bad line is an `InputError` naming file:line)."""
         path = self.records_path(kind)
@@ -276,7 +287,7 @@ class RunDir:
         and rejects that will be asked again leave rejects.jsonl now, so every key ends up in exactly
         one file; without it (a dry run) nothing is touched."""
         done: set[str] = set()
-        for kind in (*RECORD_FILES, "filtered"):
+        for kind in (*RECORD_FILES, "filtered", "queries"):
             done.update(obj["key"] for _, obj in self.iter_lines(kind, repair=prune))
         if prune and self.rejects_path.exists():
             truncate_torn_tail(self.rejects_path)

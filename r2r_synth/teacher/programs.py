@@ -1,4 +1,4 @@
-"""Teacher programs (`direct`, `comparison`, `listwise`): DSPy modules around the signatures, with
+"""Teacher programs (`direct`, `comparison`, `listwise`, `queries`): DSPy modules around the signatures, with
 load/save and content hashes.
 
 A program is one `dspy.Predict` over a signature (the reasoning is an output field of the signature,
@@ -30,7 +30,7 @@ from r2r_synth.teacher.signatures import SIGNATURES, Passage, read_prompt
 
 logger = logging.getLogger(__name__)
 
-PROGRAM_NAMES = ("direct", "comparison", "listwise")
+PROGRAM_NAMES = ("direct", "comparison", "listwise", "queries")
 
 
 class DirectProgram(dspy.Module):
@@ -76,6 +76,21 @@ class ListwiseProgram(dspy.Module):
         return await self.predict.acall(query=query, passages=_passages(passages))
 
 
+class QueriesProgram(dspy.Module):
+    """Queries from the corpus (InPars, Promptagator): `(document, example_queries, count) -> queries`,
+    the queries a searcher would ask that the document answers, in the style of the examples."""
+
+    def __init__(self, signature: type[dspy.Signature] | None = None):
+        super().__init__()
+        self.predict = dspy.Predict(signature or SIGNATURES["queries"])
+
+    def forward(self, *, document: str, example_queries: list[str], count: int) -> dspy.Prediction:
+        return self.predict(document=document, example_queries=example_queries, count=count)
+
+    async def aforward(self, *, document: str, example_queries: list[str], count: int) -> dspy.Prediction:
+        return await self.predict.acall(document=document, example_queries=example_queries, count=count)
+
+
 def _passages(passages: list[Any]) -> list[Passage]:
     """`Passage`s from passages given as models or as ``{"identifier", "text"}`` dicts (examples
     serialized by DSPy come back as dicts); the prompt is the same either way."""
@@ -83,7 +98,7 @@ def _passages(passages: list[Any]) -> list[Passage]:
 
 
 _MODULES: dict[str, type[dspy.Module]] = {"direct": DirectProgram, "comparison": ComparisonProgram,
-                                          "listwise": ListwiseProgram}
+                                          "listwise": ListwiseProgram, "queries": QueriesProgram}
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""The teacher's contracts: typed DSPy signatures for direct, comparison and listwise reasoning.
+"""The teacher's contracts: typed DSPy signatures for direct, comparison and listwise reasoning, and
+for the queries a document answers (`r2r-synth queries`).
 
 The instructions a teacher sees come from `r2r_synth/prompts/<name>.md` (humans edit those files,
 optimizers write `programs/*.json`); the class docstrings below are only the fallback for an
@@ -117,6 +118,24 @@ class ListwiseRanking(dspy.Signature):
         desc="every passage exactly once, the most relevant first, each with its reasons")
 
 
+#: The longest query the JSON Schema asks for (shown to the teacher; a hard cap under constrained
+#: decoding, so a tiny embedded model always closes its list; never enforced on a remote teacher's reply).
+QUERY_MAX_CHARS = 200
+
+_QUERY = Annotated[str, WithJsonSchema({"type": "string", "minLength": 1, "maxLength": QUERY_MAX_CHARS})]
+
+
+class DocumentQueries(dspy.Signature):
+    """Write search queries that the passage answers: questions or keyword queries a searcher would
+    type, each answered by this passage."""
+
+    document: str = dspy.InputField(desc="the passage the queries must be answered by")
+    example_queries: list[str] = dspy.InputField(
+        desc="real queries of this collection: match their style, length and kind of need (may be empty)")
+    count: int = dspy.InputField(desc="how many different queries to write")
+    queries: list[_QUERY] = dspy.OutputField(desc="the queries, each answered by the passage, all different")
+
+
 def repair_ranking(identifiers: Sequence[int], n: int) -> tuple[list[int], RankingRepair | None]:
     """The teacher's ranking of a window of `n` passages (identifiers 1..n) as a permutation of 1..n,
     and what was repaired (None: it already was one). RankGPT's rule (`receive_permutation`, also
@@ -141,7 +160,7 @@ def repair_ranking(identifiers: Sequence[int], n: int) -> tuple[list[int], Ranki
 
 
 SIGNATURES: dict[str, type[dspy.Signature]] = {"direct": DirectRelevance, "comparison": Comparison,
-                                               "listwise": ListwiseRanking}
+                                               "listwise": ListwiseRanking, "queries": DocumentQueries}
 
 # The prompt files are the source of truth for the instructions; apply them at import so that
 # `DirectRelevance` used directly (e.g. in a notebook) sees the same text as `build_program`.
