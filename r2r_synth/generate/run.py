@@ -124,14 +124,20 @@ def generate(
     say("starting the embedded teacher (SmolLM2-135M under llama.cpp)" if embedded
         else f"opening the teacher {config.teacher or config.router}" + ("" if config.dry_run else
                                                                           ": checking its key and endpoint"))
-    with open_teacher(config.teacher, api_base=config.api_base, api_key=config.api_key,
+    api_base = config.api_base
+    if mode == "ray":  # several endpoints under --ray: the first is the one checked here
+        from r2r_synth.generate.ray_runner import endpoints, hosted_model
+
+        api_base = (endpoints(api_base) or [None])[0]
+    with open_teacher(config.teacher, api_base=api_base, api_key=config.api_key,
                       temperature=config.temperature, max_tokens=config.max_tokens, router=config.router,
                       policy=policy, transport=config.transport) as t:
         if mode == "batch":  # an unsupported provider is refused before its endpoint is asked anything
             from r2r_synth.generate.batch_api import check_provider
 
             check_provider(t)
-        if not config.dry_run and mode not in ("export", "import"):  # a batch file reaches no endpoint
+        hosted = mode == "ray" and hosted_model(config.teacher) is not None  # no endpoint: Ray starts vLLM
+        if not config.dry_run and mode not in ("export", "import") and not hosted:  # a batch file reaches none
             say(f"preflight: {preflight(t).describe()}")
         return _generate_with(*args, t)
 
@@ -174,9 +180,16 @@ def _generate_with(config: GenerateConfig, candidates: list[Candidates], program
         done = run.done_keys(prune=False) if run.exists() else set()
         if chains and run.exists():
             replay(chains, run, retry_rejects=config.retry_rejects)
-        return GenerateResult(run_dir=None, estimate=estimate(config, jobs, done, programs, teacher, chains=chains,
-                                                              batch=mode, in_flight=run.batch_state().outstanding
-                                                              if run.exists() else []))
+        est = estimate(config, jobs, done, programs, teacher, chains=chains, batch=None if mode == "ray" else mode,
+                       in_flight=run.batch_state().outstanding if run.exists() else [])
+        if mode == "ray":
+            from r2r_synth.generate.ray_runner import ray_plan
+
+            est.batch = ray_plan(config, calls=est.calls - est.requests.get("listwise", 0)
+                                 + sum(1 for c in chains if not c.finished),
+                                 rounds=max((len(c.spans) - c.next for c in chains if not c.finished), default=1),
+                                 cost=est.cost)
+        return GenerateResult(run_dir=None, estimate=est)
     if mode != "batch" and run.exists():
         waiting = run.batch_state().outstanding
         if waiting:
@@ -186,14 +199,35 @@ def _generate_with(config: GenerateConfig, candidates: list[Candidates], program
                 hint="rerun the command that submitted them, with --batch, to collect them first")
 
     command = scrub(command, [config.api_key or ""])
-    with run.lock(command=command):
-        broker = make_broker(mode, teacher=teacher, config=config, run=run, say=say) if mode else None
-        try:
-            return _session(config, run, jobs, programs, cuts, on_progress, command, teacher, chains, passages_cut,
-                            broker)
-        finally:
-            if broker is not None:
-                broker.close()
+    session = None
+    if mode == "ray":  # joined (or started) before the lock: an unreachable cluster writes nothing
+        from r2r_synth.generate.ray_runner import connect
+
+        session = connect(config, teacher, say=say)
+    try:
+        with run.lock(command=command):
+            if session is not None:
+                from r2r_synth.generate.ray_runner import RayBroker
+
+                broker: Broker | None = RayBroker(session=session, teacher=teacher, config=config, run=run, say=say)
+            else:
+                broker = make_broker(mode, teacher=teacher, config=config, run=run, say=say) if mode else None
+            try:
+                while True:
+                    result = _session(config, run, jobs, programs, cuts, on_progress, command, teacher, chains,
+                                      passages_cut, broker)
+                    # --ray: the replies of a round are parsed by the next pass of the engine
+                    if not (mode == "ray" and result.manifest is not None and result.manifest.status == "pending"):
+                        return result
+                    if chains:  # each pass walks every query's windows afresh from the run directory
+                        chains, _ = build_chains(candidates, config=config, program_hash=hashes["listwise"],
+                                                 teacher=teacher.name)
+            finally:
+                if broker is not None:
+                    broker.close()
+    finally:
+        if session is not None:
+            session.close()
 
 
 def _session(config: GenerateConfig, run: RunDir, jobs: list[Job], programs: dict[str, Any], cuts: CutReport,
@@ -303,7 +337,7 @@ def _session(config: GenerateConfig, run: RunDir, jobs: list[Job], programs: dic
     if error is not None:
         raise error
     batch = batch_summary(broker, run) if broker is not None else None
-    if status == "pending" and broker is not None and broker.mode != "export":
+    if status == "pending" and broker is not None and broker.mode not in ("export", "ray"):
         raise _pending(broker, progress, config)
     if status == "stopped_budget" and broker is not None:
         raise BudgetExceeded(
@@ -328,8 +362,11 @@ def _session(config: GenerateConfig, run: RunDir, jobs: list[Job], programs: dic
 
 def _batch_status(broker: Broker) -> str | None:
     """The status a batch session ends with, when its batches decide it: `pending` while requests
-    wait in a provider batch, in an exported file, or for an import that lacks them;
-    `stopped_budget` when `--max-cost` left requests unsubmitted. None: the usual rules."""
+    wait in a provider batch, in an exported file, or for an import that lacks them (--ray: replies of
+    a round not parsed yet; the next pass parses them); `stopped_budget` when `--max-cost` left
+    requests unsubmitted. None: the usual rules."""
+    if broker.mode == "ray":
+        return "pending" if getattr(broker, "asked", 0) else "stopped_budget" if broker.new else None
     if broker.mode == "export":
         return "pending" if getattr(broker, "exported", 0) else None
     if broker.waiting or (broker.mode == "import" and broker.new):
@@ -342,6 +379,8 @@ def batch_summary(broker: Broker, run: RunDir) -> dict[str, Any]:
     `extra.batches`, and what the CLI prints)."""
     out: dict[str, Any] = {"mode": broker.mode, "waiting": len(broker.waiting), "not_submitted": len(broker.new),
                            **run.batch_state().summary()}
+    if hasattr(broker, "summary"):
+        out["ray"] = broker.summary()
     for name in ("in_flight", "submitted", "counts", "exported"):
         if hasattr(broker, name):
             out["import" if name == "counts" else name] = getattr(broker, name)
