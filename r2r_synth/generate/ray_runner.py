@@ -52,6 +52,11 @@ EXTRA_HINT = "install the extra: pip install 'r2r-synth[ray]'"
 HOSTED_PREFIX = "vllm/"
 #: Where `openai/<model>` goes when no --api-base is given.
 OPENAI_BASE = "https://api.openai.com/v1"
+#: Batches of a block Ray Data runs at once in an actor (its default for async stages; Ray's HTTP
+#: stage asks the rows of one batch one after the other).
+ASYNC_BATCHES = 4
+#: CPUs Ray reserves for an actor that asks an endpoint (it waits on the network).
+ACTOR_CPUS = 0.25
 #: Seconds to wait for a TCP connection to a cluster's address before calling it unreachable.
 CONNECT_TIMEOUT_S = 5.0
 
@@ -72,7 +77,7 @@ def check_ray_config(config: GenerateConfig) -> None:
     """Refuse (ConfigError, exit 2) a --ray command that cannot work, before anything is read: no
     teacher, a router, a teacher that is neither an endpoint nor a model Ray can host, GPU options
     without a hosted model, Ray not installed."""
-    import importlib.util
+    import importlib
 
     from r2r_synth.teacher.transport import OPENAI_COMPATIBLE
 
@@ -107,8 +112,10 @@ def check_ray_config(config: GenerateConfig) -> None:
                 hint="give --teacher hosted_vllm/<model> --api-base http://host:8000/v1 (any OpenAI-compatible "
                      "server, several comma-separated), openai/<model>, or vllm/<Hugging Face id> for the cluster "
                      "to host; other providers: run without --ray")
-    if importlib.util.find_spec("ray") is None:
-        raise ConfigError("--ray needs Ray (ray[data]), which is not installed", hint=EXTRA_HINT)
+    try:
+        importlib.import_module("ray")
+    except ImportError as e:
+        raise ConfigError(f"--ray needs Ray (ray[data] >= 2.60), which is not installed ({e})", hint=EXTRA_HINT) from None
 
 
 def _address(config: GenerateConfig) -> str | None:
@@ -190,8 +197,14 @@ class RaySession:
                 continue
             rows = [{"cid": c.cid, "payload": c.body} for c in share]
             ds = ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(len(rows) / block)))
+            # The HTTP stage asks a batch's rows one after the other and runs ASYNC_BATCHES batches of a
+            # block at once: a block of `block` rows in ASYNC_BATCHES batches keeps that many requests in
+            # flight per actor. Fixed-size pools (an autoscaling pool starts at one actor); an actor
+            # waits on the network, so it takes a fraction of a CPU.
+            stage = {"batch_size": max(1, math.ceil(block / ASYNC_BATCHES)), "concurrency": (per_url, per_url),
+                     "num_cpus": ACTOR_CPUS}
             proc = build_processor(HttpRequestProcessorConfig(
-                url=url + "/chat/completions", headers=self.headers, batch_size=block, concurrency=per_url,
+                url=url + "/chat/completions", headers=self.headers, http_request_stage=stage,
                 max_retries=self.retries, base_retry_wait_time_in_s=0.5,
                 session_factory=_session_factory(self.timeout)))
             datasets.append(proc(ds))
@@ -232,20 +245,23 @@ def _session_factory(timeout: float | None) -> Callable[[], Any] | None:
 
 
 def replicas(config: GenerateConfig, *, n_urls: int = 1) -> int:
-    """Ray actors asking the endpoints (at least one per endpoint), or vLLM engine replicas."""
-    return max(config.replicas or 1, n_urls if hosted_model(config.teacher) is None else 1)
+    """vLLM engines (--replicas, default 1), or actors asking the endpoints: --replicas, else
+    enough for --concurrency requests in flight (ASYNC_BATCHES each); at least one per endpoint."""
+    if hosted_model(config.teacher) is not None:
+        return config.replicas or 1
+    from r2r_synth.generate.engine import DEFAULT_CONCURRENCY
+
+    default = math.ceil((config.concurrency or DEFAULT_CONCURRENCY) / ASYNC_BATCHES)
+    return max(config.replicas or default, n_urls)
 
 
 def block_size(config: GenerateConfig, *, n: int, replicas: int) -> int:
-    """Requests per Ray Data batch (a block each actor asks at once): --batch-size, else the
-    concurrency shared among the replicas (an endpoint), or 64 (a vLLM engine batches itself)."""
+    """Requests per Ray Data block (what a task asks; a block whose task fails for good is asked
+    again by the next run): --batch-size, else 64 for a vLLM engine (it batches itself), else
+    ASYNC_BATCHES x 4 for an endpoint."""
     if config.batch_size:
         return config.batch_size
-    if hosted_model(config.teacher) is not None:
-        return 64
-    from r2r_synth.generate.engine import DEFAULT_CONCURRENCY
-
-    return max(1, min(n or 1, math.ceil((config.concurrency or DEFAULT_CONCURRENCY) / max(1, replicas))))
+    return 64 if hosted_model(config.teacher) is not None else ASYNC_BATCHES * 4
 
 
 def sampling_params(body: dict[str, Any]) -> dict[str, Any]:
@@ -299,14 +315,15 @@ def connect(config: GenerateConfig, teacher: Any, *, say: Callable[[str], None])
     except ImportError as e:
         raise ConfigError(f"--ray needs Ray Data LLM (ray[data] >= 2.60): {e}", hint=EXTRA_HINT) from None
     address = _address(config)
+    if address is not None:
+        _check_reachable(address)
     started = False
-    if not ray.is_initialized():
+    if not ray.is_initialized():  # else: a Ray this process already joined (a notebook, a benchmark)
         quiet = {"log_to_driver": False, "logging_level": logging.WARNING, "configure_logging": False}
         if address is None:
             say(f"starting Ray on this machine ({os.cpu_count()} CPUs)")
             ray.init(num_cpus=os.cpu_count(), include_dashboard=False, **quiet)
         else:
-            _check_reachable(address)
             say(f"joining the Ray cluster at {address}")
             try:
                 ray.init(address=address, **quiet)
@@ -315,6 +332,7 @@ def connect(config: GenerateConfig, teacher: Any, *, say: Callable[[str], None])
                                   hint="check that the address is the head's (ray status there prints it) and that "
                                        "this machine runs the same Ray and Python versions") from None
         started = True
+    _quiet_ray()
     try:
         res = ray.cluster_resources()
         session = RaySession(address=address, started=started, cpus=float(res.get("CPU", 0)),
@@ -340,6 +358,13 @@ def connect(config: GenerateConfig, teacher: Any, *, say: Callable[[str], None])
             ray.shutdown()
         raise
     return session
+
+
+def _quiet_ray() -> None:
+    """Ray Data's own log lines off the terminal: the driver reports each round on stderr, a failed
+    block becomes rejects with their cause, and Ray's logs keep the details (/tmp/ray/session_latest)."""
+    for name in ("ray", "ray.data", "ray.llm"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def within_budget(calls: list[Call], *, cap: float | None, spent: float,
