@@ -78,7 +78,7 @@ def test_a_failed_request_is_rejected_and_an_unusable_reply_is_asked_again(srv, 
     with pytest.raises(IncompleteRun, match="1 of the 15 requests of this session got no answer"):
         run(cfg(srv, out, ray=True, pairs="none"))
     rejects = lines(out / "rejects.jsonl")
-    assert len(rejects) == 1 and rejects[0]["cause"] == "transport" and rejects[0]["inputs"]["docid"] == "ex3-d1"
+    assert len(rejects) == 1 and rejects[0]["cause"] == "transport" and rejects[0]["inputs"]["docid"] == "ex1-d1"
     assert "the endpoint answered with an error" in rejects[0]["reason"]
     rounds = manifest(out).extra["batches"]["ray"]["rounds"]
     assert [r["requests"] for r in rounds] == [15, 1]  # the turtles reply was asked again in a round of its own

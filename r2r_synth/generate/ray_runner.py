@@ -400,14 +400,14 @@ class RayBroker(Broker):
         self.prices = None if session.model is not None else per_token_prices(self.teacher.model)
         self.session = session
         self.journal: Journal | None = None
-        self.asked = 0  # calls asked in this pass's round
+        self.asked: set[str] = set()  # request keys whose calls the last round asked
+        self.replies: dict[str, dict[str, Any]] = {}  # this session's replies by call id, for the engine
         self.rounds: list[dict[str, Any]] = []
         self.not_submitted = 0
 
     def collect(self, journal: Journal, *, batch_items: set[tuple[str, str]], done: set[str]) -> None:
-        # Replies of earlier rounds are in the journal already; this pass only needs its writer.
+        # Replies of earlier sessions are in the journal already; this session needs its writer.
         self.journal = journal
-        self.asked = 0
 
     def finish(self, *, spent: float) -> None:
         import time
@@ -417,6 +417,7 @@ class RayBroker(Broker):
         calls = within_budget(pending, cap=self.config.max_cost, spent=spent + self.cost,
                               estimate=lambda c: self.estimate(c, count=True))
         self.not_submitted = len(pending) - len(calls)
+        self.asked = {c.key for c in calls}
         if not calls:
             return
         rid = new_id()
@@ -438,7 +439,6 @@ class RayBroker(Broker):
         lost = len(sent)
         for c in calls:
             self.new.pop(c.cid, None)
-        self.asked = len(calls)
         wall = time.monotonic() - t0
         self.rounds.append({"requests": len(calls), "blocks": blocks, "replies": ok, "failed": failed + lost,
                             "wall_s": round(wall, 3)})
@@ -455,6 +455,8 @@ class RayBroker(Broker):
                 else out.prompt_tokens * self.prices[0] + out.completion_tokens * self.prices[1])
         self.journal.reply(n, prompt_tokens=out.prompt_tokens, completion_tokens=out.completion_tokens, cost=cost,
                            text=out.text or "")
+        self.replies[out.cid] = {"text": out.text or "", "prompt_tokens": out.prompt_tokens,
+                                 "completion_tokens": out.completion_tokens, "cost": cost}
         self.cost += cost or 0.0
         self.usage = (self.usage[0] + out.prompt_tokens, self.usage[1] + out.completion_tokens)
 
@@ -466,6 +468,39 @@ class RayBroker(Broker):
 
     def close(self) -> None:
         self.session.close()
+
+
+def ray_rounds(engine: Any, broker: RayBroker, todo: list[Any], *, spent: float,
+               on_progress: Callable[[Any], None] | None) -> None:
+    """After the engine's first pass deferred every call: ask them on Ray (a round), hand the
+    replies to the engine and let it run again over the requests they belong to, which parses them
+    (and defers a re-ask, or a listwise query's next window, to the next round); until a round asks
+    nothing, the budget leaves no room, or the run stops."""
+    import asyncio
+
+    from r2r_synth.generate.windows import Chain
+    from r2r_synth.schemas import Usage
+
+    while engine.fatal is None and broker.new:
+        usage, cost = broker.usage, broker.cost
+        broker.finish(spent=spent)
+        if not broker.asked:
+            return  # nothing fits under --max-cost: the session stops at the budget
+        # Every reply of the session, not only this round's: a comparison whose other half is asked
+        # again finds its answered half once more (the engine takes a reply as it parses it).
+        engine.replies.update(broker.replies)
+        p = engine.progress
+        du = (broker.usage[0] - usage[0], broker.usage[1] - usage[1])
+        p.usage = p.usage + Usage(prompt_tokens=du[0], completion_tokens=du[1], total_tokens=sum(du))
+        if broker.prices is not None:
+            p.cost = (p.cost or 0.0) + broker.cost - cost
+        p.deferred = 0
+        p.calls += broker.rounds[-1]["requests"]
+        again = [j for j in todo if not (isinstance(j, Chain) and j.finished)
+                 and (j.job().key if isinstance(j, Chain) else j.key) in broker.asked]
+        if on_progress is not None:
+            on_progress(p)
+        asyncio.run(engine.run(again))
 
 
 def ray_plan(config: GenerateConfig, *, calls: int, rounds: int, cost: float | None) -> dict[str, Any]:

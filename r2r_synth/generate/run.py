@@ -213,15 +213,8 @@ def _generate_with(config: GenerateConfig, candidates: list[Candidates], program
             else:
                 broker = make_broker(mode, teacher=teacher, config=config, run=run, say=say) if mode else None
             try:
-                while True:
-                    result = _session(config, run, jobs, programs, cuts, on_progress, command, teacher, chains,
-                                      passages_cut, broker)
-                    # --ray: the replies of a round are parsed by the next pass of the engine
-                    if not (mode == "ray" and result.manifest is not None and result.manifest.status == "pending"):
-                        return result
-                    if chains:  # each pass walks every query's windows afresh from the run directory
-                        chains, _ = build_chains(candidates, config=config, program_hash=hashes["listwise"],
-                                                 teacher=teacher.name)
+                return _session(config, run, jobs, programs, cuts, on_progress, command, teacher, chains,
+                                passages_cut, broker)
             finally:
                 if broker is not None:
                     broker.close()
@@ -293,7 +286,11 @@ def _session(config: GenerateConfig, run: RunDir, jobs: list[Job], programs: dic
         on_progress(progress)
     try:
         asyncio.run(engine.run(todo))
-        if broker is not None and engine.fatal is None:
+        if broker is not None and broker.mode == "ray":  # rounds on Ray, each parsed by the engine
+            from r2r_synth.generate.ray_runner import ray_rounds
+
+            ray_rounds(engine, broker, todo, spent=before.spent, on_progress=on_progress)
+        elif broker is not None and engine.fatal is None:
             broker.finish(spent=before.spent)
         if engine.fatal is not None:
             status, error = "failed", engine.fatal
@@ -337,9 +334,9 @@ def _session(config: GenerateConfig, run: RunDir, jobs: list[Job], programs: dic
     if error is not None:
         raise error
     batch = batch_summary(broker, run) if broker is not None else None
-    if status == "pending" and broker is not None and broker.mode not in ("export", "ray"):
+    if status == "pending" and broker is not None and broker.mode != "export":
         raise _pending(broker, progress, config)
-    if status == "stopped_budget" and broker is not None:
+    if status == "stopped_budget" and broker is not None and broker.mode != "ray":
         raise BudgetExceeded(
             f"--max-cost ${config.max_cost}: {broker.pending} requests were not submitted: ${manifest.cost or 0:.4f} "
             "is spent and what the batches in flight would cost at most leaves no room for them",
@@ -362,11 +359,11 @@ def _session(config: GenerateConfig, run: RunDir, jobs: list[Job], programs: dic
 
 def _batch_status(broker: Broker) -> str | None:
     """The status a batch session ends with, when its batches decide it: `pending` while requests
-    wait in a provider batch, in an exported file, or for an import that lacks them (--ray: replies of
-    a round not parsed yet; the next pass parses them); `stopped_budget` when `--max-cost` left
-    requests unsubmitted. None: the usual rules."""
+    wait in a provider batch, in an exported file, or for an import that lacks them;
+    `stopped_budget` when `--max-cost` left requests unsubmitted (or, with --ray, unasked). None: the
+    usual rules."""
     if broker.mode == "ray":
-        return "pending" if getattr(broker, "asked", 0) else "stopped_budget" if broker.new else None
+        return "stopped_budget" if broker.new else None
     if broker.mode == "export":
         return "pending" if getattr(broker, "exported", 0) else None
     if broker.waiting or (broker.mode == "import" and broker.new):
