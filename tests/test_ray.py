@@ -121,40 +121,45 @@ def test_listwise_windows_take_one_round_each_and_rank_as_online(srv, tmp_path):
 
 
 def _ray_workers() -> set[int]:
-    """PIDs of this Ray's map workers (the actors that ask the endpoint)."""
+    """PIDs of this Ray's actors that ask the endpoint (Ray titles them after their stage)."""
     import psutil
 
     out = set()
-    for p in psutil.process_iter(["pid", "cmdline"]):
-        cmd = " ".join(p.info["cmdline"] or [])
-        if "MapWorker" in cmd and "HttpRequestUDF" in cmd:
+    for p in psutil.process_iter(["pid", "name", "cmdline"]):
+        title = " ".join([p.info["name"] or "", *(p.info["cmdline"] or [])])
+        if "HttpRequestUDF" in title:
             out.add(p.info["pid"])
     return out
 
 
 def test_a_worker_killed_mid_run_is_retried_and_every_key_is_written_once(tmp_path):
-    before = _ray_workers()
+    from test_listwise_generate import candidates, write_input
+
+    inp = write_input(tmp_path / "c.jsonl", candidates(n_queries=3, depth=30))
     killed: list[int] = []
     with OpenAIServer(latency=0.05) as slow:
         def kill_one() -> None:
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline and len(slow.requests) < 20:
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline and not killed:
+                workers = _ray_workers()
+                if len(slow.requests) >= 20 and workers:
+                    pid = min(workers)
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
                 time.sleep(0.05)
-            fresh = _ray_workers() - before
-            if fresh:
-                pid = min(fresh)
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
 
-        t = threading.Thread(target=kill_one)
+        t = threading.Thread(target=kill_one, daemon=True)
         t.start()
-        res = run(cfg(slow, tmp_path / "run", ray=True, depth=10, pairs="none", concurrency=4, batch_size=4))
+        res = run(cfg(slow, tmp_path / "run", input=str(inp), ray=True, depth=30, pairs="none", concurrency=4,
+                      batch_size=4))
+        n = len(slow.requests)
+        killed.append(0)  # stops the thread if it found nothing
         t.join()
-    assert killed, "no Ray worker was found to kill"
+    assert killed[0] != 0, "no Ray worker was found to kill"
     m = res.manifest
-    assert m.status == "complete" and m.counts["direct"].records == 30
-    keys = check_run_dir(tmp_path / "run")
-    assert len(keys) == 30
+    assert m.status == "complete" and m.counts["direct"].records == 90 and m.counts["direct"].rejects == 0
+    assert len(check_run_dir(tmp_path / "run")) == 90
+    assert n >= 90  # the killed worker's block was asked again; each key was written once
 
 
 def test_dry_run_shows_the_plan_and_starts_nothing(monkeypatch, capsys, tmp_path):
