@@ -93,7 +93,7 @@ def check_ray_config(config: GenerateConfig) -> None:
     if model is None and config.tensor_parallel is not None:
         raise ConfigError(f"--tensor-parallel applies to a model the cluster hosts; {config.teacher!r} is an "
                           "endpoint", hint="drop --tensor-parallel, or host the model in the cluster with --teacher "
-                                           f"vllm/<Hugging Face id>")
+                                           "vllm/<Hugging Face id>")
     if model is not None and config.api_base:
         raise ConfigError(f"--teacher {config.teacher} is hosted by vLLM inside the Ray cluster; --api-base names "
                           "an endpoint", hint="drop --api-base, or ask a running server with --teacher "
@@ -311,7 +311,7 @@ def connect(config: GenerateConfig, teacher: Any, *, say: Callable[[str], None])
     anything is written: Ray missing, an unreachable address, too few GPUs."""
     try:
         import ray
-        import ray.data.llm  # noqa: F401 - the processors; fails where ray is installed without [data]
+        import ray.data.llm
     except ImportError as e:
         raise ConfigError(f"--ray needs Ray Data LLM (ray[data] >= 2.60): {e}", hint=EXTRA_HINT) from None
     address = _address(config)
