@@ -55,6 +55,11 @@ def lines(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
 
 
+def requests(log: Path) -> list[dict]:
+    """The loopback server's request lines (its log also holds reply-usage lines)."""
+    return [x for x in lines(log) if "user" in x]
+
+
 def contents(out: Path) -> dict[str, tuple]:
     return {r["key"]: tuple(json.dumps(r.get(f), sort_keys=True) for f in CONTENT) for r in lines(out / "direct.jsonl")}
 
@@ -95,7 +100,7 @@ def bar_driver_sigkill(tmp: Path, online: dict[str, tuple]) -> None:
         first = lines(out / "journal.jsonl")
         journaled = {e["n"] for e in first if e.get("t") == "reply"}
         replied_keys = {e["key"] for e in first if e.get("t") == "send" and e["n"] in journaled}
-        n_first = len(lines(log))
+        n_first = len(requests(log))
         records_at_kill = len(lines(out / "direct.jsonl"))
         for pid in family:  # the killed driver's local Ray (its raylet, GCS, workers), by their ids
             try:
@@ -103,7 +108,7 @@ def bar_driver_sigkill(tmp: Path, online: dict[str, tuple]) -> None:
             except ProcessLookupError:
                 pass
         rerun = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=900)
-    asked_again = lines(log)[n_first:]
+    asked_again = requests(log)[n_first:]
     recs = lines(out / "direct.jsonl")
     by_text = {(r["query"]["text"], r["document"]["text"]): r["key"] for r in recs}
     keys_again = set()
@@ -153,7 +158,7 @@ def bar_worker_killed(tmp: Path) -> None:
         def kill() -> None:
             deadline = time.monotonic() + 600
             while time.monotonic() < deadline and not killed:
-                if len(lines(log)) >= 200 and ray_workers():
+                if len(requests(log)) >= 200 and ray_workers():
                     pid = min(ray_workers())
                     os.kill(pid, signal.SIGKILL)
                     killed.append(pid)
@@ -164,7 +169,7 @@ def bar_worker_killed(tmp: Path) -> None:
         res = generate(dl19_config(url, tmp / "worker", ray=True, limit=5), on_status=quiet)
         killed.append(0)
         t.join()
-        asked = len(lines(log))
+        asked = len(requests(log))
     recs = lines(tmp / "worker" / "direct.jsonl")
     keys = [r["key"] for r in recs]
     ok = killed[0] != 0 and res.manifest.status == "complete" and len(keys) == len(set(keys)) == 500
@@ -201,13 +206,13 @@ def bar_throughput(url: str, log: Path, *, n: int, rounds: int, init_s: float) -
             cfg = GenerateConfig(input="-", out=Path(tmp) / "run", teacher="openai/loopback", api_base=url,
                                  api_key="sk-bench", depth=depth, pairs="none", concurrency=16,
                                  programs_dir=REPO / "programs", ray=use_ray)
-            before = len(lines(log))
+            before = len(requests(log))
             t0 = time.time()
             res = generate(cfg, candidates=cands, on_status=quiet)
             wall = time.time() - t0
             if res.manifest.counts["direct"].records != n:
                 raise SystemExit(f"expected {n} records, got {res.manifest.counts['direct'].records}")
-            first = min(x["t"] for x in lines(log)[before:]) - t0
+            first = min(x["t"] for x in requests(log)[before:]) - t0
             return wall, first
 
     online, on_ray = [], []
