@@ -343,7 +343,12 @@ class GenerateConfig(CommandConfig):
     batch: bool = False  # submit pending requests as provider batches; a rerun collects them
     export_batch: Path | None = None  # write pending requests as OpenAI batch JSONL
     import_batch: Path | None = None  # read a batch results file back into the run
-    batch_size: int | None = None  # requests per batch file; None: the provider's limit (OpenAI: 50,000)
+    batch_size: int | None = None  # requests per batch file (--ray: per block); None: the provider's limit
+    # Ray (see generate.ray_runner): the requests as a Ray Data dataset, asked by Ray Data LLM.
+    ray: bool = False
+    ray_address: str | None = None  # None: RAY_ADDRESS, else a Ray started on this machine's CPUs
+    replicas: int | None = None  # --ray: actors asking the endpoints, or vLLM engines; None: 1 (1 per endpoint)
+    tensor_parallel: int | None = None  # --ray with --teacher vllm/<id>: GPUs per engine; None: 1
 
     @model_validator(mode="after")
     def _kinds(self) -> GenerateConfig:

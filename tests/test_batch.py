@@ -250,7 +250,7 @@ def test_batch_configuration_errors_name_the_fix(tmp_path, monkeypatch, capsys):
             run(cfg(srv, tmp_path / "c", router=router, batch=True))
         with pytest.raises(ConfigError, match="--batch and --export-batch cannot be given together"):
             run(cfg(srv, tmp_path / "d", batch=True, export_batch=tmp_path / "x.jsonl"))
-        with pytest.raises(ConfigError, match="--batch-size applies to --batch and --export-batch only"):
+        with pytest.raises(ConfigError, match="--batch-size applies to --batch, --export-batch and --ray only"):
             run(cfg(srv, tmp_path / "e", batch_size=5))
         with pytest.raises(ConfigError, match="not priced at batch prices"):
             run(cfg(srv, tmp_path / "f", batch=True, max_cost=1.0))

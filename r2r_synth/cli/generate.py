@@ -132,7 +132,18 @@ def generate(
                                                       "numbers.")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="At most this many requests per "
                                                    "batch file (default: the provider's limit; OpenAI 50,000 or "
-                                                   "200 MB).")] = None,
+                                                   "200 MB); with --ray, per block.")] = None,
+    ray: Annotated[bool, typer.Option("--ray", help="Ask through Ray Data LLM: an OpenAI-compatible --api-base (several "
+                                      "comma-separated) or, with --teacher vllm/<HF id>, vLLM engines the cluster "
+                                      "hosts; this process writes the run. Without --ray-address, a Ray on this "
+                                      "machine.")] = False,
+    ray_address: Annotated[str | None, typer.Option("--ray-address", metavar="ADDRESS",
+                                                    help="--ray: the cluster to join (HOST:PORT, ray://HOST:PORT, "
+                                                    "auto; default: RAY_ADDRESS, else a Ray on this machine).")] = None,
+    replicas: Annotated[int | None, typer.Option("--replicas", min=1, help="--ray: actors asking the endpoints, or "
+                                                 "vLLM engines (default 1; one per endpoint).")] = None,
+    tensor_parallel: Annotated[int | None, typer.Option("--tensor-parallel", min=1, help="--ray with --teacher "
+                                                        "vllm/<HF id>: GPUs per vLLM engine (default 1).")] = None,
     extend: Annotated[bool, typer.Option("--extend", help="Rerun an existing run directory with flags that change "
                                          "what it asks (--depth, --pairs, --teacher, ...), adding the new "
                                          "requests to it; refused without this flag.")] = False,
@@ -156,7 +167,8 @@ def generate(
         timeout=timeout, max_cost=max_cost, price_in=price_in, price_out=price_out, price_cached_in=price_cached_in,
         prompt_cache=prompt_cache, max_doc_chars=max_doc_chars, dry_run=dry_run, shard=shard,
         retry_rejects=retry_rejects, extend=extend, seed=seed, batch=batch, export_batch=export_batch,
-        import_batch=import_batch, batch_size=batch_size,
+        import_batch=import_batch, batch_size=batch_size, ray=ray, ray_address=ray_address, replicas=replicas,
+        tensor_parallel=tensor_parallel,
     )
     from r2r_synth.cli.progress import say
 
@@ -357,7 +369,14 @@ def _print_estimate(est) -> None:  # r2r_synth.generate.DryRunEstimate
     for kind, h in est.programs.items():
         t.add_row(f"{kind} program / prompt hash", f"{h['program_hash']} / {h['prompt_hash']}")
     b = est.batch
-    if b:
+    if b and b["mode"] == "ray":
+        where = f"the Ray cluster at {b['address']}" if b["address"] != "local" else "a Ray on this machine"
+        teacher = (f"vLLM hosting {b['hosted_model']} (--tensor-parallel {b['tensor_parallel'] or 1})"
+                   if b["hosted_model"] else f"{max(1, b['endpoints'])} endpoint(s)")
+        t.add_row(f"first round on {where}", f"{b['calls']:,} requests in {b['blocks']:,} blocks of {b['block_size']:,}")
+        t.add_row(f"replicas ({teacher})", str(b["replicas"]))
+        t.add_row("rounds (one listwise window per query per round)", str(b["rounds"]))
+    elif b:
         where = "a batch file" if b["mode"] == "export" else f"{b['provider']} batches"
         t.add_row(f"next submission ({where})", f"{b['calls']:,} requests in {b['files']} file(s)")
         if b["files"]:

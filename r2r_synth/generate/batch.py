@@ -214,17 +214,28 @@ def check_batch_config(config: GenerateConfig) -> str | None:
     """The batch mode of `config` ("batch", "export", "import" or None); refuses combinations that
     cannot work (ConfigError, exit 2) before anything is read."""
     modes = [m for m, on in (("batch", config.batch), ("export", config.export_batch is not None),
-                             ("import", config.import_batch is not None)) if on]
+                             ("import", config.import_batch is not None), ("ray", config.ray)) if on]
     if len(modes) > 1:
-        flags = {"batch": "--batch", "export": "--export-batch", "import": "--import-batch"}
+        flags = {"batch": "--batch", "export": "--export-batch", "import": "--import-batch", "ray": "--ray"}
         raise ConfigError(f"{' and '.join(flags[m] for m in modes)} cannot be given together",
                           hint="--batch submits to the provider; --export-batch writes a file for a runner and "
-                               "--import-batch reads its results back: one per command")
+                               "--import-batch reads its results back; --ray asks through a Ray cluster: one per "
+                               "command")
     mode = modes[0] if modes else None
-    if config.batch_size is not None and mode not in ("batch", "export"):
-        raise ConfigError("--batch-size applies to --batch and --export-batch only", hint="drop --batch-size")
+    if config.batch_size is not None and mode not in ("batch", "export", "ray"):
+        raise ConfigError("--batch-size applies to --batch, --export-batch and --ray only", hint="drop --batch-size")
     if config.batch_size is not None and config.batch_size < 1:
         raise ConfigError(f"--batch-size {config.batch_size}: need at least 1", hint="e.g. --batch-size 10000")
+    ray_only = [f for f, v in (("--ray-address", config.ray_address), ("--replicas", config.replicas),
+                               ("--tensor-parallel", config.tensor_parallel)) if v is not None]
+    if ray_only and mode != "ray":
+        raise ConfigError(f"{', '.join(ray_only)} appl{'ies' if len(ray_only) == 1 else 'y'} to --ray only",
+                          hint="add --ray, or drop " + ", ".join(ray_only))
+    if mode == "ray":
+        from r2r_synth.generate.ray_runner import check_ray_config
+
+        check_ray_config(config)
+        return mode
     if mode is None:
         return None
     if config.router is not None:

@@ -134,7 +134,12 @@ def generate(
     say("starting the embedded teacher (SmolLM2-135M under llama.cpp)" if embedded
         else f"opening the teacher {config.teacher or config.router}" + ("" if config.dry_run else
                                                                           ": checking its key and endpoint"))
-    with open_teacher(config.teacher, api_base=config.api_base, api_key=config.api_key,
+    api_base = config.api_base
+    if mode == "ray":  # several endpoints under --ray: the first is the one checked here
+        from r2r_synth.generate.ray_runner import endpoints, hosted_model
+
+        api_base = (endpoints(api_base) or [None])[0]
+    with open_teacher(config.teacher, api_base=api_base, api_key=config.api_key,
                       temperature=config.temperature, max_tokens=config.max_tokens, router=config.router,
                       policy=policy, transport=config.transport, prices=prices,
                       prompt_cache=config.prompt_cache) as t:
@@ -142,7 +147,8 @@ def generate(
             from r2r_synth.generate.batch_api import check_provider
 
             check_provider(t)
-        if not config.dry_run and mode not in ("export", "import"):  # a batch file reaches no endpoint
+        hosted = mode == "ray" and hosted_model(config.teacher) is not None  # no endpoint: Ray starts vLLM
+        if not config.dry_run and mode not in ("export", "import") and not hosted:  # a batch file reaches none
             say(f"preflight: {preflight(t).describe()}")
         return _generate_with(*args, t)
 
@@ -186,9 +192,16 @@ def _generate_with(config: GenerateConfig, candidates: list[Candidates], program
         done = run.done_keys(prune=False) if run.exists() else set()
         if chains and run.exists():
             replay(chains, run, retry_rejects=config.retry_rejects)
-        return GenerateResult(run_dir=None, estimate=estimate(config, jobs, done, programs, teacher, chains=chains,
-                                                              batch=mode, in_flight=run.batch_state().outstanding
-                                                              if run.exists() else []))
+        est = estimate(config, jobs, done, programs, teacher, chains=chains, batch=None if mode == "ray" else mode,
+                       in_flight=run.batch_state().outstanding if run.exists() else [])
+        if mode == "ray":
+            from r2r_synth.generate.ray_runner import ray_plan
+
+            est.batch = ray_plan(config, calls=est.calls - est.requests.get("listwise", 0)
+                                 + sum(1 for c in chains if not c.finished),
+                                 rounds=max((len(c.spans) - c.next for c in chains if not c.finished), default=1),
+                                 cost=est.cost)
+        return GenerateResult(run_dir=None, estimate=est)
     if mode != "batch" and run.exists():
         waiting = run.batch_state().outstanding
         if waiting:
@@ -198,14 +211,28 @@ def _generate_with(config: GenerateConfig, candidates: list[Candidates], program
                 hint="rerun the command that submitted them, with --batch, to collect them first")
 
     command = scrub(command, [config.api_key or ""])
-    with run.lock(command=command):
-        broker = make_broker(mode, teacher=teacher, config=config, run=run, say=say) if mode else None
-        try:
-            return _session(config, run, jobs, programs, cuts, on_progress, command, teacher, chains, passages_cut,
-                            broker)
-        finally:
-            if broker is not None:
-                broker.close()
+    session = None
+    if mode == "ray":  # joined (or started) before the lock: an unreachable cluster writes nothing
+        from r2r_synth.generate.ray_runner import connect
+
+        session = connect(config, teacher, say=say)
+    try:
+        with run.lock(command=command):
+            if session is not None:
+                from r2r_synth.generate.ray_runner import RayBroker
+
+                broker: Broker | None = RayBroker(session=session, teacher=teacher, config=config, run=run, say=say)
+            else:
+                broker = make_broker(mode, teacher=teacher, config=config, run=run, say=say) if mode else None
+            try:
+                return _session(config, run, jobs, programs, cuts, on_progress, command, teacher, chains,
+                                passages_cut, broker)
+            finally:
+                if broker is not None:
+                    broker.close()
+    finally:
+        if session is not None:
+            session.close()
 
 
 def _session(config: GenerateConfig, run: RunDir, jobs: list[Job], programs: dict[str, Any], cuts: CutReport,
@@ -274,7 +301,11 @@ def _session(config: GenerateConfig, run: RunDir, jobs: list[Job], programs: dic
         on_progress(progress)
     try:
         asyncio.run(engine.run(todo))
-        if broker is not None and engine.fatal is None:
+        if broker is not None and broker.mode == "ray":  # rounds on Ray, each parsed by the engine
+            from r2r_synth.generate.ray_runner import ray_rounds
+
+            ray_rounds(engine, broker, todo, spent=before.spent, on_progress=on_progress)
+        elif broker is not None and engine.fatal is None:
             broker.finish(spent=before.spent)
         if engine.fatal is not None:
             status, error = "failed", engine.fatal
@@ -323,7 +354,7 @@ def _session(config: GenerateConfig, run: RunDir, jobs: list[Job], programs: dic
     batch = batch_summary(broker, run) if broker is not None else None
     if status == "pending" and broker is not None and broker.mode != "export":
         raise _pending(broker, progress, config)
-    if status == "stopped_budget" and broker is not None:
+    if status == "stopped_budget" and broker is not None and broker.mode != "ray":
         raise BudgetExceeded(
             f"--max-cost ${config.max_cost}: {broker.pending} requests were not submitted: ${manifest.cost or 0:.4f} "
             "is spent and what the batches in flight would cost at most leaves no room for them",
@@ -347,7 +378,10 @@ def _session(config: GenerateConfig, run: RunDir, jobs: list[Job], programs: dic
 def _batch_status(broker: Broker) -> str | None:
     """The status a batch session ends with, when its batches decide it: `pending` while requests
     wait in a provider batch, in an exported file, or for an import that lacks them;
-    `stopped_budget` when `--max-cost` left requests unsubmitted. None: the usual rules."""
+    `stopped_budget` when `--max-cost` left requests unsubmitted (or, with --ray, unasked). None: the
+    usual rules."""
+    if broker.mode == "ray":
+        return "stopped_budget" if broker.new else None
     if broker.mode == "export":
         return "pending" if getattr(broker, "exported", 0) else None
     if broker.waiting or (broker.mode == "import" and broker.new):
@@ -360,6 +394,8 @@ def batch_summary(broker: Broker, run: RunDir) -> dict[str, Any]:
     `extra.batches`, and what the CLI prints)."""
     out: dict[str, Any] = {"mode": broker.mode, "waiting": len(broker.waiting), "not_submitted": len(broker.new),
                            **run.batch_state().summary()}
+    if hasattr(broker, "summary"):
+        out["ray"] = broker.summary()
     for name in ("in_flight", "submitted", "counts", "exported"):
         if hasattr(broker, name):
             out["import" if name == "counts" else name] = getattr(broker, name)
