@@ -100,6 +100,8 @@ def _default_label(param: Any) -> str:
     if callable(default):
         return "(dynamic)"
     if getattr(param, "is_flag", False):
+        if default is None:  # --x/--no-x left unset: the help says what it becomes
+            return "—"
         if getattr(param, "secondary_opts", None):
             return f"`{param.opts[0] if default else param.secondary_opts[0]}`"
         return "off" if not default else "on"

@@ -19,6 +19,21 @@ from rich.markup import escape
 
 DEFAULT_INTERVAL_S = 10.0
 
+#: Columns a console assumes when its stream is not a terminal: wide enough that a table keeps its
+#: natural width (rich would otherwise assume 80 and fold every long cell and message).
+LOG_WIDTH = 1000
+
+
+def make_console(*, stderr: bool) -> Console:
+    """A console on stderr (messages, progress) or stdout (results). On a terminal it wraps at the
+    terminal's width; on a pipe or in a log it never hard-wraps a line (a long message stays one
+    line, so `grep` finds it) and tables keep their natural width."""
+    import sys
+
+    if (sys.stderr if stderr else sys.stdout).isatty():
+        return Console(stderr=stderr)
+    return Console(stderr=stderr, soft_wrap=True, width=LOG_WIDTH)
+
 
 def interval_s() -> float:
     """Seconds between progress lines in a log (`R2R_PROGRESS_SECONDS`, default 10)."""
@@ -62,13 +77,14 @@ class Throttle:
 
 
 @contextmanager
-def heartbeat(console: Console, command: str) -> Iterator[Callable[[str], None]]:
+def heartbeat(console: Console, command: str) -> Iterator[Callable[..., None]]:
     """A spinner on a terminal; in a log, a line at each step and ``command: step (elapsed)`` every
     interval while a step runs (a model loading or training gives no other sign of life). Yields
-    `update(step)`."""
+    `update(step, line=True)`: with `line=False` (a count within a step, e.g. training steps) a log
+    shows the new state at its next interval rather than at once."""
     if console.is_terminal:
         with console.status(escape(command)) as status:
-            yield lambda step: status.update(f"{escape(command)}: {escape(step)}")
+            yield lambda step, line=True: status.update(f"{escape(command)}: {escape(step)}")
         return
     state = {"step": "starting"}
     t0 = time.monotonic()
@@ -79,9 +95,10 @@ def heartbeat(console: Console, command: str) -> Iterator[Callable[[str], None]]
         while not stop.wait(every):
             say(console, command, f"{state['step']} ({clock(time.monotonic() - t0)} elapsed)")
 
-    def update(step: str) -> None:
+    def update(step: str, line: bool = True) -> None:
         state["step"] = step
-        say(console, command, step)
+        if line:
+            say(console, command, step)
 
     thread = threading.Thread(target=beat, name=f"{command}-heartbeat", daemon=True)
     thread.start()
