@@ -8,7 +8,7 @@ _IRREGULAR = {"is": "are", "was": "were", "this": "these", "that": "those"}
 
 def plural(n: int, word: str, many: str | None = None) -> str:
     """``{n} {word}``, the word in its plural form unless `n` is 1 (`many` overrides the plural)."""
-    return f"{n:,} {word if n == 1 else many or plural_form(word)}"
+    return f"{n} {word if n == 1 else many or plural_form(word)}"
 
 
 def plural_form(word: str) -> str:

@@ -68,5 +68,5 @@ def test_evaluate_in_a_log_writes_lines_not_a_bar(tmp_path):
     assert res.returncode == 0, res.stderr
     lines = res.stderr.splitlines()
     assert any(line.startswith("evaluate: reading ") for line in lines)
-    assert "evaluate: bm25: 1 queries reranked" in lines and "evaluate: run2: 1 queries reranked" in lines
+    assert "evaluate: bm25: 1 query reranked" in lines and "evaluate: run2: 1 query reranked" in lines
     assert "\x1b[" not in res.stderr  # no bar or cursor codes in the file

@@ -10,7 +10,6 @@ import typer
 from rich.markup import escape
 
 from r2r_synth.cli.app import _command_line, app, console, on_interrupt
-from r2r_synth.cli.output import jsonable, reports
 from r2r_synth.cli.options import (
     ApiBaseOpt,
     ApiKeyOpt,
@@ -25,6 +24,7 @@ from r2r_synth.cli.options import (
     TeacherOpt,
     TimeoutOpt,
 )
+from r2r_synth.cli.output import emit_json, jsonable, reports
 
 # ----------------------------------------------------------------- generate / merge
 
@@ -164,7 +164,9 @@ def generate(
         except (BatchPending, BudgetExceeded, IncompleteRun, TeacherError):
             # The session ran: show what it wrote before the error says why it stopped.
             bar.stop()
-            _print_run_summary(out)
+            summary = _print_run_summary(out)
+            if json_out:  # a script reads what this session did, and the exit code why it stopped
+                emit_json(summary)
             raise
     return _print_run_summary(out)
 

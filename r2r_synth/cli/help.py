@@ -23,7 +23,7 @@ from __future__ import annotations
 import inspect
 import logging
 import textwrap
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from typer.core import TyperCommand, TyperGroup
@@ -83,19 +83,28 @@ def _metavar(param: Any, ctx: typer.Context) -> str:
     return f"[{label}]" if "|" in label else METAVARS.get(label.lower(), label.upper())
 
 
-def _verbose(ctx: Any, param: Any, value: bool) -> bool:
+def _verbose(value: bool) -> bool:
     # The app's callback has set up logging (at WARNING unless -v came before the command) by now.
     if value:
         logging.getLogger().setLevel(logging.DEBUG)
     return value
 
 
-def verbose_option() -> Any:
-    """`-v/--verbose` as a command's own option (not passed to the command's function)."""
-    from typer.core import TyperOption
+def _verbose_probe(verbose: Annotated[bool, typer.Option(
+        "--verbose", "-v", expose_value=False, callback=_verbose,
+        help="Log debug messages (also accepted before the command).")] = False) -> None:
+    """A one-option command typer turns into the `-v` every command takes (see `verbose_option`)."""
 
-    return TyperOption(param_decls=["--verbose", "-v"], is_flag=True, default=False, expose_value=False,
-                       callback=_verbose, help="Log debug messages (also accepted before the command).")
+
+def verbose_option() -> Any:
+    """`-v/--verbose` as a command's own option, not passed to the command's function. Built by typer
+    itself from `_verbose_probe` (typer's parameter classes change their constructors between
+    releases; its decorators do not)."""
+    import typer.main
+
+    probe = typer.Typer()
+    probe.command()(_verbose_probe)
+    return next(p for p in typer.main.get_command(probe).params if p.name == "verbose")
 
 
 class Command(TyperCommand):

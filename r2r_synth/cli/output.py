@@ -17,8 +17,12 @@ import json
 import math
 import sys
 from collections.abc import Callable
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
+
+#: The real stdout while a `@reports` command runs with `--json` (its `sys.stdout` is stderr then).
+_stdout: ContextVar[TextIO | None] = ContextVar("r2r_synth_json_stdout", default=None)
 
 
 def jsonable(obj: Any) -> Any:
@@ -38,18 +42,21 @@ def jsonable(obj: Any) -> Any:
         return obj
     if isinstance(obj, Path):
         return str(obj)
-    if hasattr(obj, "value") and isinstance(getattr(obj, "value"), str):  # an Enum
+    if hasattr(obj, "value") and isinstance(obj.value, str):  # an Enum
         return obj.value
     return str(obj)
 
 
 def emit_json(summary: Any) -> None:
-    """Print `summary` on stdout as one JSON object (indented; one object per command run)."""
+    """Print `summary` on stdout as one JSON object (indented). A command calls it itself only when it
+    stops with an error but has a summary to give (`generate` exiting 3 at the budget, 5 while a
+    batch runs); otherwise `@reports` prints what the command returns."""
     obj = jsonable(summary)
     if not isinstance(obj, dict):
         obj = {"result": obj}
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False, indent=2, allow_nan=False) + "\n")
-    sys.stdout.flush()
+    out = _stdout.get() or sys.stdout
+    out.write(json.dumps(obj, ensure_ascii=False, indent=2, allow_nan=False) + "\n")
+    out.flush()
 
 
 def reports(command: Callable[..., Any]) -> Callable[..., None]:
@@ -63,8 +70,12 @@ def reports(command: Callable[..., Any]) -> Callable[..., None]:
             return
         # What the command (or a library it calls) writes on stdout is for people: send it to stderr so
         # stdout holds the JSON object alone.
-        with contextlib.redirect_stdout(sys.stderr):
-            summary = command(*args, **kwargs)
-        emit_json(summary)
+        token = _stdout.set(sys.stdout)
+        try:
+            with contextlib.redirect_stdout(sys.stderr):
+                summary = command(*args, **kwargs)
+            emit_json(summary)
+        finally:
+            _stdout.reset(token)
 
     return run

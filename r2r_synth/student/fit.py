@@ -13,7 +13,7 @@ from typing import Any
 
 from r2r_synth.student.base import training_summary
 from r2r_synth.student.budget import time_budget
-from r2r_synth.student.progress import phase, trainer_callback
+from r2r_synth.student.progress import trainer_callback
 
 
 def shared_args(opts: Any, *, out_dir: Path) -> dict[str, Any]:

@@ -16,8 +16,8 @@ from r2r_synth.config import TrainConfig
 from r2r_synth.errors import ConfigError
 from r2r_synth.student.base import r2r_config, training_summary
 from r2r_synth.student.corpus import TrainingView
-from r2r_synth.student.progress import phase, trainer_callback
 from r2r_synth.student.losses import GenerationLoss, ListNetLoss, RankNetLoss
+from r2r_synth.student.progress import phase, trainer_callback
 from r2r_synth.student.reasoning.bases import DEFAULT_BASE_NAME, resolve_base
 from r2r_synth.student.reasoning.data import GroupCollator, GroupDataset, groups_from_view
 from r2r_synth.student.reasoning.model import KIND, ReasoningStudent, VerdictModel
