@@ -165,10 +165,11 @@ def render_cli() -> str:
         "",
         _paragraphs(root.help or ""),
         "",
-        "Every command prints its own help with `--help`. Global options come before the command: "
+        "Every command prints its own help with `--help`. Global options: "
         + ", ".join(f"`{'`, `'.join(p.opts)}` ({_escape(p.help or '')})" for p in root.params
                     if p.param_type_name == "option" and not p.hidden and p.name != "help")
-        + ".",
+        + "; `-v` also works after the command. Every command that reports takes `--json`: one JSON object "
+        "on stdout, messages on stderr ([Output for scripts](json-output.md)).",
         "",
         "| command | what it does |",
         "|---|---|",
