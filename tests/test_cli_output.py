@@ -21,8 +21,12 @@ from r2r_synth.schemas import Candidates, Document, Query
 
 
 def cli(*args: object, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "r2r_synth.cli", *map(str, args)], check=False,
-                          capture_output=True, text=True, timeout=900, env={**os.environ, **(env or {})})
+    """The command in a subprocess, stdout and stderr apart, decoded as written (text mode would turn
+    a progress bar's carriage return into a newline)."""
+    # A generous timeout: LiteLLM and torch imports take a while on a loaded, shared 2-core machine.
+    res = subprocess.run([sys.executable, "-m", "r2r_synth.cli", *map(str, args)], check=False,
+                         capture_output=True, timeout=900, env={**os.environ, **(env or {})})
+    return subprocess.CompletedProcess(res.args, res.returncode, res.stdout.decode(), res.stderr.decode())
 
 
 def test_version():

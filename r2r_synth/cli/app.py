@@ -140,13 +140,17 @@ def _terminate_as_interrupt(signum, frame) -> None:
 def _quiet_third_party_bars() -> None:
     """Hugging Face's and tqdm's progress bars redraw one line with `\r`: in a log or a pipe that is
     one endless line of noise, and the command's own progress lines say the same. Off unless stderr is
-    a terminal (an explicit setting of these variables wins)."""
+    a terminal: the libraries' switches are set (an explicit setting of these variables wins), and
+    the bars a library forces on (sentence-transformers' hard-negative mining) are dropped from stderr."""
     import os
 
-    if sys.stderr.isatty():
+    from r2r_synth.cli.progress import NoRedraws
+
+    if sys.stderr.isatty() or isinstance(sys.stderr, NoRedraws):
         return
     for var in ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS"):
         os.environ.setdefault(var, "1")
+    sys.stderr = NoRedraws(sys.stderr)
 
 
 def main() -> None:

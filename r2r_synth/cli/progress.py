@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -33,6 +34,38 @@ def make_console(*, stderr: bool) -> Console:
     if (sys.stderr if stderr else sys.stdout).isatty():
         return Console(stderr=stderr)
     return Console(stderr=stderr, soft_wrap=True, width=LOG_WIDTH)
+
+
+class NoRedraws:
+    """stderr for a log or a pipe: a write that redraws its line with `\r` (a progress bar of tqdm,
+    Hugging Face or sentence-transformers, some of which force their bars on) is dropped, and so is
+    the newline that ends such a bar. Everything else passes unchanged; the command's own progress
+    lines say where it is."""
+
+    def __init__(self, stream: Any):
+        self._stream = stream
+        self._in_bar = False
+
+    def write(self, text: str) -> int:
+        if "\r" in text:
+            head = text[: text.rfind("\n", 0, text.index("\r")) + 1]  # whole lines written before the redraw
+            last = text[text.rindex("\r") + 1:]  # what a terminal would show in the end
+            shown = head + (last if last.endswith("\n") else "")
+            if shown:
+                self._stream.write(shown)
+            self._in_bar = not last.endswith("\n")  # a redraw: its line is not over yet
+            return len(text)
+        shown = text[1:] if self._in_bar and text.startswith("\n") else text
+        self._in_bar = False
+        if shown:
+            self._stream.write(shown)
+        return len(text)
+
+    def isatty(self) -> bool:
+        return False
+
+    def __getattr__(self, name: str) -> Any:  # flush, fileno, encoding, buffer, ...
+        return getattr(self._stream, name)
 
 
 def interval_s() -> float:
