@@ -74,6 +74,15 @@ def test_generate_and_its_dry_run(tmp_path, teacher_url):
     assert "requested" in res.stderr and str(tmp_path / "run") in res.stderr  # the table and the path, on stderr
 
 
+def test_generate_gives_its_object_when_it_exits_5_with_batches_out(tmp_path, teacher_url):
+    res = cli("generate", "-i", SAMPLE, "-o", tmp_path / "run", "-t", "openai/loopback", "--api-base", teacher_url,
+              "--depth", "3", "--pairs", "none", "--batch", "--json")
+    assert res.returncode == 5, res.stderr
+    obj = json.loads(res.stdout)  # what the session did; the exit code says why it stopped
+    assert obj["manifest"]["status"] == "pending" and obj["manifest"]["counts"]["direct"]["records"] == 0
+    assert "rerun the same command later" in res.stderr
+
+
 def test_merge_counts_the_keys_found_in_several_inputs(tmp_path, run_dir):
     copy = tmp_path / "again"
     shutil.copytree(run_dir, copy)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import Enum
 from typing import Annotated
 
@@ -137,27 +139,43 @@ def _terminate_as_interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def _quiet_third_party_bars() -> None:
+@contextmanager
+def _quiet_third_party_bars() -> Iterator[None]:
     """Hugging Face's and tqdm's progress bars redraw one line with `\r`: in a log or a pipe that is
     one endless line of noise, and the command's own progress lines say the same. Off unless stderr is
     a terminal: the libraries' switches are set (an explicit setting of these variables wins), and
-    the bars a library forces on (sentence-transformers' hard-negative mining) are dropped from stderr."""
+    the bars a library forces on (sentence-transformers' hard-negative mining) are dropped from stderr.
+    Both are undone at the end (`main` also runs in-process, in tests)."""
     import os
 
     from r2r_synth.cli.progress import NoRedraws
 
     if sys.stderr.isatty() or isinstance(sys.stderr, NoRedraws):
+        yield
         return
-    for var in ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS"):
-        os.environ.setdefault(var, "1")
-    sys.stderr = NoRedraws(sys.stderr)
+    switches = ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS")
+    set_here = [var for var in switches if var not in os.environ]
+    os.environ.update(dict.fromkeys(set_here, "1"))
+    stderr, sys.stderr = sys.stderr, NoRedraws(sys.stderr)
+    try:
+        yield
+    finally:
+        sys.stderr = stderr
+        for var in set_here:
+            os.environ.pop(var, None)
 
 
 def main() -> None:
+    """The `r2r-synth` console script."""
+    _interrupt_hint.clear()
+    with _quiet_third_party_bars():
+        _main()
+
+
+def _main() -> None:
     import signal
 
     signal.signal(signal.SIGTERM, _terminate_as_interrupt)
-    _quiet_third_party_bars()
     try:
         # Outside standalone mode typer *returns* exit codes (typer.Exit(n), 130 after Ctrl-C) rather
         # than exiting: pass them on, or every such exit would look like success.
