@@ -132,7 +132,6 @@ def _print_interrupted() -> None:
     console.print(f"[yellow]interrupted[/]{hint}", highlight=False)
 
 
-
 def _terminate_as_interrupt(signum, frame) -> None:
     # `timeout`, schedulers and `kill` send SIGTERM. Turned into KeyboardInterrupt, it runs the same
     # cleanup as Ctrl-C: generate writes its manifest (status "interrupted"), servers are stopped.
@@ -141,11 +140,11 @@ def _terminate_as_interrupt(signum, frame) -> None:
 
 @contextmanager
 def _quiet_third_party_bars() -> Iterator[None]:
-    """Hugging Face's and tqdm's progress bars redraw one line with `\r`: in a log or a pipe that is
-    one endless line of noise, and the command's own progress lines say the same. Off unless stderr is
-    a terminal: the libraries' switches are set (an explicit setting of these variables wins), and
-    the bars a library forces on (sentence-transformers' hard-negative mining) are dropped from stderr.
-    Both are undone at the end (`main` also runs in-process, in tests)."""
+    """Hugging Face's and tqdm's progress bars redraw one line with a carriage return: in a log or a
+    pipe that is one endless line of noise, and the command's own progress lines say the same. Off
+    unless stderr is a terminal: the libraries' switches are set (an explicit setting of these
+    variables wins), and the bars a library forces on (sentence-transformers' hard-negative mining) are
+    dropped from stderr. Both are undone at the end (`main` also runs in-process, in tests)."""
     import os
 
     from r2r_synth.cli.progress import NoRedraws

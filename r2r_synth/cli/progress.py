@@ -37,7 +37,7 @@ def make_console(*, stderr: bool) -> Console:
 
 
 class NoRedraws:
-    """stderr for a log or a pipe: a write that redraws its line with `\r` (a progress bar of tqdm,
+    """stderr for a log or a pipe: a write that redraws its line with a carriage return (a bar of tqdm,
     Hugging Face or sentence-transformers, some of which force their bars on) is dropped, and so is
     the newline that ends such a bar. Everything else passes unchanged; the command's own progress
     lines say where it is."""
