@@ -332,6 +332,7 @@ class GenerateConfig(CommandConfig):
     shard: str | None = None
     retry_rejects: bool = False
     extend: bool = False  # rerun an existing run with flags that change its job (see generate.run.JOB_FLAGS)
+    force: bool = False  # write into a non-empty directory that holds no run
     seed: int = 0
     # Listwise: R2R's call over RankGPT's sliding windows of the top `depth` (see generate.windows).
     listwise: bool = False

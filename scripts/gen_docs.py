@@ -100,6 +100,8 @@ def _default_label(param: Any) -> str:
     if callable(default):
         return "(dynamic)"
     if getattr(param, "is_flag", False):
+        if default is None:  # --x/--no-x left unset: the help says what it becomes
+            return "—"
         if getattr(param, "secondary_opts", None):
             return f"`{param.opts[0] if default else param.secondary_opts[0]}`"
         return "off" if not default else "on"
@@ -163,10 +165,11 @@ def render_cli() -> str:
         "",
         _paragraphs(root.help or ""),
         "",
-        "Every command prints its own help with `--help`. Global options come before the command: "
+        "Every command prints its own help with `--help`. Global options: "
         + ", ".join(f"`{'`, `'.join(p.opts)}` ({_escape(p.help or '')})" for p in root.params
                     if p.param_type_name == "option" and not p.hidden and p.name != "help")
-        + ".",
+        + "; `-v` also works after the command. Every command that reports takes `--json`: one JSON object "
+        "on stdout, messages on stderr ([Output for scripts](json-output.md)).",
         "",
         "| command | what it does |",
         "|---|---|",

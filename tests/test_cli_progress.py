@@ -68,5 +68,21 @@ def test_evaluate_in_a_log_writes_lines_not_a_bar(tmp_path):
     assert res.returncode == 0, res.stderr
     lines = res.stderr.splitlines()
     assert any(line.startswith("evaluate: reading ") for line in lines)
-    assert "evaluate: bm25: 1 queries reranked" in lines and "evaluate: run2: 1 queries reranked" in lines
+    assert "evaluate: bm25: 1 query reranked" in lines and "evaluate: run2: 1 query reranked" in lines
     assert "\x1b[" not in res.stderr  # no bar or cursor codes in the file
+
+
+def test_a_log_drops_the_bars_a_library_forces_on():
+    import io
+
+    from r2r_synth.cli.progress import NoRedraws
+
+    buf = io.StringIO()
+    err = NoRedraws(buf)
+    for chunk in ("train: mining\n", "\rBatches:   0%|          | 0/2", "\rBatches: 100%|##########| 2/2", "\n",
+                  "done\n", "\n", "WARNING x: a note\rwith a carriage return\n"):
+        err.write(chunk)
+    # The bar and the newline that ends it are gone; other lines, blank ones included, pass; a finished
+    # line that redraws itself keeps what a terminal would show.
+    assert buf.getvalue() == "train: mining\ndone\n\nwith a carriage return\n"
+    assert err.isatty() is False and err.getvalue() == buf.getvalue()  # the rest is the stream's own

@@ -1,5 +1,6 @@
-"""A run stopped with SIGTERM (what `timeout` and schedulers send) ends like Ctrl-C: exit 130 and a
-manifest that says "interrupted", so a report or a resume sees what happened."""
+"""A run stopped with SIGTERM (what `timeout` and schedulers send) ends like Ctrl-C: exit 130, a
+manifest that says "interrupted", so a report or a resume sees what happened, and a message that says
+how to resume."""
 
 from __future__ import annotations
 
@@ -40,6 +41,8 @@ def test_sigterm_mid_run_writes_an_interrupted_manifest(tmp_path: Path):
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
+    # It says where the answers are and how to go on.
+    assert f"interrupted: what was answered is saved in {out}; rerun the same command to resume" in err
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "interrupted"
     assert manifest["counts"]["direct"]["records"] == direct.read_bytes().count(b"\n")

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import Enum
 from typing import Annotated
 
@@ -16,6 +18,7 @@ from rich.markup import escape
 
 from r2r_synth.cli.help import App
 from r2r_synth.cli.options import Verbose
+from r2r_synth.cli.progress import make_console
 from r2r_synth.errors import R2RError
 
 app = App(
@@ -25,7 +28,7 @@ app = App(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console(stderr=True)
+console: Console = make_console(stderr=True)
 
 
 class _MaskSecrets(logging.Filter):
@@ -39,8 +42,21 @@ class _MaskSecrets(logging.Filter):
         return True
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from r2r_synth import __version__
+
+        typer.echo(f"r2r-synth {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root(verbose: Verbose = False) -> None:
+def _root(
+    verbose: Verbose = False,
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    # -v also works after the command (`r2r-synth train ... -v`): every command takes it too (cli.help).
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
@@ -63,15 +79,18 @@ class SchemaKind(str, Enum):
     candidates = "candidates"
     queries = "queries"
     synthetic_query = "synthetic-query"
+    manifest = "manifest"
 
 
 @app.command()
 def schema(kind: Annotated[SchemaKind, typer.Argument(
-        metavar="KIND", help=f"Record kind: {', '.join(k.value for k in SchemaKind)}.")]) -> None:
-    """Print the JSON Schema of a record kind."""
-    from r2r_synth.schemas import RECORD_KINDS
+        metavar="KIND", help=f"Record kind, or `manifest` (a run's manifest.json): "
+                             f"{', '.join(k.value for k in SchemaKind)}.")]) -> None:
+    """Print the JSON Schema of a record kind or of a run's manifest.json."""
+    from r2r_synth.schemas import RECORD_KINDS, Manifest
 
-    typer.echo(json.dumps(RECORD_KINDS[kind.value].model_json_schema(), indent=2))
+    model = Manifest if kind is SchemaKind.manifest else RECORD_KINDS[kind.value]
+    typer.echo(json.dumps(model.model_json_schema(), indent=2))
 
 
 def _command_line(*secrets: str | None) -> str:
@@ -87,6 +106,19 @@ def _command_line(*secrets: str | None) -> str:
 
 # ----------------------------------------------------------------- entry point
 
+#: What `main` adds to "interrupted" after Ctrl-C or SIGTERM: a command that can resume says how.
+_interrupt_hint: list[str] = []
+
+
+def on_interrupt(hint: str) -> None:
+    """Say `hint` (e.g. how to resume) beside "interrupted" if this command is stopped."""
+    _interrupt_hint[:] = [hint]
+
+
+def _print_interrupted() -> None:
+    hint = f": {escape(_interrupt_hint[0])}" if _interrupt_hint else ""
+    console.print(f"[yellow]interrupted[/]{hint}", highlight=False)
+
 
 def _terminate_as_interrupt(signum, frame) -> None:
     # `timeout`, schedulers and `kill` send SIGTERM. Turned into KeyboardInterrupt, it runs the same
@@ -94,7 +126,40 @@ def _terminate_as_interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+@contextmanager
+def _quiet_third_party_bars() -> Iterator[None]:
+    """Hugging Face's and tqdm's progress bars redraw one line with a carriage return: in a log or a
+    pipe that is one endless line of noise, and the command's own progress lines say the same. Off
+    unless stderr is a terminal: the libraries' switches are set (an explicit setting of these
+    variables wins), and the bars a library forces on (sentence-transformers' hard-negative mining) are
+    dropped from stderr. Both are undone at the end (`main` also runs in-process, in tests)."""
+    import os
+
+    from r2r_synth.cli.progress import NoRedraws
+
+    if sys.stderr.isatty() or isinstance(sys.stderr, NoRedraws):
+        yield
+        return
+    switches = ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS")
+    set_here = [var for var in switches if var not in os.environ]
+    os.environ.update(dict.fromkeys(set_here, "1"))
+    stderr, sys.stderr = sys.stderr, NoRedraws(sys.stderr)
+    try:
+        yield
+    finally:
+        sys.stderr = stderr
+        for var in set_here:
+            os.environ.pop(var, None)
+
+
 def main() -> None:
+    """The `r2r-synth` console script."""
+    _interrupt_hint.clear()
+    with _quiet_third_party_bars():
+        _main()
+
+
+def _main() -> None:
     import signal
 
     signal.signal(signal.SIGTERM, _terminate_as_interrupt)
@@ -104,7 +169,7 @@ def main() -> None:
         rc = app(standalone_mode=False)
         if isinstance(rc, int) and rc:
             if rc == 130:
-                console.print("[yellow]interrupted[/]")
+                _print_interrupted()
             sys.exit(rc)
     except R2RError as e:
         from r2r_synth.config import scrub
@@ -115,7 +180,7 @@ def main() -> None:
             console.print(f"  [bold]fix:[/] {escape(scrub(e.hint))}", highlight=False)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/]")
+        _print_interrupted()
         sys.exit(130)
     except typer.Abort:
         sys.exit(1)

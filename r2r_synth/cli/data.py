@@ -9,11 +9,14 @@ from typing import Annotated
 import typer
 
 from r2r_synth.cli.app import _command_line, app
-from r2r_synth.cli.options import OutOpt, ProgramsDirOpt, RunDirArg, SeedOpt
+from r2r_synth.cli.options import JsonOpt, OutOpt, ProgramsDirOpt, RunDirArg, SeedOpt
+from r2r_synth.cli.output import reports
 from r2r_synth.config import DEFAULT_PROGRAMS_DIR
+from r2r_synth.plural import plural
 
 
 @app.command()
+@reports
 def publish(
     run_dir: Annotated[Path, typer.Argument(help="A run directory written by `generate` or `import`, or a student "
                                             "directory written by `train`.", exists=True, file_okay=False)],
@@ -70,15 +73,16 @@ def publish(
                      help="A dataset the inputs came from, for the card, beside what the run names itself (an "
                      "irds: input, R2R's release); repeatable."),
     ] = None,
-) -> None:
+    json_out: JsonOpt = False,
+) -> object:
     """Publish a run as a Hugging Face dataset (one config per record kind, Parquet shards, a dataset card), or a
     student directory of `train` as a model repository (the model, a sentence-transformers model card)."""
     from r2r_synth.publish.model import is_student_dir
 
     if is_student_dir(run_dir):
-        _publish_student(run_dir, repo_id=repo_id, license=license, evaluation=evaluation, datasets=dataset or [],
-                         private=private, revision=revision, token=token, dry_run=dry_run, out=out)
-        return
+        return _publish_student(run_dir, repo_id=repo_id, license=license, evaluation=evaluation,
+                                datasets=dataset or [], private=private, revision=revision, token=token,
+                                dry_run=dry_run, out=out)
     from r2r_synth.config import PublishConfig
     from r2r_synth.publish import publish as do_publish
 
@@ -105,11 +109,12 @@ def publish(
         typer.echo(f"dry run: {len(res.files)} files written to {res.folder} (nothing pushed)")
     else:
         typer.echo(f"pushed {len(res.files)} files ({len(res.deleted)} stale deleted): {res.commit_url}")
+    return res
 
 
 def _publish_student(student_dir: Path, *, repo_id: str, license: str | None, evaluation: Path | None,
                      datasets: list[str], private: bool, revision: str | None, token: str | None, dry_run: bool,
-                     out: Path | None) -> None:
+                     out: Path | None) -> object:
     from r2r_synth.publish.model import publish_model
 
     res = publish_model(student_dir, repo_id=repo_id, license=license, evaluation=evaluation, datasets=datasets,
@@ -120,9 +125,11 @@ def _publish_student(student_dir: Path, *, repo_id: str, license: str | None, ev
         typer.echo(f"dry run: {len(res.files)} files written to {res.folder} (nothing pushed)")
     else:
         typer.echo(f"pushed {len(res.files)} files: {res.commit_url}")
+    return res
 
 
 @app.command("import")
+@reports
 def import_cmd(
     paths: Annotated[
         list[Path], typer.Argument(help="R2R listwise .jsonl files (e.g. msmarco_500.jsonl).", exists=True,
@@ -133,7 +140,8 @@ def import_cmd(
         str, typer.Option("--name", help="Provenance teacher string of the records; starts with 'imported:'.")
     ] = "imported:r2r-gpt4",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a run already in --out.")] = False,
-) -> None:
+    json_out: JsonOpt = False,
+) -> object:
     """Import corpora released in R2R's listwise format into a run directory (listwise records)."""
     from r2r_synth.config import ImportConfig
     from r2r_synth.importer import import_r2r
@@ -141,9 +149,11 @@ def import_cmd(
     cfg = ImportConfig(paths=paths, out=out, name=name, overwrite=overwrite)
     res = import_r2r(cfg.paths, out=cfg.out, name=cfg.name, overwrite=cfg.overwrite, command=_command_line(),
                      config=cfg.public_dict())
-    typer.echo(f"{res.records} listwise records from {res.queries} queries, {res.rejects} rejects -> {res.out}")
+    typer.echo(f"{plural(res.records, 'listwise record')} from {plural(res.queries, 'query')}, "
+               f"{plural(res.rejects, 'reject')} -> {res.out}")
     for reason, n in res.reject_reasons.items():
         typer.echo(f"  rejected {n}: {reason} (see {res.out / 'rejects.jsonl'})")
+    return res
 
 
 class ExportFormat(str, Enum):
@@ -151,24 +161,28 @@ class ExportFormat(str, Enum):
 
 
 @app.command()
+@reports
 def export(
     run_dir: RunDirArg,
     out: Annotated[Path, typer.Option("--out", "-o", dir_okay=False, help="The file to write.")],
     format: Annotated[ExportFormat, typer.Option("--format", help="r2r: R2R's training format (the shape of its "
                                                  "msmarco_500.jsonl), one line per listwise window.")] = ExportFormat.r2r,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out if it exists.")] = False,
-) -> None:
+    json_out: JsonOpt = False,
+) -> object:
     """Export a run's listwise records in R2R's format, for R2R's own trainer; `import` reads them back."""
     from r2r_synth.config import ExportConfig
     from r2r_synth.export import export_run
 
     cfg = ExportConfig(run_dir=run_dir, out=out, format=format.value, overwrite=overwrite)
     res = export_run(cfg.run_dir, out=cfg.out, fmt=cfg.format, overwrite=cfg.overwrite)
-    typer.echo(f"{res.rows} listwise rows from {res.queries} queries ({res.repaired} with a repaired permutation) "
-               f"-> {res.out}")
+    typer.echo(f"{plural(res.rows, 'listwise row')} from {plural(res.queries, 'query')} ({res.repaired} with a "
+               f"repaired permutation) -> {res.out}")
+    return res
 
 
 @app.command()
+@reports
 def report(
     run_dir: RunDirArg,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (default: RUN_DIR/report).")] = None,
@@ -181,7 +195,8 @@ def report(
         int, typer.Option("--samples", min=0, metavar="N",
                           help="Example records shown per kind, those that disagree with gold first (0: none).")
     ] = 5,
-) -> None:
+    json_out: JsonOpt = False,
+) -> object:
     """Write a self-contained HTML report about a run directory: the problems its data shows, example
     records with the teacher's reasoning, plots (embedded)."""
     from r2r_synth.config import ReportConfig
@@ -194,10 +209,12 @@ def report(
         typer.echo(f"  no {name} plot: {why}")
     for p in res.problems:
         typer.echo(f"  problem ({p.kind}): {p.check}")
+    return res
 
 
 
 @app.command("filter")
+@reports
 def filter_cmd(
     run_dir: RunDirArg,
     out: OutOpt,
@@ -237,7 +254,8 @@ def filter_cmd(
                                  "this many of its rollouts agree; drop the other rollouts.")
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a run already in --out.")] = False,
-) -> None:
+    json_out: JsonOpt = False,
+) -> dict:
     """Curate a run: the records every named rule keeps go to a new run directory, the others to its
     filtered.jsonl with the rule that dropped them."""
     from r2r_synth.config import FilterConfig
@@ -261,3 +279,4 @@ def filter_cmd(
     typer.echo("  (dropped: by the first rule, in this order, to drop the record; flagged: by the rule alone)")
     if res.manifest.status != "complete":
         typer.echo(f"note: {run_dir} is {res.manifest.status!r}; the filtered run says so too")
+    return {"out": res.out, "status": res.manifest.status, "kept": kept, "filtered": total - kept, **res.funnel}

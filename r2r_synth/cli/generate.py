@@ -9,11 +9,12 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from r2r_synth.cli.app import _command_line, app, console
+from r2r_synth.cli.app import _command_line, app, console, on_interrupt
 from r2r_synth.cli.options import (
     ApiBaseOpt,
     ApiKeyOpt,
     InputOpt,
+    JsonOpt,
     LimitOpt,
     MaxRetriesOpt,
     OutOpt,
@@ -24,6 +25,7 @@ from r2r_synth.cli.options import (
     TeacherOpt,
     TimeoutOpt,
 )
+from r2r_synth.cli.output import emit_json, jsonable, reports
 from r2r_synth.config import DEFAULT_PROGRAMS_DIR
 
 # ----------------------------------------------------------------- generate / merge
@@ -37,6 +39,7 @@ class PairsChoice(str, Enum):
 
 
 @app.command()
+@reports
 def generate(
     input: InputOpt,
     out: OutOpt,
@@ -147,8 +150,11 @@ def generate(
     extend: Annotated[bool, typer.Option("--extend", help="Rerun an existing run directory with flags that change "
                                          "what it asks (--depth, --pairs, --teacher, ...), adding the new "
                                          "requests to it; refused without this flag.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Write into --out even when it is a non-empty directory "
+                                        "that holds no run (refused without it).")] = False,
     seed: SeedOpt = 0,
-) -> None:
+    json_out: JsonOpt = False,
+) -> dict:
     """Ask a teacher LLM for direct and comparison reasoning over candidates, or with --listwise for
     rankings with reasons over sliding windows; write a run directory (direct.jsonl, comparison.jsonl,
     listwise.jsonl + rankings.jsonl, rejects.jsonl, manifest.json). Rerun the same command to resume.
@@ -166,7 +172,7 @@ def generate(
         concurrency=concurrency, rpm=rpm, tpm=tpm, max_retries=max_retries, parse_retries=parse_retries,
         timeout=timeout, max_cost=max_cost, price_in=price_in, price_out=price_out, price_cached_in=price_cached_in,
         prompt_cache=prompt_cache, max_doc_chars=max_doc_chars, dry_run=dry_run, shard=shard,
-        retry_rejects=retry_rejects, extend=extend, seed=seed, batch=batch, export_batch=export_batch,
+        retry_rejects=retry_rejects, extend=extend, force=force, seed=seed, batch=batch, export_batch=export_batch,
         import_batch=import_batch, batch_size=batch_size, ray=ray, ray_address=ray_address, replicas=replicas,
         tensor_parallel=tensor_parallel,
     )
@@ -178,18 +184,21 @@ def generate(
     if dry_run:
         result = run_generate(config, command=_command_line(api_key), on_status=status)
         _print_estimate(result.estimate)
-        return
+        return {"dry_run": True, **jsonable(result.estimate)}
     from r2r_synth.errors import BatchPending, BudgetExceeded, IncompleteRun, TeacherError
 
+    on_interrupt(f"what was answered is saved in {out}; rerun the same command to resume (nothing is asked twice)")
     with _GenerateProgress() as bar:
         try:
             run_generate(config, on_progress=bar.update, on_status=status, command=_command_line(api_key))
         except (BatchPending, BudgetExceeded, IncompleteRun, TeacherError):
             # The session ran: show what it wrote before the error says why it stopped.
             bar.stop()
-            _print_run_summary(out)
+            summary = _print_run_summary(out)
+            if json_out:  # a script reads what this session did, and the exit code why it stopped
+                emit_json(summary)
             raise
-    _print_run_summary(out)
+    return _print_run_summary(out)
 
 
 class _GenerateProgress:
@@ -261,14 +270,16 @@ class _GenerateProgress:
             self._p.update(self._task, completed=pr.skipped + pr.finished, **fields)
 
 
-def _print_run_summary(run_dir: Path) -> None:
+def _print_run_summary(run_dir: Path) -> dict:
+    """Print the run's counts, usage and notes (stderr; its path on stdout); return `--json`'s object:
+    ``{"run_dir": ..., "manifest": <manifest.json>}``."""
     from rich.table import Table
 
     from r2r_synth.rundir import RunDir
 
     m = RunDir(run_dir).read_manifest()
     if m is None:
-        return
+        return {"run_dir": str(run_dir), "manifest": None}
     t = Table(title=f"{run_dir} ({m.status}, teacher {m.teacher})")
     for col in ("kind", "requested", "records", "rejects", "skipped (done before)"):
         t.add_column(col, justify="right" if col != "kind" else "left")
@@ -303,6 +314,7 @@ def _print_run_summary(run_dir: Path) -> None:
                       + (f", {lw['passages_cut']} passages cut to {lw['max_passage_words']} words"
                          if lw.get("passages_cut") else ""), highlight=False)
     typer.echo(str(run_dir))
+    return {"run_dir": str(run_dir), "manifest": jsonable(m)}
 
 
 def prompt_cache_line(usage, summary: dict | None) -> str | None:  # usage: r2r_synth.schemas.Usage
@@ -393,6 +405,7 @@ def _print_estimate(est) -> None:  # r2r_synth.generate.DryRunEstimate
 
 
 @app.command()
+@reports
 def merge(
     out: Annotated[Path, typer.Argument(help="The merged run directory (created).")],
     run_dirs: Annotated[list[Path], typer.Argument(help="Run directories to merge (e.g. one per --shard).",
@@ -400,7 +413,8 @@ def merge(
     force: Annotated[bool, typer.Option("--force", help="Replace OUT if it already holds records.")] = False,
     mixed_teachers: Annotated[bool, typer.Option("--mixed-teachers", help="Merge runs of different teachers "
                                                  "(refused without it; each record keeps its own teacher).")] = False,
-) -> None:
+    json_out: JsonOpt = False,
+) -> dict:
     """Merge run directories (e.g. shards) into one corpus; fails on conflicting records for one key or
     on runs of different teachers, and warns about missing shards and questions answered twice."""
     from r2r_synth.generate import merge_runs
@@ -408,5 +422,5 @@ def merge(
     manifest = merge_runs(out, run_dirs, command=_command_line(), force=force, mixed_teachers=mixed_teachers)
     for warning in manifest.extra.get("warnings") or []:
         console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
-    _print_run_summary(out)
+    return _print_run_summary(out)
 

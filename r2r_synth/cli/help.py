@@ -13,13 +13,17 @@ click's plain formatter instead, with three changes:
   paragraph (click cuts it at about 45 characters, or at the first "e.g.").
 
 The width is the terminal's, at most 80 columns (click's default).
+
+Every command also takes the global `-v/--verbose` after its name (`r2r-synth train ... -v`), as
+users of git or pip expect; the app takes it before the command too.
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
 import textwrap
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from typer.core import TyperCommand, TyperGroup
@@ -79,6 +83,30 @@ def _metavar(param: Any, ctx: typer.Context) -> str:
     return f"[{label}]" if "|" in label else METAVARS.get(label.lower(), label.upper())
 
 
+def _verbose(value: bool) -> bool:
+    # The app's callback has set up logging (at WARNING unless -v came before the command) by now.
+    if value:
+        logging.getLogger().setLevel(logging.DEBUG)
+    return value
+
+
+def _verbose_probe(verbose: Annotated[bool, typer.Option(
+        "--verbose", "-v", expose_value=False, callback=_verbose,
+        help="Log debug messages (also accepted before the command).")] = False) -> None:
+    """A one-option command typer turns into the `-v` every command takes (see `verbose_option`)."""
+
+
+def verbose_option() -> Any:
+    """`-v/--verbose` as a command's own option, not passed to the command's function. Built by typer
+    itself from `_verbose_probe` (typer's parameter classes change their constructors between
+    releases; its decorators do not)."""
+    import typer.main
+
+    probe = typer.Typer()
+    probe.command()(_verbose_probe)
+    return next(p for p in typer.main.get_command(probe).params if p.name == "verbose")
+
+
 class Command(TyperCommand):
     """A command with short metavars and its arguments listed by name (see the module docstring)."""
 
@@ -86,6 +114,8 @@ class Command(TyperCommand):
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
+        if not any("--verbose" in getattr(p, "opts", ()) for p in self.params):
+            self.params.append(verbose_option())
         ctx = Context(self)
         self._choices: dict[str, str] = {}
         for param in self.params:

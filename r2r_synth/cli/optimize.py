@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
 from r2r_synth.cli.app import app, console
 from r2r_synth.cli.options import (
@@ -15,6 +14,7 @@ from r2r_synth.cli.options import (
     ApiKeyOpt,
     ConcurrencyOpt,
     InputOpt,
+    JsonOpt,
     LimitOpt,
     MaxRetriesOpt,
     ProgramsDirOpt,
@@ -24,6 +24,8 @@ from r2r_synth.cli.options import (
     TeacherOpt,
     TimeoutOpt,
 )
+from r2r_synth.cli.output import reports
+from r2r_synth.cli.progress import make_console
 from r2r_synth.config import DEFAULT_PROGRAMS_DIR
 
 # ----------------------------------------------------------------- optimize
@@ -49,6 +51,7 @@ class ProgramChoice(str, Enum):
 
 
 @app.command()
+@reports
 def optimize(
     input: InputOpt,
     qrels: QrelsOpt = None,
@@ -117,7 +120,8 @@ def optimize(
                            "optimized ones) on the queries they were not trained on; write nothing unless "
                            "--report.")
     ] = False,
-) -> None:
+    json_out: JsonOpt = False,
+) -> dict:
     """Tune the teacher programs against labeled data (qrels); writes programs/<name>.json + .meta.json."""
     import math
 
@@ -139,7 +143,7 @@ def optimize(
 
     with heartbeat(console, "optimize") as step:
         rep = run_optimize(cfg, progress=step)
-    out = Console()
+    out = make_console(stderr=False)
     left, right = ("fresh", "current") if rep.evaluate_only else ("before", "after")
     for name, pr in rep.programs.items():
         table = Table(title=f"{name}: validation split ({pr.val_examples} examples, {len(rep.split['val_qids'])} "
@@ -183,6 +187,7 @@ def optimize(
         out.print(f"[yellow]{rep.failed_calls} teacher calls failed after their retries[/]: they are left out of the "
                   "metrics, not scored as wrong answers (counts above; rerun when the teacher is healthy)")
     out.print(f"report: {rep.path}" if rep.path else "report: not written (--report PATH keeps it)")
+    return {"report_path": rep.path, **rep.to_dict()}
 
 
 def _calls_line(calls: dict[str, Any], failed: dict[str, int]) -> str:

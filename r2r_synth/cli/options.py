@@ -10,6 +10,8 @@ import typer
 # ----------------------------------------------------------------- shared option aliases
 
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print what the command did as one JSON object on stdout "
+                                       "(messages and tables go to stderr).")]
 InputOpt = Annotated[
     str,
     typer.Option(

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from r2r_synth.cli.app import app, console
@@ -18,6 +17,7 @@ from r2r_synth.cli.options import (
     ApiKeyOpt,
     ConcurrencyOpt,
     InputOpt,
+    JsonOpt,
     LimitOpt,
     MaxRetriesOpt,
     OutOpt,
@@ -27,7 +27,10 @@ from r2r_synth.cli.options import (
     SplitOpt,
     TimeoutOpt,
 )
+from r2r_synth.cli.output import reports
+from r2r_synth.cli.progress import make_console
 from r2r_synth.config import DEFAULT_PROGRAMS_DIR
+from r2r_synth.plural import plural
 
 # ----------------------------------------------------------------- train / evaluate / rerank
 
@@ -96,6 +99,7 @@ ListwiseWeightOpt = _teacher_loss_weight("listwise", "rankings")
 
 
 @app.command()
+@reports
 def train(
     corpus: Annotated[
         list[Path],
@@ -181,7 +185,8 @@ def train(
     device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:1, mps (default: the best "
                                                "available).")] = None,
     seed: SeedOpt = 42,
-) -> None:
+    json_out: JsonOpt = False,
+) -> dict:
     """Train a student reranker on a teacher corpus, or on candidates + qrels (multi-GPU: `accelerate launch -m r2r_synth.cli train ...`)."""
     from r2r_synth.config import TrainConfig
     from r2r_synth.student.train import train as run_train
@@ -199,14 +204,18 @@ def train(
         train_layers=train_layers, max_reason_tokens=max_reason_tokens, device=device, seed=seed,
     )
     from r2r_synth.cli.progress import heartbeat
+    from r2r_synth.student.progress import listening
 
     with heartbeat(console, "train") as step:
-        step(f"training the {student.value} student: loading the corpus and the base model (logs with -v)")
-        result = run_train(config)
+        step(f"training the {student.value} student (details with -v)")
+        with listening(lambda message, minor=False: step(message, line=not minor)):
+            result = run_train(config)
     summary = result.view.summary()
-    rejected = f", {summary['rejects']} rejected lines in rejects.jsonl" if summary["rejects"] else ""
-    console.print(f"[bold green]saved[/] {result.out}  ({summary['queries']} queries, "
-                  f"{summary['documents']} documents{rejected})")
+    rejected = f", {plural(summary['rejects'], 'rejected line')} in rejects.jsonl" if summary["rejects"] else ""
+    console.print(f"[bold green]saved[/] {result.out}  ({plural(summary['queries'], 'query')}, "
+                  f"{plural(summary['documents'], 'document')}{rejected})")
+    return {"out": result.out, "student": student.value, "corpus": summary,
+            "r2r_config": getattr(result.student, "meta", None)}
 
 
 class SignificanceTest(str, Enum):
@@ -221,6 +230,7 @@ def _p_cell(p: float | None) -> str:
 
 
 @app.command()
+@reports
 def evaluate(
     input: InputOpt,
     system: Annotated[
@@ -254,7 +264,8 @@ def evaluate(
     programs_dir: ProgramsDirOpt = DEFAULT_PROGRAMS_DIR,
     concurrency: ConcurrencyOpt = 8,
     device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, ... (default: best available).")] = None,
-) -> None:
+    json_out: JsonOpt = False,
+) -> dict:
     """Rerank the top K with each system (the rest in first-stage order); ir-measures per query, paired tests
     against the first system, TREC runs, JSON and a chart."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -273,19 +284,28 @@ def evaluate(
     tasks: dict[str, int] = {}
     counts: dict[str, int] = {}
     log_line = Throttle(lambda line: say(console, "evaluate", line))
+
+    def reranked(name: str) -> str:
+        return f"{name}: {plural(counts[name], 'query')} reranked"
+
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True, disable=not console.is_terminal) as progress:
         def on_query(name: str) -> None:
+            if counts and name not in counts and not console.is_terminal:
+                log_line(reranked(list(counts)[-1]), force=True)  # the system before is done: its final count
             counts[name] = counts.get(name, 0) + 1
             if console.is_terminal:
                 if name not in tasks:
                     tasks[name] = progress.add_task(name, total=None)
                 progress.advance(tasks[name])
             else:  # a log: a line when a system starts and every interval, not a bar nobody sees
-                log_line(f"{name}: {counts[name]} queries reranked", force=counts[name] == 1)
+                log_line(reranked(name), force=counts[name] == 1)
 
-        say(console, "evaluate", f"reading {input} and opening {len(system)} systems")
+        say(console, "evaluate", f"reading {input} and opening {plural(len(system), 'system')}")
         ev = run_evaluate(config, on_query=on_query)
+    # The final count of every system (the bar is gone on a terminal; a log has the last system's to come).
+    for name in list(counts) if console.is_terminal else list(counts)[-1:]:
+        say(console, "evaluate", reranked(name))
     rep = ev.report
     if rep.get("split"):  # a BEIR directory: which split was scored, and from which files
         default = "" if split else ", the default: --split chooses another"
@@ -294,7 +314,8 @@ def evaluate(
     rows = rep["systems"]
     sig = rep["significance"]
     unchanged = rep["unchanged_by_reranking"]["measures"]
-    table = Table(title=f"{rep['judged_queries']} judged queries, top {depth} reranked; p: paired {test.value} "
+    table = Table(title=f"{plural(rep['judged_queries'], 'judged query', 'judged queries')}, top {depth} reranked; "
+                  f"p: paired {test.value} "
                   f"test against {escape(sig['baseline'])}")
     table.add_column("system", overflow="fold")
     num = {"justify": "right", "no_wrap": True}
@@ -322,14 +343,14 @@ def evaluate(
                       *([f"{row['failed_calls']}", f"{row['queries_left_out']}"] if teachers else []),
                       *([f"{row.get('not_in_run', '')}"] if run_files else []))
     # On a terminal the table fits it; in a log or a pipe it keeps its natural width rather than 80 columns.
-    Console(width=None if sys.stdout.isatty() else 200).print(table)
+    make_console(stderr=False).print(table)
     if unchanged:
         console.print(f"* {escape(', '.join(unchanged))}: the same for every system (set-based at a cutoff at or "
                       f"past the depth: every system holds the same top-{depth} documents and the same tail)")
     for name, row in rows.items():
         if row.get("not_in_run"):
             console.print(f"[yellow]{escape(name)}[/]: {row['not_in_run']} reranked candidates are not in the run "
-                          f"({row['queries_not_in_run']} queries not at all): ranked below its documents, in "
+                          f"({plural(row['queries_not_in_run'], 'query')} not at all): ranked below its documents, in "
                           "first-stage order")
         if row["left_out_qids"]:
             qids = row["left_out_qids"]
@@ -338,6 +359,8 @@ def evaluate(
                           + (" ..." if len(qids) > 20 else ""))
     console.print(f"wrote {ev.out / EVALUATION_FILE}, {ev.out / PER_QUERY_FILE}, {ev.out / CHART_FILE} and one "
                   "TREC run per system")
+    return {"out": ev.out, "files": {"evaluation": ev.out / EVALUATION_FILE, "per_query": ev.out / PER_QUERY_FILE,
+                                     "chart": ev.out / CHART_FILE}, **rep}
 
 
 @app.command()
@@ -376,4 +399,4 @@ def rerank(
         if r.explanation:
             text += f"\n[italic]why:[/] {escape(r.explanation)}"
         table.add_row(str(r.rank), f"{r.score:.4f}", escape(r.docid), text)
-    Console().print(table)
+    make_console(stderr=False).print(table)

@@ -18,6 +18,7 @@ from r2r_synth.config import EvaluateConfig
 from r2r_synth.errors import ConfigError, InputError, TeacherError
 from r2r_synth.evaluate.ranking import RankedRun, rerank_candidates
 from r2r_synth.evaluate.systems import System, SystemSpec, check_specs, open_system, parse_spec
+from r2r_synth.plural import plural
 from r2r_synth.schemas import Candidates, utcnow
 
 log = logging.getLogger(__name__)
@@ -72,9 +73,9 @@ class Evaluation:
 
 
 def _nothing_ranked(system: System, pairs: int, left_out: list[str]) -> TeacherError:
-    what = (f"every one of the {pairs} teacher calls of system {system.name!r} failed after its retries"
+    what = (f"every one of the {plural(pairs, 'teacher call')} of system {system.name!r} failed after its retries"
             if system.failed_calls == pairs else
-            f"system {system.name!r} had a failed teacher call in every judged query ({len(left_out)} queries "
+            f"system {system.name!r} had a failed teacher call in every judged query ({plural(len(left_out), 'query')} "
             f"left out; {system.failed_calls} of its {pairs} calls failed after their retries)")
     return TeacherError(f"{what}: nothing to measure",
                         hint="check the teacher (--api-base, --api-key) and rerun; --timeout and --max-retries "
@@ -106,7 +107,7 @@ def evaluate(config: EvaluateConfig, *, on_query: Callable[[str], None] | None =
     qrels = {c.query.qid: dict(c.qrels) for c in cands if c.qrels}
     if not qrels:
         raise InputError(
-            f"{config.input}: none of the {len(cands)} queries has gold labels, so there is nothing to measure",
+            f"{config.input}: none of the {plural(len(cands), 'query')} has gold labels, so there is nothing to measure",
             hint="pass --qrels with the TREC qrels of these queries",
         )
     longest = max((len(c.documents) for c in cands), default=0)

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from r2r_synth.errors import ConfigError, InputError
 from r2r_synth.evaluate.systems import System, SystemSpec, TopK
+from r2r_synth.plural import plural
 from r2r_synth.schemas import Candidates, Document
 
 RRF_K = 60
@@ -144,7 +145,7 @@ def read_run_file(spec: SystemSpec, qids: list[str]) -> dict[str, dict[str, floa
     run = read_run(spec.arg)
     if not set(run) & set(qids):
         raise InputError(
-            f"{spec.arg}: the run ranks none of the {len(qids)} input queries (its qids start "
+            f"{spec.arg}: the run ranks none of the {plural(len(qids), 'input query', 'input queries')} (its qids start "
             f"{', '.join(list(run)[:3])}; the input's {', '.join(qids[:3])})",
             hint="give a run over the same queries as --input (check the qid spelling on both sides)",
         )

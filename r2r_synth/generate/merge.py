@@ -9,6 +9,7 @@ from r2r_synth import __version__
 from r2r_synth.config import scrub
 from r2r_synth.errors import ConfigError, InputError
 from r2r_synth.pairs import parse_shard
+from r2r_synth.plural import plural
 from r2r_synth.rundir import KIND_ORDER, RunDir
 from r2r_synth.schemas import Counts, Manifest, Reject, Usage, package_versions, utcnow
 
@@ -57,7 +58,7 @@ def merge_runs(out: Path | str, run_dirs: list[Path], *, command: str = "", forc
         warnings.append(f"the merged run mixes {len(teachers)} teachers: {', '.join(teachers)}")
     merged: dict[str, dict[str, Any]] = {k: {} for k in KIND_ORDER}
     origin: dict[str, str] = {}
-    overlaps = 0
+    overlaps: dict[str, int] = {}
     for src in sources:
         for kind in KIND_ORDER:
             for i, rec in enumerate(src.records(kind), start=1):
@@ -73,7 +74,13 @@ def merge_runs(out: Path | str, run_dirs: list[Path], *, command: str = "", forc
                         hint="these run directories answered the same request differently (another teacher "
                              "setting or sampling); merge only shards of one job",
                     )
-                overlaps += 1
+                overlaps[kind] = overlaps.get(kind, 0) + 1
+    if overlaps:
+        # `requested` sums what each input asked, so without this line a merge of a run with its own
+        # shards reads "requested 150 / records 100" and looks like lost records.
+        warnings.append(f"{plural(sum(overlaps.values()), 'record')} ({', '.join(f'{k} {n}' for k, n in overlaps.items())}) "
+                        "were in more than one input with the same answer: each is kept once, while `requested` "
+                        "counts every input's requests")
     warnings += _question_warnings(merged)
     rejects: dict[str, Reject] = {}
     for src in sources:
@@ -167,7 +174,7 @@ def _question_warnings(merged: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def _merged_manifest(target: RunDir, manifests: list[tuple[RunDir, Manifest]], *, command: str,
-                     overlaps: int, warnings: list[str]) -> Manifest:
+                     overlaps: dict[str, int], warnings: list[str]) -> Manifest:
     kinds = [k for k in KIND_ORDER if k in GENERATED_KINDS or any(k in m.counts for _, m in manifests)]
     counts = target.line_counts(kinds)
     for kind in kinds:
@@ -190,6 +197,7 @@ def _merged_manifest(target: RunDir, manifests: list[tuple[RunDir, Manifest]], *
         status=next((s for s in ("failed", "interrupted", "stopped_budget") if s in statuses), "complete"),
         shard=None,
         extra={"merged_from": [{"dir": str(src.path), "shard": m.shard, "status": m.status, "teacher": m.teacher,
-                                "programs": m.programs} for src, m in manifests], "overlapping_keys": overlaps,
+                                "programs": m.programs} for src, m in manifests], "overlapping_keys": sum(overlaps.values()),
+               "overlapping_keys_by_kind": overlaps,
                "warnings": warnings},
     )

@@ -79,6 +79,8 @@ def generate(
     check_config(config)
     mode = check_batch_config(config)
     run = RunDir(config.out).check_writable()
+    if not config.dry_run:  # a dry run writes nothing
+        run.check_run_or_empty(force=config.force)
     shard = parse_shard(config.shard)
     if candidates is None:
         say(f"reading {config.input}")

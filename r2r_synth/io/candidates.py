@@ -31,6 +31,7 @@ from r2r_synth.errors import InputError
 from r2r_synth.io.jsonl import describe_validation, iter_json_lines
 from r2r_synth.io.text import first_line
 from r2r_synth.io.trec import Qrels, candidates_from_run, read_qrels
+from r2r_synth.plural import plural
 from r2r_synth.schemas import Candidates
 
 __all__ = ["DEFAULT_DEPTH", "apply_qrels", "candidates_from_run", "describe_input", "load_candidates", "truncate"]
@@ -178,7 +179,7 @@ def apply_qrels(
     if cands and not any(c.query.qid in qrels for c in cands):
         sample = ", ".join(c.query.qid for c in cands[:3])
         message = (
-            f"{qrels_path or 'qrels'}: judges none of the {len(cands)} queries (their qids start {sample}; "
+            f"{qrels_path or 'qrels'}: judges none of the {plural(len(cands), 'query')} (their qids start {sample}; "
             f"the qrels' start {', '.join(list(qrels)[:3])})"
         )
         if strict:

@@ -38,7 +38,10 @@ def parse_json(text: str, *, path: Path | str, line: int = 1, hint: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        raise InputError(f"{path}:{line + e.lineno - 1}: not valid JSON ({e.msg} at column {e.colno})", hint=hint) from None
+        # Some of json's messages end in "at" already ("Unterminated string starting at").
+        where = "column" if e.msg.endswith(" at") else "at column"
+        raise InputError(f"{path}:{line + e.lineno - 1}: not valid JSON ({e.msg} {where} {e.colno})",
+                         hint=hint) from None
     except RecursionError:
         raise InputError(f"{path}:{line}: JSON nested too deeply to read", hint=hint) from None
 

@@ -19,6 +19,7 @@ from typing import Any
 import dspy
 
 from r2r_synth.errors import ConfigError, InputError
+from r2r_synth.plural import plural
 from r2r_synth.schemas import Candidates, stable_hash
 
 
@@ -161,7 +162,7 @@ def build_labeled_set(
     `DEFAULT_VAL_FRACTION`), and a summary (hash, counts) for reports."""
     if not any(c.qrels for c in candidates):
         raise InputError(
-            f"none of the {len(candidates)} queries has gold labels: optimize needs qrels",
+            f"none of the {plural(len(candidates), 'query')} has gold labels: optimize needs qrels",
             hint="pass --qrels (TREC: qid Q0 docid grade, or BEIR qrels TSV), or an input that carries them",
         )
     from r2r_synth.optimize.listwise import listwise_examples

@@ -19,6 +19,7 @@ from typing import Any
 from r2r_synth import __version__
 from r2r_synth.errors import InputError
 from r2r_synth.paths import portable_command as portable
+from r2r_synth.plural import plural
 from r2r_synth.problems import agreement_rows, find_problems, is_constant, label_distribution
 from r2r_synth.rundir import Run
 from r2r_synth.runstats import KindSummary, cache_line
@@ -27,7 +28,7 @@ from r2r_synth.runstats import KindSummary, cache_line
 def _fmt_cost(cost: float | None, unknown: int) -> str:
     if cost is None:
         return "unknown (the backend reported no price)"
-    more = f" (+ {unknown} records with unknown cost)" if unknown else ""
+    more = f" (+ {plural(unknown, 'record')} with unknown cost)" if unknown else ""
     return f"${cost:.4f}{more}"
 
 

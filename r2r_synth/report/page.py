@@ -39,6 +39,7 @@ from typing import Any
 from r2r_synth import __version__
 from r2r_synth.atomic import check_dir_target, write_text_atomic
 from r2r_synth.errors import InputError
+from r2r_synth.plural import plural
 from r2r_synth.problems import Problem, agreement_rows, find_problems
 from r2r_synth.report.plots import (
     PRIMARY_MEASURE,
@@ -229,7 +230,7 @@ def _page(run: Run, summary: dict[str, KindSummary], table, sections: list[str],
     else:
         info.append(["tokens", "not recorded (the records carry no token usage, as imported corpora do not)"])
     info.append(["cost (all records)", (f"${sum(costs):.4f}" if costs else "unknown")
-                 + (f" ({unknown} records with unknown cost)" if costs and unknown else "")])
+                 + (f" ({plural(unknown, 'record')} with unknown cost)" if costs and unknown else "")])
     cached = cache_line(kinds)
     if cached:
         info.append(["prompt cache (all records)", cached])

@@ -7,6 +7,7 @@ import io
 import math
 from typing import Any
 
+from r2r_synth.plural import plural
 from r2r_synth.rundir import KIND_ORDER
 from r2r_synth.runstats import KindSummary
 
@@ -227,7 +228,7 @@ def plot_listwise_ranks(rankings: list[Any]) -> bytes | None:
     ax.set_xlabel("first-stage rank")
     ax.set_ylabel("teacher's final rank")
     ax.invert_yaxis()
-    ax.set_title(f"teacher vs first stage ({len(rankings)} queries, top {depth})")
+    ax.set_title(f"teacher vs first stage ({plural(len(rankings), 'query')}, top {depth})")
     fig.colorbar(im, ax=ax, fraction=0.046, label="candidates")
     asked = sum(len(r.windows) for r in rankings)
     repaired = sum(r.windows_repaired for r in rankings)

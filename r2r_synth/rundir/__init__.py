@@ -186,6 +186,18 @@ class RunDir:
         check_dir_target(self.path, what=what)
         return self
 
+    def check_run_or_empty(self, *, what: str = "--out", force: bool = False) -> RunDir:
+        """An `InputError` (exit 2) when the path is a directory that holds files but no run (a user's
+        folder given by mistake: a run written into it would mix with what it holds), unless `force`."""
+        if force or not self.path.is_dir() or self.run_files() or (self.path / LOCK_FILE).exists():
+            return self
+        held = sorted(p.name + ("/" if p.is_dir() else "") for p in self.path.iterdir())
+        if held:
+            shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
+            raise InputError(f"{what} {self.path} is not empty and holds no run ({shown})",
+                             hint=f"give {what} a new or empty directory, or pass --force to write the run into it")
+        return self
+
     # ----------------------------------------------------------------- writing
 
     def lock(self, *, command: str = "") -> RunLock:

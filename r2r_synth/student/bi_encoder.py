@@ -41,12 +41,14 @@ from typing import Any
 
 from r2r_synth.config import BiEncoderOptions, TrainConfig
 from r2r_synth.errors import ConfigError, InputError
+from r2r_synth.plural import plural
 from r2r_synth.student.base import r2r_config, refuse_knobs
 from r2r_synth.student.corpus import TrainingView, ViewQuery
 from r2r_synth.student.cross_encoder import DEFAULT_BASE_ID, freeze_below, resolve_base, teacher_grades
 from r2r_synth.student.fit import fit, shared_args
 from r2r_synth.student.int8 import int8_device, int8_scorer
 from r2r_synth.student.openvino_int8 import write_calibration
+from r2r_synth.student.progress import phase
 from r2r_synth.student.st_model import SentenceTransformersStudent
 
 KIND = "bi-encoder"
@@ -295,9 +297,12 @@ def train_student(view: TrainingView, *, config: TrainConfig, out_dir: Path) -> 
     opts = resolve_options(config)
     torch.manual_seed(opts.seed)
     started = time.perf_counter()  # mining counts as training time
+    phase(f"loading the base model {opts.base}")
     model = build_model(opts.base, device=opts.device, max_length=opts.max_length)
     if opts.train_layers:
         freeze_below(model.transformers_model, opts.train_layers)
+    phase(f"building the training examples (mining {plural(opts.hard_negatives, 'hard negative')} per positive)"
+          if opts.hard_negatives and opts.listwise_weight > 0 else "building the training examples")
     columns = build_datasets(view, model=model, options=opts)
     if not columns:
         raise InputError(
@@ -325,6 +330,7 @@ def train_student(view: TrainingView, *, config: TrainConfig, out_dir: Path) -> 
     training["positive_grade"] = positive_threshold(view, opts)
     meta = r2r_config(KIND, base=opts.base, options=opts, config=config, view=view, training=training)
     student = BiEncoderStudent(model, meta=meta)
+    phase(f"saving the model to {out_dir}")
     student.save(Path(out_dir))
     write_calibration(Path(out_dir), view)  # for the int8 path's static quantization
     return student

@@ -40,6 +40,7 @@ from r2r_synth.student.corpus import TrainingView, ViewQuery
 from r2r_synth.student.fit import fit, shared_args
 from r2r_synth.student.int8 import int8_device, int8_scorer
 from r2r_synth.student.openvino_int8 import write_calibration
+from r2r_synth.student.progress import phase
 from r2r_synth.student.st_model import SentenceTransformersStudent
 
 KIND = "cross-encoder"
@@ -364,11 +365,15 @@ def train_student(view: TrainingView, *, config: TrainConfig, out_dir: Path) -> 
     opts = resolve_options(config)
     torch.manual_seed(opts.seed)
     started = time.perf_counter()  # mining and scoring the lists count as training time
+    phase(f"loading the base model {opts.base}")
     model = build_model(opts.base, max_length=opts.max_length, device=opts.device)
     if opts.freeze_embeddings:
         model.model.get_input_embeddings().weight.requires_grad_(False)
     if opts.train_layers:
         freeze_below(model.model, opts.train_layers)
+    distills = (opts.distill_weight > 0 or opts.start_epochs > 0) and opts.encoder
+    phase("building the training examples" + (f" (the encoder {opts.encoder} mines negatives and scores the lists)"
+                                              if distills else ""))
     columns = build_datasets(view, options=opts)
     start = columns.pop("start", None)
     if not columns:
@@ -400,7 +405,8 @@ def train_student(view: TrainingView, *, config: TrainConfig, out_dir: Path) -> 
             "num_train_epochs": opts.start_epochs, "max_steps": -1}), learning_rate_mapping=head,
             dataloader_drop_last=False)
         started_phase = fit(CrossEncoderTrainer, model=model, args=args, datasets={"start": Dataset.from_dict(start)},
-                            losses={"start": losses.ListNetLoss(model)}, max_minutes=None, started=time.perf_counter())
+                            losses={"start": losses.ListNetLoss(model)}, max_minutes=None, started=time.perf_counter(),
+                            label="start (the base's own ranking)")
         started_phase["examples"] = len(start["query"])
     args = CrossEncoderTrainingArguments(
         **shared_args(opts, out_dir=Path(out_dir)),
@@ -415,6 +421,7 @@ def train_student(view: TrainingView, *, config: TrainConfig, out_dir: Path) -> 
         training["start"] = started_phase
     meta = r2r_config(KIND, base=opts.base, options=opts, config=config, view=view, training=training)
     student = CrossEncoderStudent(model, meta=meta)
+    phase(f"saving the model to {out_dir}")
     student.save(Path(out_dir))
     write_calibration(Path(out_dir), view)  # for the int8 path's static quantization
     return student

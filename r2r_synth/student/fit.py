@@ -13,6 +13,7 @@ from typing import Any
 
 from r2r_synth.student.base import training_summary
 from r2r_synth.student.budget import time_budget
+from r2r_synth.student.progress import trainer_callback
 
 
 def shared_args(opts: Any, *, out_dir: Path) -> dict[str, Any]:
@@ -40,11 +41,14 @@ def shared_args(opts: Any, *, out_dir: Path) -> dict[str, Any]:
 
 
 def fit(trainer_cls: Any, *, model: Any, args: Any, datasets: dict[str, Any], losses: dict[str, Any],
-        max_minutes: float | None, started: float) -> dict[str, Any]:
+        max_minutes: float | None, started: float, label: str = "") -> dict[str, Any]:
     """Train `model` with `trainer_cls` on one dataset per objective (the multi-dataset mode when there
     are several) under the wall-clock budget counted from `started`; return what training measured
-    (`base.training_summary`). The empty checkpoints folder the trainer leaves is removed."""
+    (`base.training_summary`). The empty checkpoints folder the trainer leaves is removed. Epochs and
+    steps are reported as `progress.phase`s (prefixed with `label`)."""
     import time
+
+    from transformers.trainer_callback import PrinterCallback
 
     budget = time_budget(max_minutes, started=started) if max_minutes else None
     trainer = trainer_cls(
@@ -52,8 +56,9 @@ def fit(trainer_cls: Any, *, model: Any, args: Any, datasets: dict[str, Any], lo
         args=args,
         train_dataset=datasets if len(datasets) > 1 else next(iter(datasets.values())),
         loss=losses if len(losses) > 1 else next(iter(losses.values())),
-        callbacks=[budget] if budget else None,
+        callbacks=[trainer_callback(label), *([budget] if budget else [])],
     )
+    trainer.remove_callback(PrinterCallback)  # it prints the loss dicts on stdout; they go to the log anyway
     result = trainer.train()
     ckpt = Path(args.output_dir)
     if ckpt.is_dir() and not any(ckpt.iterdir()):

@@ -16,9 +16,11 @@ from pathlib import Path
 from r2r_synth.atomic import check_dir_target, write_jsonl_atomic
 from r2r_synth.config import TrainConfig
 from r2r_synth.errors import ConfigError, InputError
+from r2r_synth.plural import plural
 from r2r_synth.schemas import REJECTS_FILE, Reject, stable_hash
 from r2r_synth.student.base import STUDENT_CLASSES, STUDENT_KINDS, Student
 from r2r_synth.student.corpus import TrainingView, load_training_view
+from r2r_synth.student.progress import phase
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,7 @@ def train(config: TrainConfig) -> TrainResult:
     if config.temperature is not None and not config.temperature > 0:
         raise ConfigError(f"--temperature is {config.temperature}", hint="use a value > 0 (default 0.05)")
     out = check_dir_target(config.out)  # before the corpus is read: a bad --out costs nothing
+    phase(f"reading the corpus ({', '.join(map(str, config.corpus))})")
     view = load_training_view(config.corpus, qrels=config.qrels, depth=config.depth, split=config.split).limit(config.limit)
     log.info("training view: %s", view.summary())
     if config.labels == "teacher" and not view.has_teacher_labels:
@@ -54,7 +57,7 @@ def train(config: TrainConfig) -> TrainResult:
     if config.labels == "gold" and not view.has_gold:
         # Without this the cross-encoder would distil the encoder's cosines alone and call it gold.
         raise InputError(
-            f"--labels gold, but no document of the {len(view.queries)} queries read from "
+            f"--labels gold, but no document of the {plural(len(view.queries), 'query')} read from "
             f"{', '.join(map(str, config.corpus))} carries a gold label",
             hint="train on the teacher's labels (drop --labels gold), or generate the corpus with --qrels "
             "so its records carry the gold grades",

@@ -17,6 +17,7 @@ from r2r_synth.errors import ConfigError
 from r2r_synth.student.base import r2r_config, training_summary
 from r2r_synth.student.corpus import TrainingView
 from r2r_synth.student.losses import GenerationLoss, ListNetLoss, RankNetLoss
+from r2r_synth.student.progress import phase, trainer_callback
 from r2r_synth.student.reasoning.bases import DEFAULT_BASE_NAME, resolve_base
 from r2r_synth.student.reasoning.data import GroupCollator, GroupDataset, groups_from_view
 from r2r_synth.student.reasoning.model import KIND, ReasoningStudent, VerdictModel
@@ -102,6 +103,7 @@ def train_student(view: TrainingView, *, config: TrainConfig, out_dir: Path,
 
     out_dir = Path(out_dir)
     src = resolve_base(config.base)
+    phase(f"loading the base model {src}")
     tok = AutoTokenizer.from_pretrained(src)
     model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
     n_params = sum(p.numel() for p in model.parameters())
@@ -145,7 +147,7 @@ def train_student(view: TrainingView, *, config: TrainConfig, out_dir: Path,
         args=args,
         train_dataset=GroupDataset(groups, negatives=opts.negatives, seed=opts.seed),
         data_collator=GroupCollator(encoder, pad_id=pad),
-        callbacks=callbacks,
+        callbacks=[trainer_callback(), *(callbacks or [])],
         opts=opts,
     )
     from transformers.trainer_callback import PrinterCallback, TrainerCallback
@@ -185,6 +187,7 @@ def train_student(view: TrainingView, *, config: TrainConfig, out_dir: Path,
     meta = r2r_config(KIND, base=opts.base, options=opts, config=config, view=view, training=training)
     student = ReasoningStudent(model, tok, template, meta=meta)
     out_dir.mkdir(parents=True, exist_ok=True)
+    phase(f"saving the model to {out_dir}")
     student.save(out_dir)
     if not math.isfinite(result.training_loss):
         logger.warning("training loss is not finite (%s); lower --learning-rate", result.training_loss)
