@@ -228,7 +228,7 @@ def test_a_hosted_model_needs_gpus_in_the_cluster(monkeypatch, capsys, tmp_path)
 
 def test_the_vllm_processor_config_is_built_from_the_options():
     from r2r_synth.config import GenerateConfig
-    from r2r_synth.generate.ray_runner import sampling_params, vllm_config
+    from r2r_synth.generate.ray_cluster import sampling_params, vllm_config
 
     c = GenerateConfig(input="x", out=Path("o"), teacher="vllm/Qwen/Qwen2.5-72B-Instruct", ray=True, replicas=3,
                        tensor_parallel=4)

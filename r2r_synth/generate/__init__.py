@@ -7,8 +7,9 @@
 - `run`: one session: checks, the lock, the resume rule, the manifest (`generate`);
 - `batch`, `batch_api`: `--batch` (a provider's batch API through LiteLLM), `--export-batch` and
   `--import-batch` (batch files for vLLM's run_batch): the same engine, a different transport;
-- `ray_runner`: `--ray`: the same requests as a Ray Data dataset asked by Ray Data LLM (an endpoint, or
-  vLLM engines the cluster hosts), rounds parsed by the same engine, this process the one writer;
+- `ray_runner`, `ray_cluster`: `--ray`: the same requests as a Ray Data dataset asked by Ray Data LLM (an
+  endpoint, or vLLM engines the cluster hosts), rounds parsed by the same engine, this process the one
+  writer;
 - `estimate`: `--dry-run` (with a batch plan under `--batch`);
 - `merge`: shards of one job -> one run directory (`merge_runs`).
 

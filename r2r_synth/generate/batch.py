@@ -232,7 +232,7 @@ def check_batch_config(config: GenerateConfig) -> str | None:
         raise ConfigError(f"{', '.join(ray_only)} appl{'ies' if len(ray_only) == 1 else 'y'} to --ray only",
                           hint="add --ray, or drop " + ", ".join(ray_only))
     if mode == "ray":
-        from r2r_synth.generate.ray_runner import check_ray_config
+        from r2r_synth.generate.ray_cluster import check_ray_config
 
         check_ray_config(config)
         return mode

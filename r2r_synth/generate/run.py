@@ -138,7 +138,7 @@ def generate(
                                                                           ": checking its key and endpoint"))
     api_base = config.api_base
     if mode == "ray":  # several endpoints under --ray: the first is the one checked here
-        from r2r_synth.generate.ray_runner import endpoints, hosted_model
+        from r2r_synth.generate.ray_cluster import endpoints, hosted_model
 
         api_base = (endpoints(api_base) or [None])[0]
     with open_teacher(config.teacher, api_base=api_base, api_key=config.api_key,
@@ -215,7 +215,7 @@ def _generate_with(config: GenerateConfig, candidates: list[Candidates], program
     command = scrub(command, [config.api_key or ""])
     session = None
     if mode == "ray":  # joined (or started) before the lock: an unreachable cluster writes nothing
-        from r2r_synth.generate.ray_runner import connect
+        from r2r_synth.generate.ray_cluster import connect
 
         session = connect(config, teacher, say=say)
     try:
