@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from r2r_synth.cli.app import app, console
+from r2r_synth.cli.app import app, console, is_main_rank
 from r2r_synth.cli.options import (
     ApiBaseOpt,
     ApiKeyOpt,
@@ -111,7 +111,8 @@ def train(
                                                       "stops after the first step past it, the model is saved "
                                                       "(default: none).")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help=(
-        f"Queries (or examples) per step (default {_by_student('batch_size')}).")),
+        "Queries (or examples) per step and process: N processes under torchrun take N x this a step "
+        f"(default {_by_student('batch_size')}).")),
     ] = None,
     learning_rate: Annotated[float | None, typer.Option("--lr", min=0.0, help=(
         f"Learning rate (default {_by_student('learning_rate', also='2e-04 reasoning with LoRA')}).")),
@@ -169,7 +170,7 @@ def train(
                                                "available).")] = None,
     seed: SeedOpt = 42,
 ) -> None:
-    """Train a student reranker on a teacher corpus, or on candidates + qrels (multi-GPU: `accelerate launch -m r2r_synth.cli train ...`)."""
+    """Train a student reranker on a teacher corpus, or on candidates + qrels (several GPUs: `torchrun --nproc-per-node N -m r2r_synth.cli train ...`)."""
     from r2r_synth.config import TrainConfig
     from r2r_synth.student.train import train as run_train
 
@@ -186,6 +187,7 @@ def train(
     )
     from r2r_synth.cli.progress import heartbeat
 
+    console.quiet = not is_main_rank()  # several processes (torchrun): rank 0 reports for all
     with heartbeat(console, "train") as step:
         step(f"training the {student.value} student: loading the corpus and the base model (logs with -v)")
         result = run_train(config)

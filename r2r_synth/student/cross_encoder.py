@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict
 
 from r2r_synth.config import TrainConfig
 from r2r_synth.errors import ConfigError, InputError
+from r2r_synth.student import distributed
 from r2r_synth.student.base import r2r_config, refuse_knobs
 from r2r_synth.student.corpus import TrainingView, ViewQuery
 from r2r_synth.student.fit import fit, shared_args
@@ -420,7 +421,7 @@ def train_student(view: TrainingView, *, config: TrainConfig, out_dir: Path) -> 
         model.model.get_input_embeddings().weight.requires_grad_(False)
     if opts.train_layers:
         freeze_below(model.model, opts.train_layers)
-    columns = build_datasets(view, options=opts)
+    columns = distributed.on_main(lambda: build_datasets(view, options=opts))  # rank 0's, sent to all
     start = columns.pop("start", None)
     if not columns:
         raise InputError(
@@ -466,6 +467,7 @@ def train_student(view: TrainingView, *, config: TrainConfig, out_dir: Path) -> 
         training["start"] = started_phase
     meta = r2r_config(KIND, base=opts.base, options=opts, config=config, view=view, training=training)
     student = CrossEncoderStudent(model, meta=meta)
-    student.save(Path(out_dir))
-    write_calibration(Path(out_dir), view)  # for the int8 path's static quantization
+    if distributed.world().is_main:  # one writer; DDP kept every rank's weights the same
+        student.save(Path(out_dir))
+        write_calibration(Path(out_dir), view)  # for the int8 path's static quantization
     return student
