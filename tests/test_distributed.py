@@ -179,3 +179,32 @@ def test_torchrun_two_processes_write_one_student_that_ranks_like_one_process(tm
     assert moved > 0.3, moved
     assert apart < 0.25 * moved and apart < control, (apart, control, moved)
     shutil.rmtree(logs)
+
+
+@pytest.mark.slow
+def test_accelerate_launch_trains_a_cross_encoder_written_once(tmp_path, tiny_bert):
+    """The other launcher and the other sentence-transformers student: `accelerate launch --multi_gpu` starts
+    torchrun's workers (here on the CPU, `--device cpu`: gloo); the cross-encoder's list losses run under DDP."""
+    pytest.importorskip("accelerate")
+    from sentence_transformers.cross_encoder import CrossEncoder
+
+    cands, qrels = _candidates(tmp_path)
+    logs, out = tmp_path / "logs", tmp_path / "ce"
+    logs.mkdir()
+    env = _env() | {"ACCELERATE_CONFIG_FILE": str(tmp_path / "no-accelerate-config.yaml")}
+    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                           str(REPO / "tests" / "ddp_writes.py"), str(logs), "train", "--student", "cross-encoder",
+                           "--encoder", str(tiny_bert), "--corpus", str(cands), "--qrels", str(qrels), "--labels", "gold",
+                           "--base", str(tiny_bert), "--out", str(out), "--batch-size", "2", "--max-steps", "2",
+                           "--device", "cpu"],
+                          env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path, check=False)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert [w for w in (logs / "writes-rank1.txt").read_text().splitlines() if str(tmp_path) in w] == []
+    assert any(w.endswith("ce/r2r_config.json") for w in (logs / "writes-rank0.txt").read_text().splitlines())
+    meta = json.loads((out / "r2r_config.json").read_text())
+    assert meta["student"] == "cross-encoder" and meta["training"]["steps"] == 2
+    assert meta["training"]["distributed"] == {"world_size": 2, "backend": "gloo", "per_device_batch": 2,
+                                               "gradient_accumulation": 1, "global_batch": 4}
+    scores = CrossEncoder(str(out), device="cpu").predict([("what is jazz piano", "jazz piano explained in detail")])
+    assert len(scores) == 1

@@ -432,16 +432,21 @@ def train_student(view: TrainingView, *, config: TrainConfig, out_dir: Path) -> 
 
     datasets: dict[str, Any] = {}
     loss_fns: dict[str, Any] = {}
+    # Several processes (DDP): a list loss scores the batch's pairs in one forward pass, not a pass per
+    # query-sized chunk (--batch-size bounds the memory); and DDP is told every parameter is used, since
+    # it cannot see through the CrossEncoder's output (a BatchEncoding) and would mark them all unused.
+    one = {"mini_batch_size": -1} if distributed.world().distributed else {}
+    ddp = {"ddp_find_unused_parameters": False} if distributed.world().distributed else {}
     for name, cols in columns.items():
         datasets[name] = Dataset.from_dict(cols)
         if name == "distill":
-            inner = losses.ListNetLoss(model)
+            inner = losses.ListNetLoss(model, **one)
         elif name == "listwise":
-            inner = losses.LambdaLoss(model)
+            inner = losses.LambdaLoss(model, **one)
         elif name == "pointwise":
             inner = losses.BinaryCrossEntropyLoss(model)
         else:
-            inner = losses.RankNetLoss(model)
+            inner = losses.RankNetLoss(model, **one)
         loss_fns[name] = WeightedLoss(inner, weight=getattr(opts, f"{name}_weight"))
 
     head = None if is_cross_encoder_base(opts.base) else {_head_pattern(model): opts.head_learning_rate}
@@ -449,16 +454,17 @@ def train_student(view: TrainingView, *, config: TrainConfig, out_dir: Path) -> 
     if start is not None:
         # The start: the fresh head learns the base's own ranking before the teacher's labels move it.
         args = CrossEncoderTrainingArguments(**(shared_args(opts, out_dir=Path(out_dir)) | {
-            "num_train_epochs": opts.start_epochs, "max_steps": -1}), learning_rate_mapping=head,
+            "num_train_epochs": opts.start_epochs, "max_steps": -1} | ddp), learning_rate_mapping=head,
             dataloader_drop_last=False)
         started_phase = fit(CrossEncoderTrainer, model=model, args=args, datasets={"start": Dataset.from_dict(start)},
-                            losses={"start": losses.ListNetLoss(model)}, max_minutes=None, started=time.perf_counter())
+                            losses={"start": losses.ListNetLoss(model, **one)}, max_minutes=None, started=time.perf_counter())
         started_phase["examples"] = len(start["query"])
     args = CrossEncoderTrainingArguments(
         **shared_args(opts, out_dir=Path(out_dir)),
         # a fresh head learns faster; a cross-encoder base's trained head moves at the body's rate
         learning_rate_mapping=head,
         dataloader_drop_last=False,
+        **ddp,
     )
     training = fit(CrossEncoderTrainer, model=model, args=args, datasets=datasets, losses=loss_fns,
                    max_minutes=config.max_minutes, started=started)
