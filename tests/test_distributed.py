@@ -104,6 +104,41 @@ def test_fewer_examples_than_one_global_batch_are_refused(monkeypatch):
 # ----------------------------------------------------------------------------- two real processes
 
 
+_EXCHANGE = """
+import json, os, sys, time
+from r2r_synth.errors import InputError
+from r2r_synth.student import distributed
+
+w = distributed.setup(device="cpu")
+out = {"rank": w.rank, "backend": distributed.backend()}
+# rank 0's examples reach every rank; a rank that computed its own would differ (rank in the data)
+out["data"] = distributed.on_main(lambda: {"examples": [w.rank, "built on rank 0"]})
+# one clock: rank 1's value is replaced by rank 0's
+out["clock"] = distributed.from_main(0.25 if w.is_main else 0.75)
+def refuse():
+    raise InputError("nothing to learn", hint="a fix")
+try:
+    distributed.on_main(refuse)
+except InputError as e:
+    out["error"] = [e.message, e.hint, e.exit_code]
+distributed.teardown()
+with open(os.path.join(sys.argv[1], f"rank{w.rank}.json"), "w") as f:
+    json.dump(out, f)
+"""
+
+
+def test_rank_0_builds_the_data_and_its_errors_reach_every_rank(tmp_path):
+    script = tmp_path / "exchange.py"
+    script.write_text(_EXCHANGE)
+    proc = subprocess.run([*_torchrun(), "--nproc-per-node", "2", str(script), str(tmp_path)], env=_env(),
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    for r, got in enumerate(ranks):
+        assert got == {"rank": r, "backend": "gloo", "data": {"examples": [0, "built on rank 0"]}, "clock": 0.25,
+                       "error": ["nothing to learn", "a fix", 2]}
+
+
 def test_a_bad_launch_exits_2_says_it_once_and_writes_nothing(tmp_path, tiny_bert):
     cands, qrels = _candidates(tmp_path)
     out = tmp_path / "model"
