@@ -53,7 +53,7 @@ def _candidates(tmp_path: Path) -> tuple[Path, Path]:
 def _train_args(cands: Path, qrels: Path, base: Path, out: Path, *, batch: int, device: str = "cpu") -> list[str]:
     return ["train", "--corpus", str(cands), "--qrels", str(qrels), "--labels", "gold", "--base", str(base),
             "--out", str(out), "--batch-size", str(batch), "--max-steps", "3", "--lr", "1e-3", "--device", device,
-            "--hard-negatives", "1"]
+            "--hard-negatives", "1", "--max-minutes", "30"]  # a budget that never binds: rank 0's clock every step
 
 
 # ----------------------------------------------------------------------------- the launch environment
@@ -184,7 +184,8 @@ def test_torchrun_two_processes_write_one_student_that_ranks_like_one_process(tm
 
     # The same global batch in one process (in this one: no launcher, no process group).
     train(TrainConfig(student="bi-encoder", corpus=[cands], qrels=qrels, labels="gold", base=str(tiny_bert),
-                      out=single, batch_size=8, max_steps=3, learning_rate=1e-3, device="cpu", hard_negatives=1))
+                      out=single, batch_size=8, max_steps=3, learning_rate=1e-3, device="cpu", hard_negatives=1,
+                      max_minutes=30))
     assert json.loads((single / "r2r_config.json").read_text())["training"]["distributed"] == {
         "world_size": 1, "backend": None, "per_device_batch": 8, "gradient_accumulation": 1, "global_batch": 8}
     # the same files as one process writes: no checkpoints folder, nothing left half-written
@@ -192,7 +193,8 @@ def test_torchrun_two_processes_write_one_student_that_ranks_like_one_process(tm
 
     # And the per-process batch in one process: the control the global batch is measured against.
     train(TrainConfig(student="bi-encoder", corpus=[cands], qrels=qrels, labels="gold", base=str(tiny_bert),
-                      out=per_device, batch_size=4, max_steps=3, learning_rate=1e-3, device="cpu", hard_negatives=1))
+                      out=per_device, batch_size=4, max_steps=3, learning_rate=1e-3, device="cpu", hard_negatives=1,
+                      max_minutes=30))
 
     plain = SentenceTransformer(str(ddp), device="cpu")  # plain sentence-transformers loads it
     base = SentenceTransformer(str(tiny_bert), device="cpu")
