@@ -152,6 +152,13 @@ def _quiet_third_party_bars() -> Iterator[None]:
             os.environ.pop(var, None)
 
 
+def is_main_rank() -> bool:
+    """False in the processes other than rank 0 that torchrun / accelerate launch start: they stay quiet."""
+    import os
+
+    return os.environ.get("RANK", "0") in ("", "0")
+
+
 def main() -> None:
     """The `r2r-synth` console script."""
     _interrupt_hint.clear()
@@ -174,6 +181,8 @@ def _main() -> None:
     except R2RError as e:
         from r2r_synth.config import scrub
 
+        if not is_main_rank():
+            sys.exit(e.exit_code)  # under torchrun every rank meets the same bad input: rank 0 says it once
         # Masked here too: a server may quote the key in an error that reaches this point unmasked.
         console.print(f"[bold red]error:[/] {escape(scrub(e.message))}", highlight=False)
         if e.hint:

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from r2r_synth.cli.app import app, console
+from r2r_synth.cli.app import app, console, is_main_rank
 from r2r_synth.cli.options import (
     ApiBaseOpt,
     ApiKeyOpt,
@@ -128,7 +128,8 @@ def train(
                                                       "stops after the first step past it, the model is saved "
                                                       "(default: none).")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help=(
-        f"Queries (or examples) per step (default {_by_student('batch_size')}).")),
+        "Queries (or examples) per step and process: N processes under torchrun take N x this a step "
+        f"(default {_by_student('batch_size')}).")),
     ] = None,
     learning_rate: Annotated[float | None, typer.Option("--lr", min=0.0, help=(
         f"Learning rate (default {_by_student('learning_rate', also='2e-04 reasoning with LoRA')}).")),
@@ -187,7 +188,7 @@ def train(
     seed: SeedOpt = 42,
     json_out: JsonOpt = False,
 ) -> dict:
-    """Train a student reranker on a teacher corpus, or on candidates + qrels (multi-GPU: `accelerate launch -m r2r_synth.cli train ...`)."""
+    """Train a student reranker on a teacher corpus, or on candidates + qrels (several GPUs: `torchrun --nproc-per-node N -m r2r_synth.cli train ...`)."""
     from r2r_synth.config import TrainConfig
     from r2r_synth.student.train import train as run_train
 
@@ -206,6 +207,7 @@ def train(
     from r2r_synth.cli.progress import heartbeat
     from r2r_synth.student.progress import listening
 
+    console.quiet = not is_main_rank()  # several processes (torchrun): rank 0 reports for all
     with heartbeat(console, "train") as step:
         step(f"training the {student.value} student (details with -v)")
         with listening(lambda message, minor=False: step(message, line=not minor)):

@@ -42,6 +42,7 @@ from typing import Any
 from r2r_synth.config import BiEncoderOptions, TrainConfig
 from r2r_synth.errors import ConfigError, InputError
 from r2r_synth.plural import plural
+from r2r_synth.student import distributed
 from r2r_synth.student.base import r2r_config, refuse_knobs
 from r2r_synth.student.corpus import TrainingView, ViewQuery
 from r2r_synth.student.cross_encoder import DEFAULT_BASE_ID, freeze_below, resolve_base, teacher_grades
@@ -303,18 +304,22 @@ def train_student(view: TrainingView, *, config: TrainConfig, out_dir: Path) -> 
         freeze_below(model.transformers_model, opts.train_layers)
     phase(f"building the training examples (mining {plural(opts.hard_negatives, 'hard negative')} per positive)"
           if opts.hard_negatives and opts.listwise_weight > 0 else "building the training examples")
-    columns = build_datasets(view, model=model, options=opts)
+    # rank 0 mines and sends the examples to every other rank (one dataset, mined once)
+    columns = distributed.on_main(lambda: build_datasets(view, model=model, options=opts))
     if not columns:
         raise InputError(
             f"the corpus gives the bi-encoder nothing to learn from: no positive (grade >= "
             f"{positive_threshold(view, opts):g}), teacher score, graded list or preference with a positive loss weight",
             hint="check --labels and the --*-weight options; with --labels gold the qrels must judge some candidates",
         )
+    # Several processes: in-batch negatives span the global batch (every process's passages), as they
+    # would in one process with that batch; without it each process ranks against its own share only.
+    gather = distributed.world().distributed
     makers = {
-        "listwise": lambda: losses.MultipleNegativesRankingLoss(model),
+        "listwise": lambda: losses.MultipleNegativesRankingLoss(model, gather_across_devices=gather),
         "distill": lambda: losses.MarginMSELoss(model, similarity_fct=pairwise_cos_sim),
         "pointwise": lambda: losses.CoSENTLoss(model),
-        "pairwise": lambda: losses.MultipleNegativesRankingLoss(model),
+        "pairwise": lambda: losses.MultipleNegativesRankingLoss(model, gather_across_devices=gather),
     }
     datasets = {name: Dataset.from_dict(cols) for name, cols in columns.items()}
     loss_fns = {name: WeightedLoss(makers[name](), weight=getattr(opts, f"{name}_weight")) for name in columns}
@@ -331,6 +336,7 @@ def train_student(view: TrainingView, *, config: TrainConfig, out_dir: Path) -> 
     meta = r2r_config(KIND, base=opts.base, options=opts, config=config, view=view, training=training)
     student = BiEncoderStudent(model, meta=meta)
     phase(f"saving the model to {out_dir}")
-    student.save(Path(out_dir))
-    write_calibration(Path(out_dir), view)  # for the int8 path's static quantization
+    if distributed.world().is_main:  # one writer; DDP kept every rank's weights the same
+        student.save(Path(out_dir))
+        write_calibration(Path(out_dir), view)  # for the int8 path's static quantization
     return student

@@ -13,6 +13,10 @@ Trainer has step and epoch limits only; this callback adds the clock, in two par
 - **the stop**: training ends cleanly (the model is still saved) at the end of the first optimizer
   step past the deadline.
 
+Under several processes (`torchrun`, `accelerate launch`) both decisions are rank 0's, sent to every
+rank (`distributed.from_main`): ranks that read their own clocks could apply different rates or stop
+at different steps, and a rank that stopped alone would leave the others waiting.
+
 The logged `learning_rate` is the rate applied. Schedules that are not a `LambdaLR` (every
 `--lr-scheduler-type` of transformers is one) keep their own rates; only the stop applies to them.
 """
@@ -29,6 +33,8 @@ def time_budget(max_minutes: float, *, started: float | None = None) -> Any:
     e.g. mining, counts). `stopped_at_step` is set on the callback when it stopped the run, and
     `annealed_from_step` when the clock first ran ahead of the steps."""
     from transformers import TrainerCallback
+
+    from r2r_synth.student.distributed import from_main
 
     class TimeBudget(TrainerCallback):
         def __init__(self) -> None:
@@ -49,7 +55,7 @@ def time_budget(max_minutes: float, *, started: float | None = None) -> Any:
                 return control
             began = self.train_began if self.train_began is not None else time.perf_counter()
             window = self.deadline - began
-            clock = 1.0 if window <= 0 else (time.perf_counter() - began) / window
+            clock = from_main(1.0 if window <= 0 else (time.perf_counter() - began) / window)
             virtual = int(min(clock, 1.0) * state.max_steps)  # the step the clock has reached
             if virtual <= state.global_step:
                 return control  # the steps are ahead: the Trainer's own schedule stands
@@ -62,7 +68,7 @@ def time_budget(max_minutes: float, *, started: float | None = None) -> Any:
             return control
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
-            if time.perf_counter() >= self.deadline:
+            if from_main(float(time.perf_counter() >= self.deadline)):
                 control.should_training_stop = True
                 self.stopped_at_step = state.global_step
             return control

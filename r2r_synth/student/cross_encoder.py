@@ -35,6 +35,7 @@ from typing import Any
 
 from r2r_synth.config import CrossEncoderOptions, TrainConfig
 from r2r_synth.errors import ConfigError, InputError
+from r2r_synth.student import distributed
 from r2r_synth.student.base import r2r_config, refuse_knobs
 from r2r_synth.student.corpus import TrainingView, ViewQuery
 from r2r_synth.student.fit import fit, shared_args
@@ -374,7 +375,7 @@ def train_student(view: TrainingView, *, config: TrainConfig, out_dir: Path) -> 
     distills = (opts.distill_weight > 0 or opts.start_epochs > 0) and opts.encoder
     phase("building the training examples" + (f" (the encoder {opts.encoder} mines negatives and scores the lists)"
                                               if distills else ""))
-    columns = build_datasets(view, options=opts)
+    columns = distributed.on_main(lambda: build_datasets(view, options=opts))  # rank 0's, sent to all
     start = columns.pop("start", None)
     if not columns:
         raise InputError(
@@ -385,16 +386,21 @@ def train_student(view: TrainingView, *, config: TrainConfig, out_dir: Path) -> 
 
     datasets: dict[str, Any] = {}
     loss_fns: dict[str, Any] = {}
+    # Several processes (DDP): a list loss scores the batch's pairs in one forward pass, not a pass per
+    # query-sized chunk (--batch-size bounds the memory); and DDP is told every parameter is used, since
+    # it cannot see through the CrossEncoder's output (a BatchEncoding) and would mark them all unused.
+    one = {"mini_batch_size": -1} if distributed.world().distributed else {}
+    ddp = {"ddp_find_unused_parameters": False} if distributed.world().distributed else {}
     for name, cols in columns.items():
         datasets[name] = Dataset.from_dict(cols)
         if name == "distill":
-            inner = losses.ListNetLoss(model)
+            inner = losses.ListNetLoss(model, **one)
         elif name == "listwise":
-            inner = losses.LambdaLoss(model)
+            inner = losses.LambdaLoss(model, **one)
         elif name == "pointwise":
             inner = losses.BinaryCrossEntropyLoss(model)
         else:
-            inner = losses.RankNetLoss(model)
+            inner = losses.RankNetLoss(model, **one)
         loss_fns[name] = WeightedLoss(inner, weight=getattr(opts, f"{name}_weight"))
 
     head = None if is_cross_encoder_base(opts.base) else {_head_pattern(model): opts.head_learning_rate}
@@ -402,10 +408,10 @@ def train_student(view: TrainingView, *, config: TrainConfig, out_dir: Path) -> 
     if start is not None:
         # The start: the fresh head learns the base's own ranking before the teacher's labels move it.
         args = CrossEncoderTrainingArguments(**(shared_args(opts, out_dir=Path(out_dir)) | {
-            "num_train_epochs": opts.start_epochs, "max_steps": -1}), learning_rate_mapping=head,
+            "num_train_epochs": opts.start_epochs, "max_steps": -1} | ddp), learning_rate_mapping=head,
             dataloader_drop_last=False)
         started_phase = fit(CrossEncoderTrainer, model=model, args=args, datasets={"start": Dataset.from_dict(start)},
-                            losses={"start": losses.ListNetLoss(model)}, max_minutes=None, started=time.perf_counter(),
+                            losses={"start": losses.ListNetLoss(model, **one)}, max_minutes=None, started=time.perf_counter(),
                             label="start (the base's own ranking)")
         started_phase["examples"] = len(start["query"])
     args = CrossEncoderTrainingArguments(
@@ -413,6 +419,7 @@ def train_student(view: TrainingView, *, config: TrainConfig, out_dir: Path) -> 
         # a fresh head learns faster; a cross-encoder base's trained head moves at the body's rate
         learning_rate_mapping=head,
         dataloader_drop_last=False,
+        **ddp,
     )
     training = fit(CrossEncoderTrainer, model=model, args=args, datasets=datasets, losses=loss_fns,
                    max_minutes=config.max_minutes, started=started)
@@ -422,6 +429,7 @@ def train_student(view: TrainingView, *, config: TrainConfig, out_dir: Path) -> 
     meta = r2r_config(KIND, base=opts.base, options=opts, config=config, view=view, training=training)
     student = CrossEncoderStudent(model, meta=meta)
     phase(f"saving the model to {out_dir}")
-    student.save(Path(out_dir))
-    write_calibration(Path(out_dir), view)  # for the int8 path's static quantization
+    if distributed.world().is_main:  # one writer; DDP kept every rank's weights the same
+        student.save(Path(out_dir))
+        write_calibration(Path(out_dir), view)  # for the int8 path's static quantization
     return student

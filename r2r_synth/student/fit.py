@@ -3,7 +3,9 @@ trainer run under the `--max-minutes` budget, and what training measured.
 
 The bi-encoder (`SentenceTransformerTrainer`) and the cross-encoder (`CrossEncoderTrainer`) differ in
 their datasets, losses and a few arguments (the bi-encoder's no-duplicates batches, the cross-encoder's
-head learning rate); everything else is the same Hugging Face Trainer run, written once here.
+head learning rate); everything else is the same Hugging Face Trainer run, written once here. Under
+`torchrun` / `accelerate launch` the Trainer runs DistributedDataParallel itself; `--batch-size` is per
+process and what training measured says how it ran (`distributed.describe`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from r2r_synth.student import distributed
 from r2r_synth.student.base import training_summary
 from r2r_synth.student.budget import time_budget
 from r2r_synth.student.progress import trainer_callback
@@ -50,6 +53,8 @@ def fit(trainer_cls: Any, *, model: Any, args: Any, datasets: dict[str, Any], lo
 
     from transformers.trainer_callback import PrinterCallback
 
+    distributed.check_global_batch(sum(len(d) for d in datasets.values()), per_device=args.per_device_train_batch_size,
+                                   accumulation=args.gradient_accumulation_steps)
     budget = time_budget(max_minutes, started=started) if max_minutes else None
     trainer = trainer_cls(
         model=model,
@@ -61,6 +66,8 @@ def fit(trainer_cls: Any, *, model: Any, args: Any, datasets: dict[str, Any], lo
     trainer.remove_callback(PrinterCallback)  # it prints the loss dicts on stdout; they go to the log anyway
     result = trainer.train()
     ckpt = Path(args.output_dir)
-    if ckpt.is_dir() and not any(ckpt.iterdir()):
+    if distributed.world().is_main and ckpt.is_dir() and not any(ckpt.iterdir()):
         ckpt.rmdir()  # save_strategy="no" leaves the trainer's output_dir empty
-    return training_summary(result, wall_s=time.perf_counter() - started, budget=budget)
+    return training_summary(result, wall_s=time.perf_counter() - started, budget=budget) | {
+        "distributed": distributed.describe(per_device=args.per_device_train_batch_size,
+                                            accumulation=args.gradient_accumulation_steps)}

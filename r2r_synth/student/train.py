@@ -3,6 +3,9 @@
 Each student kind lives in its own module with `train_student(view, *, config, out_dir) -> Student`
 (see `r2r_synth.student.base`). Lines of the corpus that could not be converted are written to
 `<out>/rejects.jsonl`, so nothing is dropped silently.
+
+Under `torchrun` / `accelerate launch` every process runs this; rank 0 alone writes (see
+`r2r_synth.student.distributed`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from r2r_synth.config import TrainConfig
 from r2r_synth.errors import ConfigError, InputError
 from r2r_synth.plural import plural
 from r2r_synth.schemas import REJECTS_FILE, Reject, stable_hash
+from r2r_synth.student import distributed
 from r2r_synth.student.base import STUDENT_CLASSES, STUDENT_KINDS, Student
 from r2r_synth.student.corpus import TrainingView, load_training_view
 from r2r_synth.student.progress import phase
@@ -45,6 +49,15 @@ def train(config: TrainConfig) -> TrainResult:
     if config.temperature is not None and not config.temperature > 0:
         raise ConfigError(f"--temperature is {config.temperature}", hint="use a value > 0 (default 0.05)")
     out = check_dir_target(config.out)  # before the corpus is read: a bad --out costs nothing
+    try:
+        return _train(config, out=out, world=distributed.setup(device=config.device))
+    finally:
+        distributed.teardown()
+
+
+def _train(config: TrainConfig, *, out: Path, world: distributed.World) -> TrainResult:
+    # Every rank reads the corpus itself (reading writes nothing and gives every rank the same view);
+    # the examples built from it come from rank 0 (`distributed.on_main` in each student).
     phase(f"reading the corpus ({', '.join(map(str, config.corpus))})")
     view = load_training_view(config.corpus, qrels=config.qrels, depth=config.depth, split=config.split).limit(config.limit)
     log.info("training view: %s", view.summary())
@@ -62,10 +75,11 @@ def train(config: TrainConfig) -> TrainResult:
             hint="train on the teacher's labels (drop --labels gold), or generate the corpus with --qrels "
             "so its records carry the gold grades",
         )
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
+    created = world.is_main and not out.exists()
+    if world.is_main:
+        out.mkdir(parents=True, exist_ok=True)
     try:
-        if view.rejects:
+        if view.rejects and world.is_main:
             write_jsonl_atomic(
                 out / REJECTS_FILE,
                 (Reject(kind="input", key=stable_hash([where, reason]), reason=reason, cause="input",

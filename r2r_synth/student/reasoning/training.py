@@ -14,6 +14,7 @@ from torch import nn
 
 from r2r_synth.config import TrainConfig
 from r2r_synth.errors import ConfigError
+from r2r_synth.student import distributed
 from r2r_synth.student.base import r2r_config, training_summary
 from r2r_synth.student.corpus import TrainingView
 from r2r_synth.student.losses import GenerationLoss, ListNetLoss, RankNetLoss
@@ -112,7 +113,8 @@ def train_student(view: TrainingView, *, config: TrainConfig, out_dir: Path,
     template = Template.for_tokenizer(tok, max_query_tokens=opts.max_query_tokens,
                                       max_doc_tokens=opts.max_doc_tokens, max_reason_tokens=opts.max_reason_tokens)
     encoder = Encoder(tok, template)
-    groups = groups_from_view(view, opts)
+    groups = groups_from_view(view, opts)  # no model involved: the same on every rank
+    distributed.check_global_batch(len(groups), per_device=opts.batch_size)
     if opts.lora:
         from peft import LoraConfig, get_peft_model
 
@@ -173,7 +175,9 @@ def train_student(view: TrainingView, *, config: TrainConfig, out_dir: Path,
     if opts.lora:
         model = model.merge_and_unload()  # plain weights: loads without peft
     model = model.to("cpu").eval()
-    shutil.rmtree(out_dir / "_trainer", ignore_errors=True)  # Trainer's scratch dir; we save ourselves
+    main = distributed.world().is_main
+    if main:
+        shutil.rmtree(out_dir / "_trainer", ignore_errors=True)  # Trainer's scratch dir; we save ourselves
     history = [h for h in trainer.state.log_history if "loss" in h]
     training = training_summary(result, wall_s=wall, budget=budget) | {
         "tokens": trainer.tokens_seen,
@@ -183,9 +187,12 @@ def train_student(view: TrainingView, *, config: TrainConfig, out_dir: Path,
         "first_loss": history[0]["loss"] if history else None,
         "last_loss": history[-1]["loss"] if history else None,
         "log": history,
+        "distributed": distributed.describe(per_device=opts.batch_size),
     }
     meta = r2r_config(KIND, base=opts.base, options=opts, config=config, view=view, training=training)
     student = ReasoningStudent(model, tok, template, meta=meta)
+    if not main:
+        return student  # one writer (rank 0); DDP kept every rank's weights the same
     out_dir.mkdir(parents=True, exist_ok=True)
     phase(f"saving the model to {out_dir}")
     student.save(out_dir)
