@@ -29,7 +29,9 @@ from r2r_synth import __version__
 from r2r_synth.atomic import write_text_atomic
 from r2r_synth.config import TrainConfig
 from r2r_synth.errors import ConfigError, InputError
+from r2r_synth.hybrid import Hybrid
 from r2r_synth.student.corpus import TrainingView
+from r2r_synth.student.heldout import HeldOut
 
 R2R_CONFIG_FILE = "r2r_config.json"
 
@@ -59,10 +61,16 @@ class R2RConfig(BaseModel):
     #: The input format the model was trained on where the kind defines its own (the reasoning
     #: student's `Template`: a loaded model must score with it); None where the tokenizer alone does.
     template: dict[str, Any] | None = None
+    #: How `evaluate` and `rerank` fuse the student with the first stage (`r2r_synth.hybrid`); None for
+    #: a student that has none (an untrained base, the reasoning student): it ranks alone.
+    hybrid: Hybrid | None = None
+    #: The held-out training queries that chose the epoch and the hybrid, and what they measured.
+    heldout: HeldOut | None = None
 
 
 def r2r_config(student: str, *, base: str, options: BaseModel | None = None, config: TrainConfig | None = None,
-               view: TrainingView | None = None, training: dict[str, Any] | None = None) -> R2RConfig:
+               view: TrainingView | None = None, training: dict[str, Any] | None = None,
+               hybrid: Hybrid | None = None, heldout: HeldOut | None = None) -> R2RConfig:
     """The `R2RConfig` of a student this r2r-synth made. An untrained student (a base scored as it
     stands) leaves out `options`, `config`, `view` and `training`: there is nothing to record."""
     return R2RConfig(
@@ -73,6 +81,8 @@ def r2r_config(student: str, *, base: str, options: BaseModel | None = None, con
         config=config.public_dict() if config is not None else {},
         corpus=view.summary() | {"sources": view.sources} if view is not None else {},
         training=training or {},
+        hybrid=hybrid,
+        heldout=heldout,
     )
 
 

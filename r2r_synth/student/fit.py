@@ -40,10 +40,12 @@ def shared_args(opts: Any, *, out_dir: Path) -> dict[str, Any]:
 
 
 def fit(trainer_cls: Any, *, model: Any, args: Any, datasets: dict[str, Any], losses: dict[str, Any],
-        max_minutes: float | None, started: float) -> dict[str, Any]:
+        max_minutes: float | None, started: float, tracker: Any = None) -> dict[str, Any]:
     """Train `model` with `trainer_cls` on one dataset per objective (the multi-dataset mode when there
     are several) under the wall-clock budget counted from `started`; return what training measured
-    (`base.training_summary`). The empty checkpoints folder the trainer leaves is removed."""
+    (`base.training_summary`). The empty checkpoints folder the trainer leaves is removed. A `tracker`
+    (`heldout.Tracker`) measures the held-out queries after each epoch; the best epoch's weights are
+    loaded back into `model` at the end."""
     import time
 
     budget = time_budget(max_minutes, started=started) if max_minutes else None
@@ -52,9 +54,11 @@ def fit(trainer_cls: Any, *, model: Any, args: Any, datasets: dict[str, Any], lo
         args=args,
         train_dataset=datasets if len(datasets) > 1 else next(iter(datasets.values())),
         loss=losses if len(losses) > 1 else next(iter(losses.values())),
-        callbacks=[budget] if budget else None,
+        callbacks=[c for c in (budget, tracker.callback(model) if tracker else None) if c] or None,
     )
     result = trainer.train()
+    if tracker is not None:
+        tracker.restore(model)
     ckpt = Path(args.output_dir)
     if ckpt.is_dir() and not any(ckpt.iterdir()):
         ckpt.rmdir()  # save_strategy="no" leaves the trainer's output_dir empty

@@ -3,6 +3,10 @@
 Each student kind lives in its own module with `train_student(view, *, config, out_dir) -> Student`
 (see `r2r_synth.student.base`). Lines of the corpus that could not be converted are written to
 `<out>/rejects.jsonl`, so nothing is dropped silently.
+
+The bi-encoder and the cross-encoder train on all but a held-out share of the queries (`--holdout`,
+`r2r_synth.student.heldout`), which chooses the epoch (up to `--epochs`, 3 when unset) and fits the
+hybrid with the first stage that `evaluate` and `rerank` then use.
 """
 
 from __future__ import annotations
@@ -14,11 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from r2r_synth.atomic import check_dir_target, write_jsonl_atomic
-from r2r_synth.config import TrainConfig
+from r2r_synth.config import EPOCHS_WITHOUT_HELDOUT, HELDOUT_EPOCHS, TrainConfig
 from r2r_synth.errors import ConfigError, InputError
 from r2r_synth.schemas import REJECTS_FILE, Reject, stable_hash
 from r2r_synth.student.base import STUDENT_CLASSES, STUDENT_KINDS, Student
 from r2r_synth.student.corpus import TrainingView, load_training_view
+from r2r_synth.student.heldout import select
+
+#: The kinds whose training a held-out share steers (epoch choice, hybrid fit): their held-out scoring is cheap.
+HELDOUT_KINDS = ("bi-encoder", "cross-encoder")
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +77,17 @@ def train(config: TrainConfig) -> TrainResult:
                         inputs={"where": where}) for where, reason in view.rejects),
             )
         module = importlib.import_module(STUDENT_CLASSES[config.student][0])
-        student = module.train_student(view, config=config, out_dir=out)
+        if config.student in HELDOUT_KINDS:
+            train_view, selection = select(view, fraction=config.holdout, seed=config.seed, labels=config.labels)
+            log.info("held out: %d queries (%s)", len(selection.queries), selection.note)
+            epochs = config.epochs
+            if epochs is None:
+                epochs = HELDOUT_EPOCHS if selection.queries else EPOCHS_WITHOUT_HELDOUT
+            student = module.train_student(train_view, config=config.model_copy(update={"epochs": epochs}),
+                                           out_dir=out, selection=selection)
+        else:
+            epochs = EPOCHS_WITHOUT_HELDOUT if config.epochs is None else config.epochs
+            student = module.train_student(view, config=config.model_copy(update={"epochs": epochs}), out_dir=out)
     except BaseException:
         # A refused or interrupted run leaves nothing half-written: the directory it created goes
         # (an existing one keeps what it held; the model is only written at the end of training).
