@@ -237,3 +237,16 @@ def test_a_holdout_share_out_of_range_is_refused(tmp_path, corpus):
     proc = cli("train", "--corpus", str(corpus[0]), "--qrels", str(corpus[1]), "--labels", "gold", "--out",
                str(tmp_path / "m"), "--holdout", "1")
     assert proc.returncode == 2 and "--holdout" in proc.stderr and not (tmp_path / "m").exists()
+
+
+def test_the_cross_encoder_keeps_its_best_epoch_and_records_its_hybrid_too(tmp_path, tiny_bert, corpus):
+    pytest.importorskip("sentence_transformers")
+    from r2r_synth.student.train import train
+
+    cands, qrels = corpus
+    train(TrainConfig(student="cross-encoder", corpus=[cands], qrels=qrels, labels="gold", out=tmp_path / "ce",
+                      base=str(tiny_bert), encoder="none", epochs=1, batch_size=4, max_length=32, device="cpu"))
+    meta = read_r2r_config(tmp_path / "ce")
+    assert meta.heldout is not None and [e.epoch for e in meta.heldout.epochs] == [1.0]
+    assert meta.heldout.chosen == meta.heldout.epochs[0] and meta.hybrid is not None and meta.hybrid.reason
+    assert meta.corpus["queries"] == len(TOPICS) - len(meta.heldout.qids)
