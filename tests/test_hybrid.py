@@ -157,6 +157,7 @@ def test_no_holdout_trains_every_query_for_one_epoch_and_ranks_alone(tmp_path, t
                str(tmp_path / "m"), "--base", str(tiny_bert), "--holdout", "0", "--batch-size", "8",
                "--device", "cpu")
     assert proc.returncode == 0, proc.stderr
+    assert "hybrid: nothing held out (--holdout 0" in " ".join(proc.stderr.split())
     meta = read_r2r_config(tmp_path / "m")
     assert meta.heldout is None and meta.options["epochs"] == 1.0 and meta.corpus["queries"] == len(TOPICS)
     assert meta.hybrid == Hybrid(weight=0.0, reason="nothing held out (--holdout 0: every query trains, nothing "

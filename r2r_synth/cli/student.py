@@ -201,6 +201,14 @@ def train(
     rejected = f", {summary['rejects']} rejected lines in rejects.jsonl" if summary["rejects"] else ""
     console.print(f"[bold green]saved[/] {result.out}  ({summary['queries']} queries, "
                   f"{summary['documents']} documents{rejected})")
+    meta = result.student.meta
+    if meta.heldout is not None and meta.heldout.chosen is not None:
+        ho = meta.heldout
+        console.print(f"held out {len(ho.qids)} queries: nDCG@10 after each epoch "
+                      + ", ".join(f"{e.epoch:g}: {e.ndcg_at_10:.4f}" for e in ho.epochs)
+                      + f"; kept epoch {ho.chosen.epoch:g}")
+    if meta.hybrid is not None:
+        console.print(f"hybrid: {escape(meta.hybrid.reason)}")
 
 
 class SignificanceTest(str, Enum):
