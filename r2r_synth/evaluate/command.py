@@ -17,7 +17,14 @@ from r2r_synth.atomic import check_dir_target, write_json_atomic, write_text_ato
 from r2r_synth.config import EvaluateConfig
 from r2r_synth.errors import ConfigError, InputError, TeacherError
 from r2r_synth.evaluate.ranking import RankedRun, rerank_candidates
-from r2r_synth.evaluate.systems import System, SystemSpec, check_specs, open_system, parse_spec
+from r2r_synth.evaluate.systems import (
+    System,
+    SystemSpec,
+    check_first_stage,
+    check_specs,
+    open_system,
+    parse_spec,
+)
 from r2r_synth.plural import plural
 from r2r_synth.schemas import Candidates, utcnow
 
@@ -48,6 +55,7 @@ class SystemResult:
     invalid_replies: int = 0
     left_out: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)  # run:FILE: candidates / queries it lacks
+    hybrid: dict[str, Any] | None = None  # a student fused with the first stage: method, weight, why
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -59,6 +67,7 @@ class SystemResult:
             "median_query_s": round(statistics.median(self.query_seconds), 4) if self.query_seconds else None,
             "failed_calls": self.failed_calls,
             "invalid_replies": self.invalid_replies,
+            **({"hybrid": self.hybrid} if self.hybrid else {}),
             "queries_left_out": len(self.left_out),
             "left_out_qids": self.left_out,
             **self.counts,
@@ -104,6 +113,8 @@ def evaluate(config: EvaluateConfig, *, on_query: Callable[[str], None] | None =
     specs = [parse_spec(s) for s in config.systems]
     check_specs(specs)
     cands = _load(config)
+    if config.hybrid:
+        check_first_stage(specs, cands, source=str(config.input))
     qrels = {c.query.qid: dict(c.qrels) for c in cands if c.qrels}
     if not qrels:
         raise InputError(
@@ -175,7 +186,7 @@ def _rank_one(spec: SystemSpec, cands: list[Candidates], qrels: dict, *, config:
         pairs=result.pairs, seconds=sum(times.values()), query_seconds=list(times.values()),
         per_query={m: {q: round(v[m], 6) for q, v in per_query.items()} for m in config.measures},
         failed_calls=system.failed_calls, invalid_replies=system.invalid_replies, left_out=result.left_out,
-        counts=dict(system.counts),
+        counts=dict(system.counts), hybrid=system.hybrid,
     )
 
 

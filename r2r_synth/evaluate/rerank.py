@@ -1,5 +1,11 @@
 """`r2r-synth rerank`: rank a user's own documents for one query with a model: a student directory
-from `train`, or any sentence-transformers `cross-encoder:PATH_OR_HUB_ID` / `bi-encoder[:PATH]`."""
+from `train`, or any sentence-transformers `cross-encoder:PATH_OR_HUB_ID` / `bi-encoder[:PATH]`.
+
+A student that records a hybrid (`r2r_synth.hybrid`: fitted by `train` on held-out queries) ranks as
+it was chosen: fused with BM25. A user's documents come without a first stage, so BM25 is computed
+over the given documents themselves (bm25s, the first stage's tokenizer and parameters; its IDF is
+that of these documents); `hybrid=False` (`--no-hybrid`) ranks by the student alone. The score shown
+is then the fused one, and `student_score` the student's own."""
 
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ from r2r_synth.evaluate.systems import (
     open_cross_encoder,
     open_student,
     parse_spec,
+    student_hybrid,
 )
 
 
@@ -26,6 +33,7 @@ class Ranked:
     score: float
     text: str
     explanation: str | None = None
+    student_score: float | None = None  # a hybrid's student score beside the fused `score`
 
 
 def read_documents(path: Path | str, text: str | None = None) -> list[tuple[str, str]]:
@@ -98,25 +106,34 @@ def _cannot_explain(spec: SystemSpec) -> InputError:
 
 def rerank_documents(*, model: str, query: str, documents: list[tuple[str, str]], device: str | None = None,
                      explain: bool = False, explain_top: int = 3, batch_size: int = 32,
-                     int8: bool = False) -> list[Ranked]:
+                     int8: bool = False, hybrid: bool = True) -> list[Ranked]:
     """Rank a user's `documents` for `query` with `model` (see `model_spec`); with `explain`, the top
     `explain_top` get the model's reasoning. A model that cannot explain is an `InputError` raised
-    before any model is loaded (a student's kind is read from its `r2r_config.json`)."""
+    before any model is loaded (a student's kind is read from its `r2r_config.json`). A student's
+    hybrid fuses it with BM25 over `documents` unless `hybrid` is False (see the module docstring)."""
     if not query.strip():
         raise InputError("the query is empty", hint='pass --query "your question"')
     spec = model_spec(model, int8=int8)
     if explain and not can_explain(spec):
         raise _cannot_explain(spec)
+    fused = student_hybrid(spec) if hybrid else None
     opener = {"bi-encoder": open_bi_encoder, "cross-encoder": open_cross_encoder}.get(spec.kind, open_student)
     system = opener(spec, device=device, batch_size=batch_size)
     try:
-        scores = system.score(query, [t for _, t in documents])
+        own = system.score(query, [t for _, t in documents])
+        scores = own
+        if fused is not None:
+            from r2r_synth.hybrid import fuse_with
+            from r2r_synth.io.first_stage import score_documents
+
+            scores = fuse_with(fused, own, score_documents(query, [t for _, t in documents]))
         order = sorted(range(len(documents)), key=lambda i: scores[i], reverse=True)
         out = []
         for r, i in enumerate(order, start=1):
             docid, text = documents[i]
             why = system.explain(query, text) if explain and system.explain and r <= explain_top else None
-            out.append(Ranked(rank=r, docid=docid, score=scores[i], text=text, explanation=why))
+            out.append(Ranked(rank=r, docid=docid, score=scores[i], text=text, explanation=why,
+                              student_score=own[i] if fused is not None else None))
     finally:
         system.close()
     return out

@@ -13,7 +13,9 @@ Forms (`NAME=SPEC` names a system in the table and its files):
 - `teacher:<LiteLLM model>` (or `teacher:embedded`): the teacher's `direct` program (optimized state
   from `--programs-dir` when present), score = the program's calibrated `score`;
 - a directory written by `r2r-synth train` (optionally `student:DIR`), any student kind;
-  `student-int8:DIR` loads it with int8 weights on the CPU;
+  `student-int8:DIR` loads it with int8 weights on the CPU. A student whose `r2r_config.json` records
+  a hybrid (`r2r_synth.hybrid`, fitted by `train` on held-out queries) ranks fused with the
+  candidates' first-stage scores, unless `--no-hybrid`;
 - `run:FILE`: a TREC run file's scores for the candidates (those it lacks go below, in first-stage order);
 - `fuse:[rrf|combsum:]A+B[*W]...`: a fusion of systems named before it (see `fusion`).
 """
@@ -28,6 +30,7 @@ from pathlib import Path
 
 from r2r_synth.config import EvaluateConfig
 from r2r_synth.errors import ConfigError, InputError
+from r2r_synth.hybrid import Hybrid
 from r2r_synth.schemas import Candidates, Document
 
 log = logging.getLogger(__name__)
@@ -74,6 +77,7 @@ class System:
     explain: Callable[[str, str], str] | None = None
     order: Callable[[Candidates, list[Document]], TopK | None] | None = None
     components: tuple[str, ...] = ()  # a fusion's systems: their time is part of its cost
+    hybrid: dict | None = None  # a student fused with the first stage: its `Hybrid` (method, weight)
     failed_calls: int = 0
     invalid_replies: int = 0
     counts: dict[str, int] = field(default_factory=dict)
@@ -182,7 +186,7 @@ def open_system(spec: SystemSpec, *, config: EvaluateConfig, ranked: dict | None
     if spec.kind == "teacher":
         return open_teacher_system(spec, config=config)
     if spec.kind in ("student", "student-int8"):
-        return open_student(spec, device=config.device, batch_size=config.batch_size)
+        return open_student(spec, device=config.device, batch_size=config.batch_size, hybrid=config.hybrid)
     if spec.kind == "run":
         from r2r_synth.evaluate.fusion import run_file_system
         from r2r_synth.io.trec import read_run
@@ -279,17 +283,63 @@ def open_cross_encoder(spec: SystemSpec, *, device: str | None, batch_size: int)
     return System(name=spec.name, spec=spec.spec, score=score)
 
 
-def open_student(spec: SystemSpec, *, device: str | None, batch_size: int) -> System:
-    """A student `r2r-synth train` wrote, any kind (`load_student` dispatches on `r2r_config.json`)."""
+def open_student(spec: SystemSpec, *, device: str | None, batch_size: int, hybrid: bool = False) -> System:
+    """A student `r2r-synth train` wrote, any kind (`load_student` dispatches on `r2r_config.json`).
+    With `hybrid`, a student that records an active hybrid ranks a query's candidates (`order`) by its
+    scores fused with their first-stage scores; `score` stays the student's own."""
     from r2r_synth.student.base import load_student
 
     student = load_student(spec.arg, device=device, int8=spec.kind == "student-int8")
-    return System(
+    system = System(
         name=spec.name,
         spec=spec.spec,
         score=lambda q, docs: student.score(q, docs, batch_size=batch_size),
         explain=(lambda q, d: student.explain(q, d)) if student.can_explain else None,
     )
+    fused = student.meta.hybrid
+    if hybrid and fused is not None and fused.active:
+        system.hybrid = fused.model_dump(mode="json")
+        system.order = lambda c, docs: _hybrid_order(system, fused, c, docs)
+    return system
+
+
+def _hybrid_order(system: System, fused: Hybrid, c: Candidates, docs: list[Document]) -> TopK:
+    from r2r_synth.evaluate.fusion import order_by_score
+    from r2r_synth.hybrid import fuse_with
+
+    if c.scores is None:  # `check_first_stage` refuses such input before anything runs
+        raise InputError(f"qid {c.query.qid!r} carries no first-stage scores", hint="pass --no-hybrid")
+    first = dict(zip((d.docid for d in c.documents), c.scores))
+    scores = system.score(c.query.text, [d.full_text() for d in docs])
+    return order_by_score(docs, fuse_with(fused, scores, [first[d.docid] for d in docs]))
+
+
+def student_hybrid(spec: SystemSpec) -> Hybrid | None:
+    """The active hybrid a student system records (read without loading it); None for any other system."""
+    if spec.kind not in ("student", "student-int8"):
+        return None
+    from r2r_synth.student.base import read_r2r_config
+
+    fused = read_r2r_config(Path(spec.arg)).hybrid
+    return fused if fused is not None and fused.active else None
+
+
+def check_first_stage(specs: list[SystemSpec], cands: list[Candidates], *, source: str) -> None:
+    """A hybrid student needs every query's first-stage scores: an `InputError` before anything runs
+    when `cands` (read from `source`) lack them."""
+    missing = [c.query.qid for c in cands if c.scores is None]
+    if not missing:
+        return
+    for spec in specs:
+        fused = student_hybrid(spec)
+        if fused is not None:
+            raise InputError(
+                f"{source}: {len(missing)} of {len(cands)} queries carry no first-stage scores (first: qid "
+                f"{missing[0]!r}), and the student {spec.spec} ranks fused with them ({fused.method}, first-stage "
+                f"weight {fused.weight:g}, from its r2r_config.json)",
+                hint="pass --no-hybrid to rank by the student alone, or give candidates with their first-stage "
+                "scores (a BEIR or TREC directory gets BM25's; RankGPT hits and candidate lists carry a score)",
+            )
 
 
 def can_explain(spec: SystemSpec) -> bool:

@@ -103,3 +103,10 @@ def bm25_run(
     index = BM25Index.build(docs)
     qids = list(queries)
     return {qid: dict(hits) for qid, hits in zip(qids, index.search([queries[q] for q in qids], k=k))}
+
+
+def score_documents(query: str, texts: Sequence[str]) -> list[float]:
+    """BM25 of `query` against each of `texts`, indexed on their own (0 where a text shares no term
+    with the query): the first stage of documents that came without one (`rerank --docs`)."""
+    index = BM25Index.build([Document(docid=str(i), text=t) for i, t in enumerate(texts)])
+    return [float(x) for x in index.score_all([query])[0]]

@@ -25,10 +25,11 @@ from typing import Any, ClassVar
 from pydantic import BaseModel
 
 from r2r_synth import __version__
-from r2r_synth.artifacts import R2R_CONFIG_FILE, R2RConfig, read_r2r_config
+from r2r_synth.artifacts import R2R_CONFIG_FILE, HeldOut, R2RConfig, read_r2r_config
 from r2r_synth.atomic import write_text_atomic
 from r2r_synth.config import TrainConfig
 from r2r_synth.errors import ConfigError, InputError
+from r2r_synth.hybrid import Hybrid
 from r2r_synth.student.corpus import TrainingView
 
 # kind -> (module, class). Imported lazily: torch/transformers load only when a student is used.
@@ -41,7 +42,8 @@ STUDENT_KINDS = tuple(STUDENT_CLASSES)
 
 
 def r2r_config(student: str, *, base: str, options: BaseModel | None = None, config: TrainConfig | None = None,
-               view: TrainingView | None = None, training: dict[str, Any] | None = None) -> R2RConfig:
+               view: TrainingView | None = None, training: dict[str, Any] | None = None,
+               hybrid: Hybrid | None = None, heldout: HeldOut | None = None) -> R2RConfig:
     """The `R2RConfig` of a student this r2r-synth made. An untrained student (a base scored as it
     stands) leaves out `options`, `config`, `view` and `training`: there is nothing to record."""
     return R2RConfig(
@@ -52,6 +54,8 @@ def r2r_config(student: str, *, base: str, options: BaseModel | None = None, con
         config=config.public_dict() if config is not None else {},
         corpus=view.summary() | {"sources": view.sources} if view is not None else {},
         training=training or {},
+        hybrid=hybrid,
+        heldout=heldout,
     )
 
 

@@ -39,7 +39,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from r2r_synth.config import BiEncoderOptions, TrainConfig
+from r2r_synth.config import EPOCHS_WITHOUT_HELDOUT, BiEncoderOptions, TrainConfig
 from r2r_synth.errors import ConfigError, InputError
 from r2r_synth.plural import plural
 from r2r_synth.student import distributed
@@ -47,6 +47,7 @@ from r2r_synth.student.base import r2r_config, refuse_knobs
 from r2r_synth.student.corpus import TrainingView, ViewQuery
 from r2r_synth.student.cross_encoder import DEFAULT_BASE_ID, freeze_below, resolve_base, teacher_grades
 from r2r_synth.student.fit import fit, shared_args
+from r2r_synth.student.heldout import Selection
 from r2r_synth.student.int8 import int8_device, int8_scorer
 from r2r_synth.student.openvino_int8 import write_calibration
 from r2r_synth.student.progress import phase
@@ -64,7 +65,8 @@ def resolve_options(config: TrainConfig) -> BiEncoderOptions:
     other students are refused: the base itself mines and scores, there is no separate encoder."""
     refuse_knobs(config, ("generation_weight", "max_reason_tokens"), belongs_to="reasoning")
     refuse_knobs(config, ("encoder", "temperature", "lexical_weight", "start_epochs"), belongs_to="cross-encoder")
-    kw: dict[str, Any] = {"base": config.base or DEFAULT_BASE_ID, "labels": config.labels, "epochs": config.epochs,
+    epochs = EPOCHS_WITHOUT_HELDOUT if config.epochs is None else config.epochs
+    kw: dict[str, Any] = {"base": config.base or DEFAULT_BASE_ID, "labels": config.labels, "epochs": epochs,
                           "max_steps": config.max_steps, "seed": config.seed, "device": config.device}
     kw |= {name: getattr(config, name) for name in _KNOBS if getattr(config, name) is not None}
     return BiEncoderOptions(**kw)
@@ -284,8 +286,22 @@ def build_model(base: str, *, device: str | None = None, max_length: int | None 
     return model
 
 
-def train_student(view: TrainingView, *, config: TrainConfig, out_dir: Path) -> BiEncoderStudent:
-    """Fine-tune the base on `view` and save it to `out_dir` (see the module docstring)."""
+def heldout_scores(model: Any, queries: list[Any]) -> dict[str, list[float]]:
+    """Cosines of every held-out query with its documents, each distinct text embedded once (`heldout.ScoreFn`)."""
+    import torch
+
+    kw = {"normalize_embeddings": True, "convert_to_numpy": True, "show_progress_bar": False, "batch_size": 32}
+    texts = list(dict.fromkeys(t for q in queries for t in q.texts))
+    with torch.inference_mode():
+        docs = dict(zip(texts, model.encode(texts, **kw)))
+        qs = model.encode([q.text for q in queries], **kw)
+    return {q.qid: [float(docs[t] @ v) for t in q.texts] for q, v in zip(queries, qs)}
+
+
+def train_student(view: TrainingView, *, config: TrainConfig, out_dir: Path,
+                  selection: Selection | None = None) -> BiEncoderStudent:
+    """Fine-tune the base on `view` and save it to `out_dir` (see the module docstring); the held-out
+    `selection` chooses the epoch and the hybrid."""
     import torch
     from datasets import Dataset
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
@@ -329,11 +345,14 @@ def train_student(view: TrainingView, *, config: TrainConfig, out_dir: Path) -> 
         # in-batch negatives: one text twice in a batch would be its own negative
         batch_sampler=BatchSamplers.NO_DUPLICATES,
     )
+    tracker = selection.tracker(heldout_scores) if selection else None
     training = fit(SentenceTransformerTrainer, model=model, args=args, datasets=datasets, losses=loss_fns,
-                   max_minutes=config.max_minutes, started=started)
+                   max_minutes=config.max_minutes, started=started, tracker=tracker)
     training["examples"] = {k: len(next(iter(v.values()))) for k, v in columns.items()}
     training["positive_grade"] = positive_threshold(view, opts)
-    meta = r2r_config(KIND, base=opts.base, options=opts, config=config, view=view, training=training)
+    hybrid, heldout = selection.finish(tracker) if selection else (None, None)
+    meta = r2r_config(KIND, base=opts.base, options=opts, config=config, view=view, training=training,
+                      hybrid=hybrid, heldout=heldout)
     student = BiEncoderStudent(model, meta=meta)
     phase(f"saving the model to {out_dir}")
     if distributed.world().is_main:  # one writer; DDP kept every rank's weights the same

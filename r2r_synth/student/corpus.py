@@ -56,6 +56,7 @@ class ViewDoc:
     listwise_reasons: list[str] = field(default_factory=list)  # R2R listwise_reason
     answer_sentences: list[str] = field(default_factory=list)  # R2R direct_answer_sentence
     gold: int | None = None  # from qrels, never from the teacher
+    first_stage: float | None = None  # the candidate list's first-stage (BM25) score, where it gave one
 
     @property
     def teacher_score(self) -> float | None:
@@ -247,8 +248,10 @@ class TrainingView:
         with its gold grade (an unjudged one keeps `gold=None`). Judged documents that are not among
         the candidates are not seen (their text is not in the list): a deeper `depth` reaches them."""
         q = self.query(cands.query)
-        for d in cands.documents:
+        for i, d in enumerate(cands.documents):
             vd = q.doc(d)
+            if cands.scores is not None:
+                vd.first_stage = cands.scores[i]
             grade = cands.qrels.get(d.docid)
             if grade is not None:
                 vd.gold = grade

@@ -33,12 +33,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from r2r_synth.config import CrossEncoderOptions, TrainConfig
+from r2r_synth.config import EPOCHS_WITHOUT_HELDOUT, CrossEncoderOptions, TrainConfig
 from r2r_synth.errors import ConfigError, InputError
 from r2r_synth.student import distributed
 from r2r_synth.student.base import r2r_config, refuse_knobs
 from r2r_synth.student.corpus import TrainingView, ViewQuery
 from r2r_synth.student.fit import fit, shared_args
+from r2r_synth.student.heldout import Selection
 from r2r_synth.student.int8 import int8_device, int8_scorer
 from r2r_synth.student.openvino_int8 import write_calibration
 from r2r_synth.student.progress import phase
@@ -98,7 +99,8 @@ def resolve_options(config: TrainConfig) -> CrossEncoderOptions:
     ce_base = config.encoder is None and is_cross_encoder_base(base)
     distilling = (not ce_base and (config.encoder or "").lower() != "none"
                   and (config.distill_weight is None or config.distill_weight > 0))
-    kw: dict[str, Any] = {"base": base, "labels": config.labels, "epochs": config.epochs,
+    epochs = EPOCHS_WITHOUT_HELDOUT if config.epochs is None else config.epochs
+    kw: dict[str, Any] = {"base": base, "labels": config.labels, "epochs": epochs,
                           "max_steps": config.max_steps, "seed": config.seed, "device": config.device}
     kw |= {name: getattr(config, name) for name in _KNOBS if getattr(config, name) is not None}
     if not distilling:
@@ -351,8 +353,23 @@ def _head_pattern(model: Any) -> str:
     return r"$^"  # no recognizable head: one learning rate for all
 
 
-def train_student(view: TrainingView, *, config: TrainConfig, out_dir: Path) -> CrossEncoderStudent:
-    """Train a cross-encoder on `view` and save it to `out_dir` (see the module docstring)."""
+def heldout_scores(model: Any, queries: list[Any]) -> dict[str, list[float]]:
+    """The cross-encoder's score of every held-out (query, document) pair (`heldout.ScoreFn`)."""
+    import torch
+
+    pairs = [(q.text, t) for q in queries for t in q.texts]
+    with torch.inference_mode():
+        flat = [float(x) for x in model.predict(pairs, batch_size=64, show_progress_bar=False, convert_to_numpy=True)]
+    out, i = {}, 0
+    for q in queries:
+        out[q.qid], i = flat[i:i + len(q.texts)], i + len(q.texts)
+    return out
+
+
+def train_student(view: TrainingView, *, config: TrainConfig, out_dir: Path,
+                  selection: Selection | None = None) -> CrossEncoderStudent:
+    """Train a cross-encoder on `view` and save it to `out_dir` (see the module docstring); the
+    held-out `selection` chooses the epoch and the hybrid."""
     import torch
     from datasets import Dataset
     from sentence_transformers.cross_encoder import (
@@ -421,12 +438,15 @@ def train_student(view: TrainingView, *, config: TrainConfig, out_dir: Path) -> 
         dataloader_drop_last=False,
         **ddp,
     )
+    tracker = selection.tracker(heldout_scores) if selection else None
     training = fit(CrossEncoderTrainer, model=model, args=args, datasets=datasets, losses=loss_fns,
-                   max_minutes=config.max_minutes, started=started)
+                   max_minutes=config.max_minutes, started=started, tracker=tracker)
     training["examples"] = {k: len(v["query"]) for k, v in columns.items()}
     if started_phase:
         training["start"] = started_phase
-    meta = r2r_config(KIND, base=opts.base, options=opts, config=config, view=view, training=training)
+    hybrid, heldout = selection.finish(tracker) if selection else (None, None)
+    meta = r2r_config(KIND, base=opts.base, options=opts, config=config, view=view, training=training,
+                      hybrid=hybrid, heldout=heldout)
     student = CrossEncoderStudent(model, meta=meta)
     phase(f"saving the model to {out_dir}")
     if distributed.world().is_main:  # one writer; DDP kept every rank's weights the same

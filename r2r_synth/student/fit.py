@@ -44,11 +44,13 @@ def shared_args(opts: Any, *, out_dir: Path) -> dict[str, Any]:
 
 
 def fit(trainer_cls: Any, *, model: Any, args: Any, datasets: dict[str, Any], losses: dict[str, Any],
-        max_minutes: float | None, started: float, label: str = "") -> dict[str, Any]:
+        max_minutes: float | None, started: float, label: str = "", tracker: Any = None) -> dict[str, Any]:
     """Train `model` with `trainer_cls` on one dataset per objective (the multi-dataset mode when there
     are several) under the wall-clock budget counted from `started`; return what training measured
     (`base.training_summary`). The empty checkpoints folder the trainer leaves is removed. Epochs and
-    steps are reported as `progress.phase`s (prefixed with `label`)."""
+    steps are reported as `progress.phase`s (prefixed with `label`). A `tracker` (`heldout.Tracker`)
+    measures the held-out queries after each epoch; the best epoch's weights are loaded back into
+    `model` at the end."""
     import time
 
     from transformers.trainer_callback import PrinterCallback
@@ -61,10 +63,12 @@ def fit(trainer_cls: Any, *, model: Any, args: Any, datasets: dict[str, Any], lo
         args=args,
         train_dataset=datasets if len(datasets) > 1 else next(iter(datasets.values())),
         loss=losses if len(losses) > 1 else next(iter(losses.values())),
-        callbacks=[trainer_callback(label), *([budget] if budget else [])],
+        callbacks=[trainer_callback(label), *(c for c in (budget, tracker.callback(model) if tracker else None) if c)],
     )
     trainer.remove_callback(PrinterCallback)  # it prints the loss dicts on stdout; they go to the log anyway
     result = trainer.train()
+    if tracker is not None:
+        tracker.restore(model)
     ckpt = Path(args.output_dir)
     if distributed.world().is_main and ckpt.is_dir() and not any(ckpt.iterdir()):
         ckpt.rmdir()  # save_strategy="no" leaves the trainer's output_dir empty

@@ -6,6 +6,10 @@ Each student kind lives in its own module with `train_student(view, *, config, o
 
 Under `torchrun` / `accelerate launch` every process runs this; rank 0 alone writes (see
 `r2r_synth.student.distributed`).
+
+The bi-encoder and the cross-encoder train on all but a held-out share of the queries (`--holdout`,
+`r2r_synth.student.heldout`), which chooses the epoch (up to `--epochs`, 3 when unset) and fits the
+hybrid with the first stage that `evaluate` and `rerank` then use.
 """
 
 from __future__ import annotations
@@ -17,14 +21,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from r2r_synth.atomic import check_dir_target, write_jsonl_atomic
-from r2r_synth.config import TrainConfig
+from r2r_synth.config import EPOCHS_WITHOUT_HELDOUT, HELDOUT_EPOCHS, TrainConfig
 from r2r_synth.errors import ConfigError, InputError
 from r2r_synth.plural import plural
 from r2r_synth.schemas import REJECTS_FILE, Reject, stable_hash
 from r2r_synth.student import distributed
 from r2r_synth.student.base import STUDENT_CLASSES, STUDENT_KINDS, Student
 from r2r_synth.student.corpus import TrainingView, load_training_view
+from r2r_synth.student.heldout import select
 from r2r_synth.student.progress import phase
+
+#: The kinds whose training a held-out share steers (epoch choice, hybrid fit): their held-out scoring is cheap.
+HELDOUT_KINDS = ("bi-encoder", "cross-encoder")
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +94,17 @@ def _train(config: TrainConfig, *, out: Path, world: distributed.World) -> Train
                         inputs={"where": where}) for where, reason in view.rejects),
             )
         module = importlib.import_module(STUDENT_CLASSES[config.student][0])
-        student = module.train_student(view, config=config, out_dir=out)
+        if config.student in HELDOUT_KINDS:
+            train_view, selection = select(view, fraction=config.holdout, seed=config.seed, labels=config.labels)
+            log.info("held out: %d queries (%s)", len(selection.queries), selection.note)
+            epochs = config.epochs
+            if epochs is None:
+                epochs = HELDOUT_EPOCHS if selection.queries else EPOCHS_WITHOUT_HELDOUT
+            student = module.train_student(train_view, config=config.model_copy(update={"epochs": epochs}),
+                                           out_dir=out, selection=selection)
+        else:
+            epochs = EPOCHS_WITHOUT_HELDOUT if config.epochs is None else config.epochs
+            student = module.train_student(view, config=config.model_copy(update={"epochs": epochs}), out_dir=out)
     except BaseException:
         # A refused or interrupted run leaves nothing half-written: the directory it created goes
         # (an existing one keeps what it held; the model is only written at the end of training).

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from r2r_synth.config import ReasoningOptions, TrainConfig
+from r2r_synth.config import EPOCHS_WITHOUT_HELDOUT, ReasoningOptions, TrainConfig
 from r2r_synth.errors import ConfigError
 from r2r_synth.student.base import refuse_knobs
 
@@ -28,7 +28,7 @@ def resolve_options(config: TrainConfig, *, base: str, n_params: int | None = No
         "base": base,
         "lora": lora,
         "labels": config.labels,
-        "epochs": config.epochs,
+        "epochs": EPOCHS_WITHOUT_HELDOUT if config.epochs is None else config.epochs,
         "max_steps": config.max_steps,
         "seed": config.seed,
         "device": config.device,
