@@ -6,7 +6,7 @@ so every step moves a model that already ranks. Which objectives run is decided 
 each is weighed with its `--*-weight` (0 = off):
 
 - **listwise** (`MultipleNegativesRankingLoss`, on whenever a query has a positive): (query, positive,
-  hard negative 1..n) tuples, the negatives mined by `sentence_transformers.util.mine_hard_negatives`
+  hard negative 1..n) tuples, the negatives mined as `sentence_transformers.util.mine_hard_negatives` does
   with the base among every document of the corpus (the nearest `hard_negatives` that score at least 5 %
   below the positive: NV-Retriever's TopK-PercPos, which keeps unjudged near-duplicates of a positive
   out), plus `negatives` random passages of other queries; every other passage of the batch is a
@@ -144,8 +144,7 @@ def _margin_pairs(q: ViewQuery) -> list[tuple[str, str, float]]:
 def build_datasets(view: TrainingView, *, model: Any, options: BiEncoderOptions) -> dict[str, dict[str, list]]:
     """The training columns per objective (`datasets.Dataset.from_dict` input); only objectives with
     data and a positive weight appear. `model` (the base) mines the hard negatives."""
-    from datasets import Dataset
-    from sentence_transformers.util import mine_hard_negatives
+    from r2r_synth.student.mining import mine_negatives
 
     o = options
     rng = random.Random(o.seed)
@@ -159,8 +158,7 @@ def build_datasets(view: TrainingView, *, model: Any, options: BiEncoderOptions)
                 pos.append(q.docs[d].text)
                 owners.append(q.qid)
         if anchors:
-            cols = _mnrl_tuples(view, anchors, pos, owners, model=model, options=o, rng=rng,
-                                mine=mine_hard_negatives, dataset=Dataset)
+            cols = _mnrl_tuples(view, anchors, pos, owners, model=model, options=o, rng=rng, mine=mine_negatives)
             if cols["anchor"]:
                 out["listwise"] = cols
     if o.distill_weight > 0 and o.labels == "teacher" and view.has_scores:
@@ -202,19 +200,18 @@ def build_datasets(view: TrainingView, *, model: Any, options: BiEncoderOptions)
 
 
 def _mnrl_tuples(view: TrainingView, anchors: list[str], pos: list[str], owners: list[str], *, model: Any,
-                 options: BiEncoderOptions, rng: random.Random, mine: Any, dataset: Any) -> dict[str, list]:
+                 options: BiEncoderOptions, rng: random.Random, mine: Any) -> dict[str, list]:
     """(anchor, positive, negative_1..n) columns: `hard_negatives` mined, `negatives` random."""
     o = options
-    corpus = list(dict.fromkeys(d.text for q in view.queries for d in q.docs.values()))
     cols: dict[str, list] = {"anchor": list(anchors), "positive": list(pos)}
     if o.hard_negatives > 0:
-        mined = mine(dataset.from_dict({"anchor": anchors, "positive": pos}), model, corpus=corpus,
-                     num_negatives=o.hard_negatives, relative_margin=o.relative_margin, sampling_strategy="top",
-                     range_max=max(30, 3 * o.hard_negatives), output_format="n-tuple", batch_size=32,
-                     verbose=False)
+        # Every passage of the view, read in chunks and embedded once (`mining`); a text shared by
+        # many queries' candidate lists is one document.
+        corpus = (d.text for q in view.queries for d in q.docs.values())
+        cols = mine(anchors=anchors, positives=pos, corpus=corpus, num_negatives=o.hard_negatives,
+                    relative_margin=o.relative_margin, range_max=max(30, 3 * o.hard_negatives),
+                    encode=lambda texts: _encode(model, texts))
         # Rows the miner could not fill are dropped by it: keep the columns it returns.
-        cols = {name: mined[name] for name in mined.column_names}
-        cols = {"anchor": cols.pop("anchor"), "positive": cols.pop("positive"), **cols}
         owner_of = {}
         for a, qid in zip(anchors, owners):
             owner_of.setdefault(a, qid)
@@ -233,6 +230,14 @@ def _mnrl_tuples(view: TrainingView, anchors: list[str], pos: list[str], owners:
         for k in range(o.negatives):
             cols[f"negative_{start + k}"] = [e[k] for e in extra]
     return cols
+
+
+def _encode(model: Any, texts: list[str]) -> Any:
+    import torch
+
+    with torch.inference_mode():
+        return model.encode(texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True,
+                            show_progress_bar=False)
 
 
 def _margin_scale(model: Any, cols: dict[str, list]) -> float:
