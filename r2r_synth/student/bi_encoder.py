@@ -23,6 +23,9 @@ each is weighed with its `--*-weight` (0 = off):
   only order one query's documents (from permutations or preferences) are not used.
 - **pairwise** (`MultipleNegativesRankingLoss` on (query, winner, loser), on where comparison records
   exist): the teacher's swap-consistent preferences.
+- **evidence** (`MultipleNegativesRankingLoss` on (query, sentence), on where the teacher quoted the
+  sentence of a positive that answers the query: R2R's `direct_answer_sentence`): the student learns
+  to score that sentence high, the one `rerank --explain` shows as the evidence.
 
 `--labels gold` trains on the qrels the records (or candidate lists given with `--qrels`) carry instead,
 never a mix. The saved directory is a plain sentence-transformers model: `SentenceTransformer(DIR)`
@@ -81,6 +84,7 @@ class BiEncoderOptions(BaseModel):
     distill_weight: float = 1.0  # MarginMSELoss on the teacher's scores
     pointwise_weight: float = 1.0  # CoSENTLoss on grades
     pairwise_weight: float = 1.0  # MultipleNegativesRankingLoss on preferences
+    evidence_weight: float = 1.0  # MultipleNegativesRankingLoss on (query, the teacher's answer sentence)
     train_layers: int | None = None
 
 
@@ -188,6 +192,17 @@ def build_datasets(view: TrainingView, *, model: Any, options: BiEncoderOptions)
                 cols["score"].append(float(g))
         if cols["query"]:
             out["pointwise"] = cols
+    if o.evidence_weight > 0 and o.labels == "teacher":
+        # The teacher's answer sentence of a positive (R2R's direct_answer_sentence): sentence-level
+        # supervision, so the sentence `rerank --explain` shows is the one the teacher would quote.
+        cols = {"anchor": [], "positive": []}
+        for q in view.queries:
+            for d in positives(q, labels=o.labels, threshold=threshold):
+                for sentence in dict.fromkeys(s for s in q.docs[d].answer_sentences if s.strip()):
+                    cols["anchor"].append(q.text)
+                    cols["positive"].append(sentence)
+        if cols["anchor"]:
+            out["evidence"] = cols
     if o.pairwise_weight > 0 and o.labels == "teacher":
         cols = {"anchor": [], "positive": [], "negative": []}
         for q in view.queries:
@@ -350,6 +365,7 @@ def train_student(view: TrainingView, *, config: TrainConfig, out_dir: Path) -> 
         "distill": lambda: losses.MarginMSELoss(model, similarity_fct=pairwise_cos_sim),
         "pointwise": lambda: losses.CoSENTLoss(model),
         "pairwise": lambda: losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=opts.mini_batch_size),
+        "evidence": lambda: losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=opts.mini_batch_size),
     }
     datasets = {name: Dataset.from_dict(cols) for name, cols in columns.items()}
     loss_fns = {name: WeightedLoss(makers[name](), weight=getattr(opts, f"{name}_weight")) for name in columns}
