@@ -226,7 +226,14 @@ def part_scale(args, results: dict) -> bool:
     torch.set_num_threads(2)
     model = tiny_model()
     n = args.passages
-    rows: list[tuple[str, str, str]] = []
+    print(f"\nsynthetic corpus of {n:,} passages, tiny model (32 hidden, 384-dimension rows)", flush=True)
+
+    class Rows(list):
+        def append(self, row: tuple[str, str, str]) -> None:  # printed as measured: a long run shows progress
+            super().append(row)
+            print(f"  {row[0]:<95} {row[1]:<38} {row[2]}", flush=True)
+
+    rows: list[tuple[str, str, str]] = Rows()
 
     def encode(texts: list[str]):
         with torch.inference_mode():
@@ -282,10 +289,7 @@ def part_scale(args, results: dict) -> bool:
     rows.append(("mine 1 hard negative for 800 queries over every passage, 4,096 a chunk (rows from the cache)",
                  f"{mine_s:.0f} s, {len(mined['anchor'])} rows", "time linear in N; memory 800 x (34 + 4,096) scores"))
     rows.append(("peak RSS of this process", f"{peak_gb():.2f} GB (before mining {before_peak:.2f} GB)", ""))
-    print(f"\nsynthetic corpus of {n:,} passages, tiny model (32 hidden, 384-dimension rows)")
-    for what, fig, growth in rows:
-        print(f"  {what:<95} {fig:<38} {growth}")
-    results["scale"] = rows
+    results["scale"] = list(rows)
     return True
 
 
