@@ -129,6 +129,9 @@ class BiEncoderOptions(BaseModel):
     seed: int = 42
     device: str | None = None
     batch_size: int = 32  # (query, positive, negatives) tuples per step: 32 x 5 passages in-batch
+    # Texts a forward pass holds activations for (GradCache): the in-batch losses see the whole batch,
+    # memory sees 4 texts (~0.1 GB of activations each at 256 tokens; 32 triplets at once held 11.5 GB).
+    mini_batch_size: int = 4
     learning_rate: float = 2e-5  # sentence-transformers' fine-tuning default
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
@@ -141,6 +144,7 @@ class BiEncoderOptions(BaseModel):
     distill_weight: float = 1.0  # MarginMSELoss on the teacher's scores
     pointwise_weight: float = 1.0  # CoSENTLoss on grades
     pairwise_weight: float = 1.0  # MultipleNegativesRankingLoss on preferences
+    evidence_weight: float = 1.0  # MultipleNegativesRankingLoss on (query, the teacher's answer sentence)
     train_layers: int | None = None
 
 

@@ -215,3 +215,19 @@ def test_permutation_grades_never_reach_cosent(tmp_path, tiny_bert):
                           options=BiEncoderOptions(base="x", hard_negatives=1))
     assert set(cols) == {"listwise"}
     assert sorted(cols["listwise"]["positive"]) == sorted(f"{t} in detail" for t in TOPICS)
+
+
+def test_the_teachers_answer_sentences_supervise_the_evidence(r2r_corpus, tiny_bert):
+    """R2R's release quotes, per passage, the sentence that answers the query: (query, that sentence of
+    the teacher's first passage) pairs train the sentence `rerank --explain` shows; gold labels have none."""
+    view = load_training_view([r2r_corpus / "msmarco_100.jsonl"]).limit(20)
+    model = build_model(str(tiny_bert), device="cpu")
+    cols = build_datasets(view, model=model, options=BiEncoderOptions(base="x", hard_negatives=0))
+    ev = cols["evidence"]
+    assert len(ev["anchor"]) >= 15
+    for anchor, sentence in zip(ev["anchor"], ev["positive"]):
+        q = next(q for q in view.queries if q.text == anchor)
+        firsts = positives(q, labels="teacher", threshold=2.0)
+        assert any(sentence in q.docs[d].answer_sentences for d in firsts)
+    off = build_datasets(view, model=model, options=BiEncoderOptions(base="x", hard_negatives=0, evidence_weight=0))
+    assert "evidence" not in off

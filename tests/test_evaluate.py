@@ -149,8 +149,10 @@ def test_rerank_documents_ranks_everything(student_dir):
     ranked = rerank_documents(model=str(student_dir), query="query 1", documents=docs)
     assert sorted(r.docid for r in ranked) == ["a", "b", "c"]
     assert [r.rank for r in ranked] == [1, 2, 3] and ranked[0].score >= ranked[-1].score
-    with pytest.raises(InputError, match="a cross-encoder student cannot explain its scores"):
-        rerank_documents(model=str(student_dir), query="query 1", documents=docs, explain=True)
+    # a cross-encoder student explains with evidence: the sentence of each document it scores highest
+    explained = rerank_documents(model=str(student_dir), query="query 1", documents=docs, explain=True)
+    assert [r.evidence for r in explained] == [r.text for r in explained]  # one-sentence documents
+    assert all(r.explanation is None for r in explained) and all(r.evidence is None for r in ranked)
 
 
 def test_cli_rerank_json_from_stdin(student_dir):

@@ -1,7 +1,7 @@
 """evaluate as IR does it: the top --depth reranked and the rest appended in first-stage order, per
 query measures and paired tests against the first system, measures no reranker can change named,
 any TREC run and any sentence-transformers cross-encoder as a system, fusion; the chart's legend
-off the bars; rerank --explain refused before a model loads. Real files, real tiny models."""
+off the bars; rerank --explain gives a cross-encoder evidence sentences. Real files, real tiny models."""
 
 from __future__ import annotations
 
@@ -272,21 +272,26 @@ def test_cli_prints_a_p_value_for_each_system_against_the_first(cands, tmp_path,
     assert [c.strip() for c in bm25.split("│")][3] == ""
 
 
-def test_cli_rerank_explain_refuses_before_loading_the_model(tmp_path, tiny_ce):
-    """A directory holding only a cross-encoder student's r2r_config.json: --explain says no at once;
-    without --explain the same directory fails to load (so --explain never tried)."""
-    from r2r_synth.student.base import r2r_config, write_r2r_config
+def test_cli_rerank_explain_gives_a_cross_encoder_evidence_from_each_document(tiny_ce):
+    """--explain with any cross-encoder: each result carries the sentence of its own document the model
+    scores highest (--json carries it), taken verbatim."""
+    from sentence_transformers import CrossEncoder
 
-    write_r2r_config(tmp_path / "m", r2r_config("cross-encoder", base="x"))
-    args = [R2R, "rerank", "--model", str(tmp_path / "m"), "-q", "q", "--docs", "-"]
-    proc = subprocess.run([*args, "--explain"], input="a\nb\n", check=False, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 2 and "a cross-encoder student cannot explain its scores" in " ".join(proc.stderr.split())
-    assert "Loading" not in proc.stderr
-    proc = subprocess.run(args, input="a\nb\n", check=False, capture_output=True, text=True, timeout=300)
-    assert proc.returncode != 0 and "cannot explain" not in proc.stderr
-    with pytest.raises(InputError, match=f"cross-encoder:{tiny_ce}: a cross-encoder cannot explain its scores"):
-        rerank_documents(model=f"cross-encoder:{tiny_ce}", query="q", documents=[("1", "a")], explain=True)
+    from r2r_synth.evaluate.evidence import split_sentences
+
+    docs = ["Otters eat fish. They also eat crabs and frogs.", "Tax returns are due in April. File early!",
+            "Jazz piano began in New Orleans.\nIt spread north."]
+    proc = subprocess.run([R2R, "rerank", "--model", f"cross-encoder:{tiny_ce}", "-q", "what do otters eat",
+                           "--docs", "-", "--json", "--explain"], input="\n".join(d.replace("\n", " ") for d in docs),
+                          check=False, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    model = CrossEncoder(str(tiny_ce), device="cpu")
+    for row in rows:
+        sentences = split_sentences(row["text"])
+        assert row["evidence"] in sentences and row["evidence"] in row["text"] and row["explanation"] is None
+        scores = model.predict([("what do otters eat", s) for s in sentences])
+        assert row["evidence"] == sentences[int(scores.argmax())]
 
 
 def test_rerank_with_any_cross_encoder(tiny_ce):

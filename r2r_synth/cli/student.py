@@ -392,8 +392,10 @@ def rerank(
                                       "plain text, one per line; - reads stdin.")] = "-",
     top: Annotated[int | None, typer.Option("--top", min=1, help="Show only the best N.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
-    explain: Annotated[bool, typer.Option("--explain", help="Say why, for the top results (reasoning student).")] = False,
-    explain_top: Annotated[int, typer.Option("--explain-top", min=1, help="How many results to explain.")] = 3,
+    explain: Annotated[bool, typer.Option("--explain", help="Say why: each result's evidence sentence (the one "
+                                          "the model scores highest), or the reasoning student's reasoning.")] = False,
+    explain_top: Annotated[int, typer.Option("--explain-top", min=1, help="How many results the reasoning student "
+                                             "explains.")] = 3,
     device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, ... (default: best available).")] = None,
     int8: Annotated[bool, typer.Option("--int8", help="A student in int8 on the CPU, through OpenVINO or ONNX "
                                        "Runtime (R2R_INT8_BACKEND chooses): faster, scores shift slightly.")] = False,
@@ -421,5 +423,7 @@ def rerank(
         text = escape(r.text if len(r.text) <= 160 else r.text[:157] + "...")
         if r.explanation:
             text += f"\n[italic]why:[/] {escape(r.explanation)}"
+        if r.evidence:
+            text += f"\n[italic]evidence:[/] {escape(r.evidence)}"
         table.add_row(str(r.rank), f"{r.score:.4f}", escape(r.docid), text)
     make_console(stderr=False).print(table)

@@ -32,7 +32,8 @@ class Ranked:
     docid: str
     score: float
     text: str
-    explanation: str | None = None
+    explanation: str | None = None  # the reasoning student's generated reasoning (--explain)
+    evidence: str | None = None  # the document's sentence the model scores highest (--explain, other models)
     student_score: float | None = None  # a hybrid's student score beside the fused `score`
 
 
@@ -93,29 +94,20 @@ def model_spec(model: str, *, int8: bool = False) -> SystemSpec:
     return spec
 
 
-def _cannot_explain(spec: SystemSpec) -> InputError:
-    if spec.kind in ("student", "student-int8"):
-        from r2r_synth.artifacts import read_r2r_config
-
-        what = f"a {read_r2r_config(Path(spec.arg)).student} student"
-    else:
-        what = f"a {spec.kind}"
-    return InputError(f"{spec.spec}: {what} cannot explain its scores",
-                      hint="drop --explain, or train a reasoning student (r2r-synth train --student reasoning)")
-
-
 def rerank_documents(*, model: str, query: str, documents: list[tuple[str, str]], device: str | None = None,
                      explain: bool = False, explain_top: int = 3, batch_size: int = 32,
                      int8: bool = False, hybrid: bool = True) -> list[Ranked]:
-    """Rank a user's `documents` for `query` with `model` (see `model_spec`); with `explain`, the top
-    `explain_top` get the model's reasoning. A model that cannot explain is an `InputError` raised
-    before any model is loaded (a student's kind is read from its `r2r_config.json`). A student's
-    hybrid fuses it with BM25 over `documents` unless `hybrid` is False (see the module docstring)."""
+    """Rank a user's `documents` for `query` with `model` (see `model_spec`). With `explain`, a
+    reasoning student generates its reasoning for the top `explain_top`; any other model gives every
+    result its evidence: the document's sentence the model scores highest against the query, verbatim
+    (`r2r_synth.evaluate.evidence`). A student's hybrid fuses it with BM25 over `documents` unless
+    `hybrid` is False (see the module docstring)."""
+    from r2r_synth.evaluate.evidence import evidence_sentences
+
     if not query.strip():
         raise InputError("the query is empty", hint='pass --query "your question"')
     spec = model_spec(model, int8=int8)
-    if explain and not can_explain(spec):
-        raise _cannot_explain(spec)
+    reasons = explain and can_explain(spec)  # read from r2r_config.json, before any model loads
     fused = student_hybrid(spec) if hybrid else None
     opener = {"bi-encoder": open_bi_encoder, "cross-encoder": open_cross_encoder}.get(spec.kind, open_student)
     system = opener(spec, device=device, batch_size=batch_size)
@@ -128,11 +120,13 @@ def rerank_documents(*, model: str, query: str, documents: list[tuple[str, str]]
 
             scores = fuse_with(fused, own, score_documents(query, [t for _, t in documents]))
         order = sorted(range(len(documents)), key=lambda i: scores[i], reverse=True)
+        texts = [documents[i][1] for i in order]
+        evidence = evidence_sentences(system.score, query, texts) if explain and not reasons else [None] * len(order)
         out = []
-        for r, i in enumerate(order, start=1):
+        for r, (i, ev) in enumerate(zip(order, evidence), start=1):
             docid, text = documents[i]
-            why = system.explain(query, text) if explain and system.explain and r <= explain_top else None
-            out.append(Ranked(rank=r, docid=docid, score=scores[i], text=text, explanation=why,
+            why = system.explain(query, text) if reasons and system.explain and r <= explain_top else None
+            out.append(Ranked(rank=r, docid=docid, score=scores[i], text=text, explanation=why, evidence=ev,
                               student_score=own[i] if fused is not None else None))
     finally:
         system.close()

@@ -27,6 +27,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from r2r_synth.config import EvaluateConfig
 from r2r_synth.errors import ConfigError, InputError
@@ -82,6 +83,7 @@ class System:
     invalid_replies: int = 0
     counts: dict[str, int] = field(default_factory=dict)
     first_stage: bool = False  # the input's own ranking: its run keeps the first-stage scores below the depth too
+    cache: Any = None  # a bi-encoder's `EmbeddingCache` (what it embedded, for benchmarks and tests)
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -236,14 +238,24 @@ def open_bi_encoder(spec: SystemSpec, *, device: str | None, batch_size: int) ->
         raise InputError(f"{spec.spec}: cannot load the bi-encoder {path!r}: {e}",
                          hint="give bi-encoder:<local sentence-transformers directory or HF id>") from None
 
-    def score(query: str, docs: list[str]) -> list[float]:
-        if not docs:
-            return []
-        q = model.encode([query], batch_size=batch_size, normalize_embeddings=True, convert_to_tensor=True)
-        d = model.encode(docs, batch_size=batch_size, normalize_embeddings=True, convert_to_tensor=True)
-        return [float(x) for x in (d @ q[0])]
+    def encode(texts: list[str]) -> Any:
+        return model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
+                            show_progress_bar=False)
 
-    return System(name=spec.name, spec=spec.spec, score=score)
+    return _cached_bi_encoder(spec, encode)
+
+
+def _cached_bi_encoder(spec: SystemSpec, encode: Callable[[list[str]], Any], *, int8: bool = False) -> System:
+    """A bi-encoder system that embeds each distinct document once per call (`EmbeddingCache`) and
+    scores a query's candidates with one matrix-vector product; `int8` keeps the cache in int8."""
+    from r2r_synth.student.embedding_cache import EmbeddingCache
+
+    cache = EmbeddingCache(encode, int8=int8)
+
+    def score(query: str, docs: list[str]) -> list[float]:
+        return cache.scores(encode([query])[0], docs) if docs else []
+
+    return System(name=spec.name, spec=spec.spec, score=score, cache=cache)
 
 
 def open_cross_encoder(spec: SystemSpec, *, device: str | None, batch_size: int) -> System:
@@ -289,13 +301,17 @@ def open_student(spec: SystemSpec, *, device: str | None, batch_size: int, hybri
     scores fused with their first-stage scores; `score` stays the student's own."""
     from r2r_synth.student.base import load_student
 
-    student = load_student(spec.arg, device=device, int8=spec.kind == "student-int8")
-    system = System(
-        name=spec.name,
-        spec=spec.spec,
-        score=lambda q, docs: student.score(q, docs, batch_size=batch_size),
-        explain=(lambda q, d: student.explain(q, d)) if student.can_explain else None,
-    )
+    int8 = spec.kind == "student-int8"
+    student = load_student(spec.arg, device=device, int8=int8)
+    if hasattr(student, "embed"):  # a bi-encoder: documents embedded once per call, int8 rows when int8
+        system = _cached_bi_encoder(spec, lambda texts: student.embed(texts, batch_size=batch_size), int8=int8)
+    else:
+        system = System(
+            name=spec.name,
+            spec=spec.spec,
+            score=lambda q, docs: student.score(q, docs, batch_size=batch_size),
+            explain=(lambda q, d: student.explain(q, d)) if student.can_explain else None,
+        )
     fused = student.meta.hybrid
     if hybrid and fused is not None and fused.active:
         system.hybrid = fused.model_dump(mode="json")

@@ -6,7 +6,7 @@ so every step moves a model that already ranks. Which objectives run is decided 
 each is weighed with its `--*-weight` (0 = off):
 
 - **listwise** (`MultipleNegativesRankingLoss`, on whenever a query has a positive): (query, positive,
-  hard negative 1..n) tuples, the negatives mined by `sentence_transformers.util.mine_hard_negatives`
+  hard negative 1..n) tuples, the negatives mined as `sentence_transformers.util.mine_hard_negatives` does
   with the base among every document of the corpus (the nearest `hard_negatives` that score at least 5 %
   below the positive: NV-Retriever's TopK-PercPos, which keeps unjudged near-duplicates of a positive
   out), plus `negatives` random passages of other queries; every other passage of the batch is a
@@ -23,6 +23,9 @@ each is weighed with its `--*-weight` (0 = off):
   only order one query's documents (from permutations or preferences) are not used.
 - **pairwise** (`MultipleNegativesRankingLoss` on (query, winner, loser), on where comparison records
   exist): the teacher's swap-consistent preferences.
+- **evidence** (`MultipleNegativesRankingLoss` on (query, sentence), on where the teacher quoted the
+  sentence of a positive that answers the query: R2R's `direct_answer_sentence`): the student learns
+  to score that sentence high, the one `rerank --explain` shows as the evidence.
 
 `--labels gold` trains on the qrels the records (or candidate lists given with `--qrels`) carry instead,
 never a mix. The saved directory is a plain sentence-transformers model: `SentenceTransformer(DIR)`
@@ -120,8 +123,7 @@ def _margin_pairs(q: ViewQuery) -> list[tuple[str, str, float]]:
 def build_datasets(view: TrainingView, *, model: Any, options: BiEncoderOptions) -> dict[str, dict[str, list]]:
     """The training columns per objective (`datasets.Dataset.from_dict` input); only objectives with
     data and a positive weight appear. `model` (the base) mines the hard negatives."""
-    from datasets import Dataset
-    from sentence_transformers.util import mine_hard_negatives
+    from r2r_synth.student.mining import mine_negatives
 
     o = options
     rng = random.Random(o.seed)
@@ -135,8 +137,7 @@ def build_datasets(view: TrainingView, *, model: Any, options: BiEncoderOptions)
                 pos.append(q.docs[d].text)
                 owners.append(q.qid)
         if anchors:
-            cols = _mnrl_tuples(view, anchors, pos, owners, model=model, options=o, rng=rng,
-                                mine=mine_hard_negatives, dataset=Dataset)
+            cols = _mnrl_tuples(view, anchors, pos, owners, model=model, options=o, rng=rng, mine=mine_negatives)
             if cols["anchor"]:
                 out["listwise"] = cols
     if o.distill_weight > 0 and o.labels == "teacher" and view.has_scores:
@@ -163,6 +164,17 @@ def build_datasets(view: TrainingView, *, model: Any, options: BiEncoderOptions)
                 cols["score"].append(float(g))
         if cols["query"]:
             out["pointwise"] = cols
+    if o.evidence_weight > 0 and o.labels == "teacher":
+        # The teacher's answer sentence of a positive (R2R's direct_answer_sentence): sentence-level
+        # supervision, so the sentence `rerank --explain` shows is the one the teacher would quote.
+        cols = {"anchor": [], "positive": []}
+        for q in view.queries:
+            for d in positives(q, labels=o.labels, threshold=threshold):
+                for sentence in dict.fromkeys(s for s in q.docs[d].answer_sentences if s.strip()):
+                    cols["anchor"].append(q.text)
+                    cols["positive"].append(sentence)
+        if cols["anchor"]:
+            out["evidence"] = cols
     if o.pairwise_weight > 0 and o.labels == "teacher":
         cols = {"anchor": [], "positive": [], "negative": []}
         for q in view.queries:
@@ -178,19 +190,18 @@ def build_datasets(view: TrainingView, *, model: Any, options: BiEncoderOptions)
 
 
 def _mnrl_tuples(view: TrainingView, anchors: list[str], pos: list[str], owners: list[str], *, model: Any,
-                 options: BiEncoderOptions, rng: random.Random, mine: Any, dataset: Any) -> dict[str, list]:
+                 options: BiEncoderOptions, rng: random.Random, mine: Any) -> dict[str, list]:
     """(anchor, positive, negative_1..n) columns: `hard_negatives` mined, `negatives` random."""
     o = options
-    corpus = list(dict.fromkeys(d.text for q in view.queries for d in q.docs.values()))
     cols: dict[str, list] = {"anchor": list(anchors), "positive": list(pos)}
     if o.hard_negatives > 0:
-        mined = mine(dataset.from_dict({"anchor": anchors, "positive": pos}), model, corpus=corpus,
-                     num_negatives=o.hard_negatives, relative_margin=o.relative_margin, sampling_strategy="top",
-                     range_max=max(30, 3 * o.hard_negatives), output_format="n-tuple", batch_size=32,
-                     verbose=False)
+        # Every passage of the view, read in chunks and embedded once (`mining`); a text shared by
+        # many queries' candidate lists is one document.
+        corpus = (d.text for q in view.queries for d in q.docs.values())
+        cols = mine(anchors=anchors, positives=pos, corpus=corpus, num_negatives=o.hard_negatives,
+                    relative_margin=o.relative_margin, range_max=max(30, 3 * o.hard_negatives),
+                    encode=lambda texts: _encode(model, texts))
         # Rows the miner could not fill are dropped by it: keep the columns it returns.
-        cols = {name: mined[name] for name in mined.column_names}
-        cols = {"anchor": cols.pop("anchor"), "positive": cols.pop("positive"), **cols}
         owner_of = {}
         for a, qid in zip(anchors, owners):
             owner_of.setdefault(a, qid)
@@ -209,6 +220,14 @@ def _mnrl_tuples(view: TrainingView, anchors: list[str], pos: list[str], owners:
         for k in range(o.negatives):
             cols[f"negative_{start + k}"] = [e[k] for e in extra]
     return cols
+
+
+def _encode(model: Any, texts: list[str]) -> Any:
+    import torch
+
+    with torch.inference_mode():
+        return model.encode(texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True,
+                            show_progress_bar=False)
 
 
 def _margin_scale(model: Any, cols: dict[str, list]) -> float:
@@ -332,10 +351,17 @@ def train_student(view: TrainingView, *, config: TrainConfig, out_dir: Path,
     # would in one process with that batch; without it each process ranks against its own share only.
     gather = distributed.world().distributed
     makers = {
-        "listwise": lambda: losses.MultipleNegativesRankingLoss(model, gather_across_devices=gather),
+        # The in-batch losses through GradCache: the same loss and gradients as
+        # MultipleNegativesRankingLoss (dropout replayed), activations for `mini_batch_size` texts at a
+        # time, so memory no longer grows with --batch-size x passage length.
+        "listwise": lambda: losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=opts.mini_batch_size,
+                                                                   gather_across_devices=gather),
         "distill": lambda: losses.MarginMSELoss(model, similarity_fct=pairwise_cos_sim),
         "pointwise": lambda: losses.CoSENTLoss(model),
-        "pairwise": lambda: losses.MultipleNegativesRankingLoss(model, gather_across_devices=gather),
+        "pairwise": lambda: losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=opts.mini_batch_size,
+                                                                   gather_across_devices=gather),
+        "evidence": lambda: losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=opts.mini_batch_size,
+                                                                   gather_across_devices=gather),
     }
     datasets = {name: Dataset.from_dict(cols) for name, cols in columns.items()}
     loss_fns = {name: WeightedLoss(makers[name](), weight=getattr(opts, f"{name}_weight")) for name in columns}
