@@ -304,25 +304,16 @@ class ReportConfig(CommandConfig):
     samples: int = 5  # example records shown per kind (disagreements with gold first)
 
 
-class GenerateConfig(CommandConfig):
-    """`r2r-synth generate`: candidates -> a run directory of teacher reasoning (see r2r_synth.generate)."""
+class TeacherRunConfig(CommandConfig):
+    """The fields every command that runs the teacher over a job shares (`generate`, `queries`): one
+    engine, one call policy, one run directory; each flag means the same in both."""
 
-    input: str
-    out: Path
-    qrels: Path | None = None
-    split: str | None = None  # BEIR: the split read (None: test, else the only one); BRIGHT copy: the domain
-    limit: int | None = None
     teacher: str | None = None  # None: the embedded offline teacher
     api_base: str | None = None
     api_key: str | None = None  # passed to LiteLLM, shown as *** in manifests
     router: Path | None = None
     transport: str = "auto"  # auto | litellm | http (see r2r_synth.teacher.lm)
     programs_dir: Path = DEFAULT_PROGRAMS_DIR
-    depth: int = 10
-    direct: bool | None = None  # None: on, unless `listwise`
-    pairs: str | None = None  # adjacent | gold | topk | none; None: adjacent, or none with `listwise`
-    max_pairs_per_query: int | None = 10
-    rollouts: int = 1
     temperature: float = 0.0
     max_tokens: int | None = None
     concurrency: int | None = None  # None: 16 for a remote teacher, 2 for the embedded one
@@ -341,19 +332,8 @@ class GenerateConfig(CommandConfig):
     # provider needs marking (Anthropic) and reads cached tokens from every reply; False marks nothing;
     # True is the same as None but refused for a provider that cannot cache.
     prompt_cache: bool | None = None
-    max_doc_chars: int | None = 20_000  # longer documents are cut (counted in the manifest)
     dry_run: bool = False
-    shard: str | None = None
     retry_rejects: bool = False
-    extend: bool = False  # rerun an existing run with flags that change its job (see generate.run.JOB_FLAGS)
-    force: bool = False  # write into a non-empty directory that holds no run
-    seed: int = 0
-    # Listwise: R2R's call over RankGPT's sliding windows of the top `depth` (see generate.windows).
-    listwise: bool = False
-    window: int | None = None  # passages per window; None: 20 with `listwise`
-    stride: int | None = None  # positions a window moves up; None: 10 with `listwise`
-    repair: bool = True  # repair a flawed permutation (RankGPT, rank_llm) rather than reject it
-    max_passage_words: int | None = 300  # listwise passages cut to this many words (RankGPT, R2R)
     # Batches (see generate.batch): the provider's batch API, or a batch file for vLLM's run_batch.
     batch: bool = False  # submit pending requests as provider batches; a rerun collects them
     export_batch: Path | None = None  # write pending requests as OpenAI batch JSONL
@@ -364,6 +344,32 @@ class GenerateConfig(CommandConfig):
     ray_address: str | None = None  # None: RAY_ADDRESS, else a Ray started on this machine's CPUs
     replicas: int | None = None  # --ray: actors asking the endpoints, or vLLM engines; None: 1 (1 per endpoint)
     tensor_parallel: int | None = None  # --ray with --teacher vllm/<id>: GPUs per engine; None: 1
+
+
+class GenerateConfig(TeacherRunConfig):
+    """`r2r-synth generate`: candidates -> a run directory of teacher reasoning (see r2r_synth.generate)."""
+
+    input: str
+    out: Path
+    qrels: Path | None = None
+    split: str | None = None  # BEIR: the split read (None: test, else the only one); BRIGHT copy: the domain
+    limit: int | None = None
+    depth: int = 10
+    direct: bool | None = None  # None: on, unless `listwise`
+    pairs: str | None = None  # adjacent | gold | topk | none; None: adjacent, or none with `listwise`
+    max_pairs_per_query: int | None = 10
+    rollouts: int = 1
+    max_doc_chars: int | None = 20_000  # longer documents are cut (counted in the manifest)
+    shard: str | None = None
+    extend: bool = False  # rerun an existing run with flags that change its job (see generate.run.JOB_FLAGS)
+    force: bool = False  # write into a non-empty directory that holds no run
+    seed: int = 0
+    # Listwise: R2R's call over RankGPT's sliding windows of the top `depth` (see generate.windows).
+    listwise: bool = False
+    window: int | None = None  # passages per window; None: 20 with `listwise`
+    stride: int | None = None  # positions a window moves up; None: 10 with `listwise`
+    repair: bool = True  # repair a flawed permutation (RankGPT, rank_llm) rather than reject it
+    max_passage_words: int | None = 300  # listwise passages cut to this many words (RankGPT, R2R)
 
     @model_validator(mode="after")
     def _kinds(self) -> GenerateConfig:
@@ -378,7 +384,7 @@ class GenerateConfig(CommandConfig):
         return self
 
 
-class QueriesConfig(CommandConfig):
+class QueriesConfig(TeacherRunConfig):
     """`r2r-synth queries`: the teacher writes the queries a corpus's documents answer; a consistency
     filter keeps those whose document BM25 finds again; candidates for `generate` and `train`. The
     teacher-call fields mean what they mean for `generate` (one engine, one call policy)."""
@@ -392,27 +398,7 @@ class QueriesConfig(CommandConfig):
     keep_top: int = 3  # consistency filter: keep a query when BM25 ranks its document in the top K
     depth: int = 100  # candidates: the BM25 top N of each kept query
     seed: int = 0  # the document sample and the examples shown
-    teacher: str | None = None  # None: the embedded offline teacher
-    api_base: str | None = None
-    api_key: str | None = None  # passed to LiteLLM, shown as *** in manifests
-    router: Path | None = None
-    transport: str = "auto"
-    programs_dir: Path = DEFAULT_PROGRAMS_DIR
-    temperature: float = 0.0
-    max_tokens: int | None = None
-    concurrency: int | None = None  # None: 16 for a remote teacher, 2 for the embedded one
-    rpm: int | None = None
-    tpm: int | None = None
-    max_retries: int | None = None
-    parse_retries: int = 1
-    timeout: float | None = None
-    max_cost: float | None = None
     max_doc_chars: int | None = 4_000  # the teacher is shown the first N characters of a document
-    retry_rejects: bool = False
-    batch: bool = False
-    export_batch: Path | None = None
-    import_batch: Path | None = None
-    batch_size: int | None = None
 
 
 class OptimizeConfig(CommandConfig):

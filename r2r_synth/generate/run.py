@@ -342,7 +342,7 @@ def _session(config: GenerateConfig, run: RunDir, jobs: list[Job], programs: dic
         journal.close()
         manifest = _manifest(config, run, teacher, programs, jobs, prev, started_at, status, command, skipped,
                              cuts)
-        if PairStrategy(config.pairs) is PairStrategy.gold:
+        if isinstance(config, GenerateConfig) and PairStrategy(config.pairs) is PairStrategy.gold:
             manifest.extra["gold_pairs"] = gold_pairs_summary(
                 list({j.cand.query.qid: j.cand for j in jobs}.values()), depth=config.depth)
         if chains:
@@ -478,10 +478,11 @@ def resolved_config(config: GenerateConfig, teacher: Any) -> dict[str, Any]:
     if config.max_tokens is None and kwargs.get("max_tokens") is not None:
         update["max_tokens"] = kwargs["max_tokens"]
     out = config.model_copy(update=update).public_dict()
-    from r2r_synth.io.candidates import describe_input
+    if isinstance(config, GenerateConfig):  # `queries` reads a corpus, named in its own config
+        from r2r_synth.io.candidates import describe_input
 
-    # The split and the queries and qrels files the run read (a card quotes them).
-    out["read"] = describe_input(config.input, qrels=config.qrels, split=config.split)
+        # The split and the queries and qrels files the run read (a card quotes them).
+        out["read"] = describe_input(config.input, qrels=config.qrels, split=config.split)
     return out
 
 
