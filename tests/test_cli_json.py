@@ -164,3 +164,17 @@ def test_optimize_evaluate_only(tmp_path, teacher_url):
 def test_an_error_leaves_stdout_empty(tmp_path):
     res = cli("report", tmp_path, "--json")
     assert res.returncode == 2 and res.stdout == "" and "error:" in res.stderr
+
+
+def test_queries_priced_on_the_command_line(tmp_path, teacher_url):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"_id": f"d{i}", "title": f"Topic {i}", "text": text}) + "\n" for i, text in
+                              enumerate(["Otters eat fish and crabs. They dive for urchins.",
+                                         "The Nile is the longest river. It flows north into the sea.",
+                                         "Tides follow the moon. Spring tides come at full moon."])))
+    res = cli("queries", "--corpus", corpus, "-o", tmp_path / "q", "-t", "openai/loopback", "--api-base", teacher_url,
+              "--per-doc", "1", "--depth", "3", "--price-in", "1", "--price-out", "2", "--json")
+    obj = parsed(res)
+    assert obj["run_dir"] == str(tmp_path / "q") and obj["manifest"]["status"] == "complete"
+    assert obj["manifest"]["config"]["price_in"] == 1.0 and obj["manifest"]["cost"] > 0  # priced by the flags
+    assert obj["queries"]["records"] == 3 and "consistency filter" in res.stderr

@@ -18,7 +18,11 @@ from r2r_synth.cli.options import (
     LimitOpt,
     MaxRetriesOpt,
     OutOpt,
+    PriceCachedInOpt,
+    PriceInOpt,
+    PriceOutOpt,
     ProgramsDirOpt,
+    PromptCacheOpt,
     QrelsOpt,
     SeedOpt,
     SplitOpt,
@@ -96,20 +100,10 @@ def generate(
     timeout: TimeoutOpt = None,
     max_cost: Annotated[float | None, typer.Option("--max-cost", min=0.0, metavar="USD", help="Stop cleanly at this many USD "
                                                    "(the run dir's total; exit code 3; rerun to resume).")] = None,
-    price_in: Annotated[float | None, typer.Option("--price-in", min=0.0, metavar="USD", help="The teacher's input "
-                                                   "price, USD per million tokens (with --price-out; recorded in "
-                                                   "config.json): prices a teacher LiteLLM's cost map does not know, "
-                                                   "for --max-cost, --dry-run, reports and cards.")] = None,
-    price_out: Annotated[float | None, typer.Option("--price-out", min=0.0, metavar="USD", help="The teacher's "
-                                                    "output price, USD per million tokens.")] = None,
-    price_cached_in: Annotated[float | None, typer.Option("--price-cached-in", min=0.0, metavar="USD", help="The "
-                                                          "teacher's price of cached input, USD per million tokens "
-                                                          "(default: --price-in).")] = None,
-    prompt_cache: Annotated[bool | None, typer.Option("--prompt-cache/--no-prompt-cache", help="Mark the static "
-                                                      "prompt prefix (instructions, demos) for the provider's cache "
-                                                      "where it needs marking (Anthropic); on by default. Cached "
-                                                      "input tokens are counted and priced either way.",
-                                                      show_default=False)] = None,
+    price_in: PriceInOpt = None,
+    price_out: PriceOutOpt = None,
+    price_cached_in: PriceCachedInOpt = None,
+    prompt_cache: PromptCacheOpt = None,
     max_doc_chars: Annotated[int | None, typer.Option("--max-doc-chars", min=1, help="Cut longer documents to "
                                                       "this many characters before asking (counted in the "
                                                       "manifest).")] = 20_000,

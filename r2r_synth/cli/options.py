@@ -68,6 +68,21 @@ MaxRetriesOpt = Annotated[
 ConcurrencyOpt = Annotated[int, typer.Option("--concurrency", "-c", min=1, help="Requests in flight at once.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
 
+# The teacher's prices and its prompt cache (generate, queries): see r2r_synth.teacher.pricing / caching.
+PriceInOpt = Annotated[float | None, typer.Option(
+    "--price-in", min=0.0, metavar="USD", help="The teacher's input price, USD per million tokens (with "
+    "--price-out; recorded in config.json): prices a teacher LiteLLM's cost map does not know, for "
+    "--max-cost, --dry-run, reports and cards.")]
+PriceOutOpt = Annotated[float | None, typer.Option(
+    "--price-out", min=0.0, metavar="USD", help="The teacher's output price, USD per million tokens.")]
+PriceCachedInOpt = Annotated[float | None, typer.Option(
+    "--price-cached-in", min=0.0, metavar="USD", help="The teacher's price of cached input, USD per million "
+    "tokens (default: --price-in).")]
+PromptCacheOpt = Annotated[bool | None, typer.Option(
+    "--prompt-cache/--no-prompt-cache", show_default=False, help="Mark the static prompt prefix "
+    "(instructions, demos) for the provider's cache where it needs marking (Anthropic); on by default. "
+    "Cached input tokens are counted and priced either way.")]
+
 RunDirArg = Annotated[
     Path, typer.Argument(help="A run directory written by `generate` or `import`.", exists=True, file_okay=False)
 ]

@@ -14,16 +14,24 @@ from r2r_synth.cli.generate import _GenerateProgress, _print_run_summary
 from r2r_synth.cli.options import (
     ApiBaseOpt,
     ApiKeyOpt,
+    JsonOpt,
     MaxRetriesOpt,
     OutOpt,
+    PriceCachedInOpt,
+    PriceInOpt,
+    PriceOutOpt,
     ProgramsDirOpt,
+    PromptCacheOpt,
     SeedOpt,
     TeacherOpt,
     TimeoutOpt,
 )
+from r2r_synth.cli.output import emit_json, reports
+from r2r_synth.config import DEFAULT_PROGRAMS_DIR
 
 
 @app.command()
+@reports
 def queries(
     corpus: Annotated[Path, typer.Option("--corpus", help="The documents: a BEIR corpus.jsonl, a TREC document "
                                          "file, or a BEIR/TREC collection directory.")],
@@ -50,7 +58,7 @@ def queries(
                                                 "servers.")] = None,
     transport: Annotated[str, typer.Option("--transport", metavar="[auto|litellm|http]",
                                            help="As for generate.")] = "auto",
-    programs_dir: ProgramsDirOpt = Path("programs"),
+    programs_dir: ProgramsDirOpt = DEFAULT_PROGRAMS_DIR,
     temperature: Annotated[float, typer.Option("--temperature", min=0.0, help="Sampling temperature.")] = 0.0,
     max_tokens: Annotated[int | None, typer.Option("--max-tokens", min=1, help="Cap on reply tokens.")] = None,
     concurrency: Annotated[int | None, typer.Option("--concurrency", "-c", min=1, help="Requests in flight at "
@@ -77,8 +85,13 @@ def queries(
                                                       "run.")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="At most this many requests per "
                                                    "batch file.")] = None,
+    price_in: PriceInOpt = None,
+    price_out: PriceOutOpt = None,
+    price_cached_in: PriceCachedInOpt = None,
+    prompt_cache: PromptCacheOpt = None,
     seed: SeedOpt = 0,
-) -> None:
+    json_out: JsonOpt = False,
+) -> dict:
     """Ask a teacher LLM for the queries each document of a corpus answers (InPars, Promptagator),
     keep those whose document BM25 finds again in its top --keep-top, and write queries.jsonl,
     qrels.tsv and candidates.jsonl (the BM25 top --depth of each query) for `generate --input` and
@@ -93,7 +106,8 @@ def queries(
         max_tokens=max_tokens, concurrency=concurrency, rpm=rpm, tpm=tpm, max_retries=max_retries,
         parse_retries=parse_retries, timeout=timeout, max_cost=max_cost, max_doc_chars=max_doc_chars,
         retry_rejects=retry_rejects, batch=batch, export_batch=export_batch, import_batch=import_batch,
-        batch_size=batch_size,
+        batch_size=batch_size, price_in=price_in, price_out=price_out, price_cached_in=price_cached_in,
+        prompt_cache=prompt_cache,
     )
     from r2r_synth.cli.progress import say
     from r2r_synth.errors import BatchPending, BudgetExceeded, IncompleteRun, TeacherError
@@ -107,11 +121,14 @@ def queries(
                                       command=_command_line(api_key))
         except (BatchPending, BudgetExceeded, IncompleteRun, TeacherError):
             bar.stop()
-            _print_run_summary(out)
+            summary = _print_run_summary(out)
+            if json_out:  # a script reads what this session did, and the exit code why it stopped
+                emit_json(summary)
             raise
-    _print_run_summary(out)
+    summary = _print_run_summary(out)
     s = result.summary
     if s:
         console.print(f"queries: {s['kept']:,} of {s['written']:,} kept by the consistency filter "
                       f"({s['kept_share']:.0%}; document first for {s['top1']:,}) from {s['records']:,} documents; "
                       f"candidates in {out / 'candidates.jsonl'}, qrels in {out / 'qrels.tsv'}", highlight=False)
+    return summary | {"queries": s or None}

@@ -83,7 +83,13 @@ def generate_queries(config: QueriesConfig, *, on_progress: Callable[[Progress],
 
     programs = {"queries": load_program("queries", programs_dir=config.programs_dir)}
     args = (config, corpus, docs, examples, textless, programs, on_progress, command, say)
+    from r2r_synth.teacher.pricing import command_line_prices
+
+    prices = command_line_prices(price_in=config.price_in, price_out=config.price_out,
+                                 price_cached_in=config.price_cached_in)
     if teacher is not None:
+        if prices is not None:
+            teacher.prices = prices
         return _with_teacher(*args, teacher)
 
     from r2r_synth.teacher.lm import open_teacher
@@ -97,7 +103,8 @@ def generate_queries(config: QueriesConfig, *, on_progress: Callable[[Progress],
         else f"opening the teacher {config.teacher or config.router}: checking its key and endpoint")
     with open_teacher(config.teacher, api_base=config.api_base, api_key=config.api_key,
                       temperature=config.temperature, max_tokens=config.max_tokens, router=config.router,
-                      policy=policy, transport=config.transport) as t:
+                      policy=policy, transport=config.transport, prices=prices,
+                      prompt_cache=config.prompt_cache) as t:
         if mode == "batch":
             from r2r_synth.generate.batch_api import check_provider
 
