@@ -68,6 +68,16 @@ MaxRetriesOpt = Annotated[
 ConcurrencyOpt = Annotated[int, typer.Option("--concurrency", "-c", min=1, help="Requests in flight at once.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
 
+# How a run asks the teacher (generate, queries: one engine, one call policy).
+TemperatureOpt = Annotated[float, typer.Option("--temperature", min=0.0, help="Sampling temperature.")]
+MaxTokensOpt = Annotated[int | None, typer.Option("--max-tokens", min=1, help="Cap on reply tokens.")]
+TeacherConcurrencyOpt = Annotated[int | None, typer.Option(
+    "--concurrency", "-c", min=1, help="Requests in flight at once (default 16; 2 for the embedded teacher).")]
+RpmOpt = Annotated[int | None, typer.Option("--rpm", min=1, help="Requests per minute, at most.")]
+TpmOpt = Annotated[int | None, typer.Option("--tpm", min=1, help="Tokens per minute, at most.")]
+ParseRetriesOpt = Annotated[int, typer.Option(
+    "--parse-retries", min=0, help="Asks again after an unparseable or invalid reply before it is rejected.")]
+
 # The teacher's prices and its prompt cache (generate, queries): see r2r_synth.teacher.pricing / caching.
 PriceInOpt = Annotated[float | None, typer.Option(
     "--price-in", min=0.0, metavar="USD", help="The teacher's input price, USD per million tokens (with "

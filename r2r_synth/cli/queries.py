@@ -16,15 +16,21 @@ from r2r_synth.cli.options import (
     ApiKeyOpt,
     JsonOpt,
     MaxRetriesOpt,
+    MaxTokensOpt,
     OutOpt,
+    ParseRetriesOpt,
     PriceCachedInOpt,
     PriceInOpt,
     PriceOutOpt,
     ProgramsDirOpt,
     PromptCacheOpt,
+    RpmOpt,
     SeedOpt,
+    TeacherConcurrencyOpt,
     TeacherOpt,
+    TemperatureOpt,
     TimeoutOpt,
+    TpmOpt,
 )
 from r2r_synth.cli.output import emit_json, reports
 from r2r_synth.config import DEFAULT_PROGRAMS_DIR
@@ -59,15 +65,13 @@ def queries(
     transport: Annotated[str, typer.Option("--transport", metavar="[auto|litellm|http]",
                                            help="As for generate.")] = "auto",
     programs_dir: ProgramsDirOpt = DEFAULT_PROGRAMS_DIR,
-    temperature: Annotated[float, typer.Option("--temperature", min=0.0, help="Sampling temperature.")] = 0.0,
-    max_tokens: Annotated[int | None, typer.Option("--max-tokens", min=1, help="Cap on reply tokens.")] = None,
-    concurrency: Annotated[int | None, typer.Option("--concurrency", "-c", min=1, help="Requests in flight at "
-                                                    "once (default 16; 2 for the embedded teacher).")] = None,
-    rpm: Annotated[int | None, typer.Option("--rpm", min=1, help="Requests per minute, at most.")] = None,
-    tpm: Annotated[int | None, typer.Option("--tpm", min=1, help="Tokens per minute, at most.")] = None,
+    temperature: TemperatureOpt = 0.0,
+    max_tokens: MaxTokensOpt = None,
+    concurrency: TeacherConcurrencyOpt = None,
+    rpm: RpmOpt = None,
+    tpm: TpmOpt = None,
     max_retries: MaxRetriesOpt = None,
-    parse_retries: Annotated[int, typer.Option("--parse-retries", min=0, help="Asks again after an "
-                                               "unparseable or invalid reply before it is rejected.")] = 1,
+    parse_retries: ParseRetriesOpt = 1,
     timeout: TimeoutOpt = None,
     max_cost: Annotated[float | None, typer.Option("--max-cost", min=0.0, metavar="USD", help="Stop cleanly at "
                                                    "this many USD (exit code 3; rerun to resume).")] = None,
