@@ -108,6 +108,18 @@ class Outcome:
     failure: CallFailed | None = None
 
 
+def completion_outcome(cid: str, body: dict[str, Any]) -> Outcome:
+    """A chat completion's body (a batch result line's, or an endpoint's reply under --ray) as an
+    `Outcome`: the assistant text (None where the body has none) and the token usage."""
+    try:
+        text = body["choices"][0]["message"].get("content")
+    except (KeyError, IndexError, TypeError, AttributeError):
+        text = None
+    u = body.get("usage") or {}
+    return Outcome(cid=cid, text=text, prompt_tokens=int(u.get("prompt_tokens") or 0),
+                   completion_tokens=int(u.get("completion_tokens") or 0))
+
+
 def outcome(obj: dict[str, Any]) -> Outcome:
     """An OpenAI batch output or error line (`custom_id`, `response: {status_code, body}`, `error`)
     as an `Outcome`. Raises ValueError when the line is not one."""
@@ -122,13 +134,7 @@ def outcome(obj: dict[str, Any]) -> Outcome:
     status = resp.get("status_code") if isinstance(resp, dict) else None
     body = resp.get("body") if isinstance(resp, dict) else None
     if status == 200 and isinstance(body, dict) and not err:
-        try:
-            text = body["choices"][0]["message"].get("content")
-        except (KeyError, IndexError, TypeError, AttributeError):
-            text = None
-        u = body.get("usage") or {}
-        return Outcome(cid=cid, text=text, prompt_tokens=int(u.get("prompt_tokens") or 0),
-                       completion_tokens=int(u.get("completion_tokens") or 0))
+        return completion_outcome(cid, body)
     detail = err if err else (body or {}).get("error") if isinstance(body, dict) else body
     if isinstance(detail, dict):
         msg = f"{detail.get('code') or detail.get('type') or 'error'}: {detail.get('message') or ''}".strip()

@@ -15,7 +15,7 @@ from typing import Any
 
 from r2r_synth.config import GenerateConfig, env
 from r2r_synth.errors import ConfigError
-from r2r_synth.generate.batch import Call, Outcome
+from r2r_synth.generate.batch import Call, Outcome, completion_outcome
 from r2r_synth.teacher.policy import CallFailed
 
 EXTRA_HINT = "install the extra: pip install 'r2r-synth[ray]'"
@@ -261,13 +261,7 @@ def http_outcome(cid: str, body: Any) -> Outcome:
     """An endpoint's JSON reply as an `Outcome`: the assistant text and usage, or the error it sent
     (a key refused stops the run as online; anything else is asked again by the next run)."""
     if isinstance(body, dict) and body.get("choices"):
-        try:
-            text = body["choices"][0]["message"].get("content")
-        except (KeyError, IndexError, TypeError, AttributeError):
-            text = None
-        u = body.get("usage") or {}
-        return Outcome(cid=cid, text=text, prompt_tokens=int(u.get("prompt_tokens") or 0),
-                       completion_tokens=int(u.get("completion_tokens") or 0))
+        return completion_outcome(cid, body)
     err = body.get("error") if isinstance(body, dict) else None
     err = err if isinstance(err, dict) else {"message": str(err or body)[:300]}
     what = f"{err.get('type') or err.get('code') or 'error'}: {err.get('message') or ''}".strip()

@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from r2r_synth.errors import ConfigError
+from r2r_synth.teacher.pricing import cost_map_entry
 
 CACHE_CONTROL = {"type": "ephemeral"}
 #: Providers whose cache is used only where the prompt is marked (Claude on any of them).
@@ -48,13 +49,8 @@ def can_cache(model: str | None) -> bool:
     `cache_read_input_token_cost` without the flag)."""
     if needs_marking(model):
         return True
-    if not model:
-        return False
-    import litellm
-
-    try:
-        info = litellm.get_model_info(model)
-    except Exception:  # noqa: BLE001 - the cost map raises bare Exception for an unknown model
+    info = cost_map_entry(model)
+    if info is None:
         return False
     return bool(info.get("supports_prompt_caching")) or isinstance(info.get("cache_read_input_token_cost"),
                                                                    (int, float))

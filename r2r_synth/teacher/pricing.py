@@ -74,15 +74,22 @@ def command_line_prices(*, price_in: float | None, price_out: float | None,
                   source="command line")
 
 
-def map_prices(model: str | None) -> Prices | None:
-    """Online prices from LiteLLM's cost map (with the cached-input rates it lists), or None."""
+def cost_map_entry(model: str | None) -> dict[str, Any] | None:
+    """LiteLLM's cost-map entry for `model` (prices, caching support), or None where it has none."""
     if not model:
         return None
     import litellm
 
     try:
-        info = litellm.get_model_info(model)
+        return dict(litellm.get_model_info(model))
     except Exception:  # noqa: BLE001 - the cost map raises bare Exception for an unknown model
+        return None
+
+
+def map_prices(model: str | None) -> Prices | None:
+    """Online prices from LiteLLM's cost map (with the cached-input rates it lists), or None."""
+    info = cost_map_entry(model)
+    if info is None:
         return None
     p, c = info.get("input_cost_per_token"), info.get("output_cost_per_token")
     if not (isinstance(p, (int, float)) and isinstance(c, (int, float))):
