@@ -257,8 +257,8 @@ def test_the_model_card_says_how_the_student_ranks_with_bm25(student):
     from r2r_synth.publish.model import r2r_section
 
     meta = read_r2r_config(student)
-    card = r2r_section(meta.model_dump(mode="json"), evaluation=None, datasets=[])
+    card = r2r_section(meta, evaluation=None, datasets=[])
     assert "### Ranking with BM25 (hybrid)" in card and f"w = {meta.hybrid.weight:g}" in card
     assert meta.hybrid.reason in card and f"the weights of epoch {meta.heldout.chosen.epoch:g} are the ones" in card
     alone = meta.model_copy(update={"hybrid": Hybrid(weight=0.0, reason="nothing held out")})
-    assert "The student ranks alone" in r2r_section(alone.model_dump(mode="json"), evaluation=None, datasets=[])
+    assert "The student ranks alone" in r2r_section(alone, evaluation=None, datasets=[])

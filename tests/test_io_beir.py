@@ -212,7 +212,7 @@ def test_foreign_qrels_with_a_limit_warn_rather_than_fail(beir_dir, tmp_path, ca
     qrels = tmp_path / "test.tsv"
     qrels.write_text("query-id\tcorpus-id\tscore\nq3\td4\t1\n")
     [c] = load_candidates(beir_dir, qrels=qrels, limit=1)
-    assert c.qrels == {} and "test.tsv: judges none of the 1 queries" in caplog.text
+    assert c.qrels == {} and "test.tsv: judges none of the 1 query " in caplog.text
     assert load_candidates(beir_dir, qrels=qrels)[2].qrels == {"d4": 1}
     # Over the whole input, qrels that judge nothing are for another collection: an error.
     foreign = tmp_path / "foreign.tsv"

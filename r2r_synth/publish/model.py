@@ -133,29 +133,28 @@ def r2r_section(meta: R2RConfig, *, evaluation: EvaluationReport | None, dataset
     return "\n".join(lines)
 
 
-def _hybrid_lines(meta: dict[str, Any]) -> list[str]:
+def _hybrid_lines(meta: R2RConfig) -> list[str]:
     """The card's "Ranking with BM25" part: the fusion `r2r-synth evaluate` and `rerank` apply, and the
     held-out training queries that chose it and the epoch."""
-    hybrid, heldout = meta.get("hybrid"), meta.get("heldout")
-    if not hybrid:
+    hybrid, heldout = meta.hybrid, meta.heldout
+    if hybrid is None:
         return []
     lines = ["", "### Ranking with BM25 (hybrid)", ""]
-    if hybrid.get("weight", 0) > 0:
-        how = ("`w * minmax(BM25) + (1 - w) * minmax(student)` per query" if hybrid["method"] == "minmax" else
+    if hybrid.weight > 0:
+        how = ("`w * minmax(BM25) + (1 - w) * minmax(student)` per query" if hybrid.method == "minmax" else
                "`w / (60 + rank_BM25) + (1 - w) / (60 + rank_student)` (weighted reciprocal rank fusion)")
         lines.append(f"`r2r-synth evaluate` and `rerank` rank with the student fused with the first stage's BM25 "
-                     f"scores: {how}, w = {hybrid['weight']:g}; `--no-hybrid` ranks by the student alone. With "
+                     f"scores: {how}, w = {hybrid.weight:g}; `--no-hybrid` ranks by the student alone. With "
                      "plain sentence-transformers, fuse the scores the same way.")
     else:
         lines.append("The student ranks alone (no fusion with BM25).")
-    if hybrid.get("reason"):
-        lines += ["", f"Why: {hybrid['reason']}."]
-    if heldout:
-        epochs = ", ".join(f"{e['epoch']:g}: {e['ndcg_at_10']:.4f}" for e in heldout.get("epochs", []))
-        chosen = (heldout.get("chosen") or {}).get("epoch")
-        lines += ["", f"Chosen on {len(heldout.get('qids', []))} training queries held out from training (share "
-                  f"{heldout.get('fraction')}, seed {heldout.get('seed')}): nDCG@10 after each epoch {epochs}; "
-                  f"the weights of epoch {chosen:g} are the ones published." if chosen is not None else ""]
+    if hybrid.reason:
+        lines += ["", f"Why: {hybrid.reason}."]
+    if heldout is not None and heldout.chosen is not None:
+        epochs = ", ".join(f"{e.epoch:g}: {e.ndcg_at_10:.4f}" for e in heldout.epochs)
+        lines += ["", (f"Chosen on {len(heldout.qids)} training queries held out from training (share "
+                       f"{heldout.fraction}, seed {heldout.seed}): nDCG@10 after each epoch {epochs}; "
+                       f"the weights of epoch {heldout.chosen.epoch:g} are the ones published.")]
     return lines
 
 
