@@ -97,12 +97,23 @@ def run_evaluate(checkout: Path, student: Path, out: Path, limit: int | None) ->
             "nDCG@10": row["nDCG@10"], "wall": wall, "rss": rss}
 
 
+def for_old_code(student: Path, out: Path) -> Path:
+    """A copy of `student` whose r2r_config.json leaves out the keys the old code's schema does not know
+    (it forbids extra keys): the ones this checkout writes as null (`hybrid`, `heldout`)."""
+    path = out / "student-for-old"
+    shutil.rmtree(path, ignore_errors=True)
+    shutil.copytree(student, path)
+    meta = json.loads((path / "r2r_config.json").read_text())
+    (path / "r2r_config.json").write_text(json.dumps({k: v for k, v in meta.items() if v is not None}, indent=2))
+    return path
+
+
 def part_evaluate(args, out: Path, student: Path, results: dict) -> bool:
     old = old_checkout(args.old_ref)
     try:
         rows = {
-            f"old ({args.old_ref}), first {args.old_queries} claims": run_evaluate(old, student, out / "ev-old",
-                                                                                   args.old_queries),
+            f"old ({args.old_ref}), first {args.old_queries} claims": run_evaluate(old, for_old_code(student, out),
+                                                                                   out / "ev-old", args.old_queries),
             f"this checkout, first {args.old_queries} claims": run_evaluate(REPO, student, out / "ev-new-subset",
                                                                             args.old_queries),
             "this checkout, all 809 claims": run_evaluate(REPO, student, out / "ev-new", None),
