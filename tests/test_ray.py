@@ -6,6 +6,7 @@ re-ask after an unusable reply, --max-cost at the driver, listwise rounds, a wor
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -63,7 +64,7 @@ def test_ray_writes_the_online_records_and_a_rerun_asks_only_what_is_new(srv, tm
     m = res.manifest
     assert m.status == "complete" and m.counts["direct"].records == 15 and m.counts["comparison"].records == 12
     ray_side = m.extra["batches"]["ray"]
-    assert ray_side["address"] == "local" and ray_side["replicas"] == 2  # --concurrency 8: 4 a replica
+    assert ray_side["address"] == "local" and ray_side["replicas"] == 1  # --concurrency 8: one actor carries it
     assert [r["requests"] for r in ray_side["rounds"]] == [13] and ray_side["rounds"][0]["failed"] == 0
     assert m.usage.total_tokens > 0 and m.cost is None  # the loopback model is unpriced: unknown, not 0
     n2 = len(srv.requests)
@@ -168,7 +169,7 @@ def test_dry_run_shows_the_plan_and_starts_nothing(monkeypatch, capsys, tmp_path
                          "--ray", "--depth", "5", "--dry-run", "--batch-size", "8")
     text = " ".join((out + err).split())
     assert code == 0, err
-    assert "39 requests in 5 blocks of 8" in text and "replicas (2 endpoint(s)) │ 4" in text
+    assert "39 requests in 5 blocks of 8" in text and "replicas (2 endpoint(s)) │ 2" in text
     assert not (tmp_path / "run").exists()
 
 
@@ -240,3 +241,78 @@ def test_the_vllm_processor_config_is_built_from_the_options():
     assert sampling_params(body) == {"temperature": 0.0, "max_tokens": 300, "seed": 7,
                                      "structured_outputs": {"json": {"type": "object"}}}
     assert json.dumps(sampling_params({"messages": []})) == "{}"
+
+
+async def _ask_through_rays_stage(rows: int, factory, *, fail_first: int = 0) -> tuple[list[dict], int]:
+    """Ray's own HTTP stage (`HttpRequestUDF`) asking a loopback aiohttp server, which answers each
+    request after 50 ms (503 to the first `fail_first`); returns the stage's rows and the most
+    requests the server had in flight at once."""
+    from aiohttp import web
+    from ray.llm._internal.batch.stages.http_request_stage import HttpRequestUDF
+
+    state = {"now": 0, "most": 0, "seen": 0}
+
+    async def handle(request: web.Request) -> web.Response:
+        body = await request.json()
+        state["seen"] += 1
+        if state["seen"] <= fail_first:
+            return web.json_response({"error": "busy"}, status=503)
+        state["now"] += 1
+        state["most"] = max(state["most"], state["now"])
+        await asyncio.sleep(0.05)
+        state["now"] -= 1
+        return web.json_response({"echo": body["n"]})
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    try:
+        udf = HttpRequestUDF(data_column="__data", expected_input_keys=["payload"], max_retries=2,
+                             base_retry_wait_time_in_s=0.01, url=f"http://127.0.0.1:{port}/v1/chat/completions",
+                             session_factory=factory)
+        batch = [{udf.IDX_IN_BATCH_COLUMN: i, "payload": {"n": i}} for i in range(rows)]
+        out = [r async for r in udf.udf(batch)]
+    finally:
+        await runner.cleanup()
+    return out, state["most"]
+
+
+def test_the_eager_session_puts_a_batchs_requests_in_flight_together_up_to_its_limit():
+    import asyncio as aio
+    import functools
+
+    from r2r_synth.generate.ray_http import EagerSession
+
+    out, most = aio.run(_ask_through_rays_stage(12, functools.partial(EagerSession, timeout=5, limit=5)))
+    assert [r["http_response"]["echo"] for r in out] == list(range(12))  # every row, in the batch's order
+    assert most == 5
+    # aiohttp's own session: the stage awaits a batch's requests one after the other
+    out, most = aio.run(_ask_through_rays_stage(4, None))
+    assert len(out) == 4 and most == 1
+
+
+def test_the_eager_session_keeps_the_stages_retries():
+    import asyncio as aio
+    import functools
+
+    from r2r_synth.generate.ray_http import EagerSession
+
+    out, _ = aio.run(_ask_through_rays_stage(6, functools.partial(EagerSession, limit=6), fail_first=2))
+    assert [r["http_response"]["echo"] for r in out] == list(range(6))
+
+
+def test_an_actor_carries_the_concurrency_and_a_block_holds_four_times_its_requests_in_flight():
+    from r2r_synth.config import GenerateConfig
+    from r2r_synth.generate.ray_cluster import block_size, in_flight, replicas
+
+    c = GenerateConfig(input=str(SAMPLE), out=Path("unused"), teacher="hosted_vllm/m", api_base="http://h:8000/v1", ray=True, concurrency=16)
+    assert (replicas(c), in_flight(c, replicas=1), block_size(c, n=1000, replicas=1)) == (1, 16, 64)
+    c = GenerateConfig(input=str(SAMPLE), out=Path("unused"), teacher="hosted_vllm/m", api_base="http://h:8000/v1", ray=True, concurrency=200)
+    assert (replicas(c), in_flight(c, replicas=4)) == (4, 50)
+    c = GenerateConfig(input=str(SAMPLE), out=Path("unused"), teacher="hosted_vllm/m", api_base="http://a/v1,http://b/v1,http://c/v1",
+                       ray=True, concurrency=16)
+    assert replicas(c, n_urls=3) == 3

@@ -141,8 +141,9 @@ def generate(
     ray_address: Annotated[str | None, typer.Option("--ray-address", metavar="ADDRESS",
                                                     help="--ray: the cluster to join (HOST:PORT, ray://HOST:PORT, "
                                                     "auto; default: RAY_ADDRESS, else a Ray on this machine).")] = None,
-    replicas: Annotated[int | None, typer.Option("--replicas", min=1, help="--ray: actors asking the endpoints, or "
-                                                 "vLLM engines (default 1; one per endpoint).")] = None,
+    replicas: Annotated[int | None, typer.Option("--replicas", min=1, help="--ray: actors asking the endpoints (default: one per "
+                                                 "64 of --concurrency, at least one per endpoint), or vLLM engines "
+                                                 "(default 1).")] = None,
     tensor_parallel: Annotated[int | None, typer.Option("--tensor-parallel", min=1, help="--ray with --teacher "
                                                         "vllm/<HF id>: GPUs per vLLM engine (default 1).")] = None,
     extend: Annotated[bool, typer.Option("--extend", help="Rerun an existing run directory with flags that change "

@@ -23,9 +23,12 @@ EXTRA_HINT = "install the extra: pip install 'r2r-synth[ray]'"
 HOSTED_PREFIX = "vllm/"
 #: Where `openai/<model>` goes when no --api-base is given.
 OPENAI_BASE = "https://api.openai.com/v1"
-#: Batches of a block Ray Data runs at once in an actor (its default for async stages; Ray's HTTP
-#: stage asks the rows of one batch one after the other).
-ASYNC_BATCHES = 4
+#: Requests one HTTP actor keeps in flight at most by default (`--replicas` unset): an actor waits on
+#: the network, so one process carries `--concurrency` up to this many.
+IN_FLIGHT_PER_ACTOR = 64
+#: A block (one Ray task, one batch of Ray's HTTP stage) holds this many times an actor's requests
+#: in flight: the actor's gate stays full while the block's replies come back.
+BLOCK_PER_IN_FLIGHT = 4
 #: CPUs Ray reserves for an actor that asks an endpoint (it waits on the network).
 ACTOR_CPUS = 0.25
 #: Seconds to wait for a TCP connection to a cluster's address before calling it unreachable.
@@ -163,21 +166,18 @@ class RaySession:
         shares = [calls[i::len(self.urls)] for i in range(len(self.urls))]
         datasets = []
         per_url = max(1, self.replicas // len(self.urls))
+        factory = _session_factory(self.timeout, in_flight(self.config, replicas=self.replicas))
         for url, share in zip(self.urls, shares, strict=True):
             if not share:
                 continue
             rows = [{"cid": c.cid, "payload": c.body} for c in share]
             ds = ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(len(rows) / block)))
-            # The HTTP stage asks a batch's rows one after the other and runs ASYNC_BATCHES batches of a
-            # block at once: a block of `block` rows in ASYNC_BATCHES batches keeps that many requests in
-            # flight per actor. Fixed-size pools (an autoscaling pool starts at one actor); an actor
-            # waits on the network, so it takes a fraction of a CPU.
-            stage = {"batch_size": max(1, math.ceil(block / ASYNC_BATCHES)), "concurrency": (per_url, per_url),
-                     "num_cpus": ACTOR_CPUS}
+            # One batch per block (the stage opens a session per batch), a fixed pool of actors (an
+            # autoscaling one starts at one), each a fraction of a CPU: it waits on the network.
             proc = build_processor(HttpRequestProcessorConfig(
-                url=url + "/chat/completions", headers=self.headers, http_request_stage=stage,
-                max_retries=self.retries, base_retry_wait_time_in_s=0.5,
-                session_factory=_session_factory(self.timeout)))
+                url=url + "/chat/completions", headers=self.headers, batch_size=block,
+                concurrency=(per_url, per_url), http_request_stage={"num_cpus": ACTOR_CPUS},
+                max_retries=self.retries, base_retry_wait_time_in_s=0.5, session_factory=factory))
             datasets.append(proc(ds))
         ds = datasets[0].union(*datasets[1:]) if len(datasets) > 1 else datasets[0]
         for row in ds.iter_rows():
@@ -203,36 +203,48 @@ class RaySession:
                           completion_tokens=int(row.get("num_generated_tokens") or 0))
 
 
-def _session_factory(timeout: float | None) -> Callable[[], Any] | None:
-    """aiohttp sessions with the teacher's per-request timeout (a partial of aiohttp's own class, so
-    the workers unpickle it without r2r-synth)."""
-    if timeout is None:
-        return None
+def _session_factory(timeout: float | None, limit: int) -> Callable[[], Any]:
+    """`EagerSession`s (a batch's requests in flight together, `limit` at once per actor) with the
+    teacher's per-request timeout; its module is pickled by value, so workers need no r2r-synth."""
     import functools
 
-    import aiohttp
+    import ray.cloudpickle
 
-    return functools.partial(aiohttp.ClientSession, timeout=aiohttp.ClientTimeout(total=timeout))
+    from r2r_synth.generate import ray_http
+
+    ray.cloudpickle.register_pickle_by_value(ray_http)
+    return functools.partial(ray_http.EagerSession, timeout=timeout, limit=limit)
 
 
 def replicas(config: GenerateConfig, *, n_urls: int = 1) -> int:
-    """vLLM engines (--replicas, default 1), or actors asking the endpoints: --replicas, else
-    enough for --concurrency requests in flight (ASYNC_BATCHES each); at least one per endpoint."""
+    """vLLM engines (--replicas, default 1), or actors asking the endpoints: --replicas, else one
+    per IN_FLIGHT_PER_ACTOR of --concurrency; at least one per endpoint."""
     if hosted_model(config.teacher) is not None:
         return config.replicas or 1
-    from r2r_synth.generate.engine import DEFAULT_CONCURRENCY
-
-    default = math.ceil((config.concurrency or DEFAULT_CONCURRENCY) / ASYNC_BATCHES)
+    default = math.ceil(_concurrency(config) / IN_FLIGHT_PER_ACTOR)
     return max(config.replicas or default, n_urls)
 
 
+def _concurrency(config: GenerateConfig) -> int:
+    from r2r_synth.generate.engine import DEFAULT_CONCURRENCY
+
+    return config.concurrency or DEFAULT_CONCURRENCY
+
+
+def in_flight(config: GenerateConfig, *, replicas: int) -> int:
+    """Requests one HTTP actor keeps in flight: --concurrency shared by the actors."""
+    return max(1, math.ceil(_concurrency(config) / max(1, replicas)))
+
+
 def block_size(config: GenerateConfig, *, n: int, replicas: int) -> int:
-    """Requests per Ray Data block (what a task asks; a block whose task fails for good is asked
-    again by the next run): --batch-size, else 64 for a vLLM engine (it batches itself), else
-    ASYNC_BATCHES x 4 for an endpoint."""
+    """Requests per Ray Data block (one task; a block whose task fails for good is asked again by
+    the next run; replies stream back to the driver block by block): --batch-size, else 64 for a
+    vLLM engine (it batches itself), else BLOCK_PER_IN_FLIGHT x an actor's requests in flight."""
     if config.batch_size:
         return config.batch_size
-    return 64 if hosted_model(config.teacher) is not None else ASYNC_BATCHES * 4
+    if hosted_model(config.teacher) is not None:
+        return 64
+    return BLOCK_PER_IN_FLIGHT * in_flight(config, replicas=replicas)
 
 
 def sampling_params(body: dict[str, Any]) -> dict[str, Any]:

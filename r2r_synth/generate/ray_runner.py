@@ -10,8 +10,9 @@ the bodies `--export-batch` writes — into a dataset and hands it to a Ray Data
 - a model hosted in the cluster (`--teacher vllm/<Hugging Face id>`): `vLLMEngineProcessorConfig`,
   `--replicas` engines of `--tensor-parallel` GPUs each.
 
-Neither runs r2r-synth code on the workers (rows carry the request body; the processors' own stages
-do the rest), so a cluster needs Ray, and vLLM where it hosts the teacher, but not this package.
+Rows carry the request body and the processors' own stages do the rest (an endpoint's workers get
+one piece of r2r-synth, `ray_http.EagerSession`, pickled by value), so a cluster needs Ray, and vLLM
+where it hosts the teacher, but not this package.
 
 Every call is journaled as sent before the dataset runs (a SIGKILL leaves it as in flight, counted
 at the dearest call against `--max-cost`), and each reply is journaled with its text the moment its
