@@ -9,8 +9,9 @@ dev split of SciFact's training claims, beside BM25 and the untouched base.
 2. `train --corpus candidates.jsonl --qrels qrels.tsv --labels gold` (every other option default,
    `--max-minutes` as a budget): the student learns from the synthetic queries only.
 3. Evaluation as in benchmarks/bench_domain.py: the real training claims split by query (seed 13, 20%
-   dev), each dev claim's BM25 top 100 reranked whole; nDCG@10 with a paired t-test against BM25, and
-   each system interpolated with BM25 by a weight fitted on 100 real training claims outside dev.
+   dev), each dev claim's BM25 top 100 reranked whole; BM25, the base, the student alone
+   (`--no-hybrid`) and as shipped (the hybrid `train` fitted on its own held-out synthetic queries);
+   nDCG@10 with paired t and randomization tests against BM25.
    No SciFact test claim is read. The quality figure is reported whatever it is (the loopback
    teacher copies sentences, so its queries are easier than real claims).
 
@@ -95,8 +96,6 @@ def main() -> int:
     ap.add_argument("--train-minutes", type=float, default=12.0)
     ap.add_argument("--train-limit", type=int, default=None, help="train on the first N kept queries only")
     ap.add_argument("--train-depth", type=int, default=None, help="train on each query's top K candidates only")
-    ap.add_argument("--fit-claims", type=int, default=100,
-                    help="training claims that fit the BM25 weight (0: no interpolated rows)")
     ap.add_argument("--dev-limit", type=int, default=None, help="measure on the first N dev claims only")
     ap.add_argument("--eval-depth", type=int, default=100,
                     help="rerank each dev claim's BM25 top K (the rest keeps BM25's order)")
@@ -212,49 +211,52 @@ def below(run: dict, bm25: dict, k: int) -> dict:
 
 
 def evaluate(args: argparse.Namespace, student: Path) -> None:
-    """The dev split of SciFact's training claims (bench_domain's), BM25 top 100 reranked."""
-    import random
+    """The dev split of SciFact's training claims (bench_domain's), BM25 top 100 reranked: BM25, the
+    base, the student alone (`--no-hybrid`) and as shipped (its hybrid, fitted by `train` on its own
+    held-out synthetic queries), with paired t and randomization tests against BM25."""
+    from bench_domain import Scorer, is_dev
 
-    from bench_domain import Scorer, fused, is_dev
-    from scipy.stats import ttest_rel
-
+    from r2r_synth.hybrid import fuse_with
     from r2r_synth.io.candidates import load_candidates
-    from r2r_synth.metrics import ir_eval, ir_eval_per_query
+    from r2r_synth.metrics import ir_eval, ir_eval_per_query, paired_randomization_test, paired_t_test
+    from r2r_synth.student.base import read_r2r_config
     from r2r_synth.student.cross_encoder import default_base
 
     cands = load_candidates(args.data, qrels=args.data / "qrels.train.tsv", depth=100)
     dev = [c for c in cands if is_dev(c.query.qid, seed=args.seed, fraction=0.2)][: args.dev_limit]
-    trainq = [c for c in cands if not is_dev(c.query.qid, seed=args.seed, fraction=0.2)]
-    fit = random.Random(args.seed).sample(trainq, min(args.fit_claims, len(trainq)))
-    qrels = {c.query.qid: dict(c.qrels) for c in cands}
-    bm25 = {c.query.qid: dict(zip([d.docid for d in c.documents], c.scores or [])) for c in cands}
-    runs = {"bm25": {c.query.qid: bm25[c.query.qid] for c in dev}}
-    grid = [i / 20 for i in range(21)]
-    fit_q = {c.query.qid: qrels[c.query.qid] for c in fit}
+    qrels = {c.query.qid: dict(c.qrels) for c in dev}
+    bm25 = {c.query.qid: dict(zip([d.docid for d in c.documents], c.scores or [])) for c in dev}
+    runs = {"bm25": bm25}
     systems = [] if args.skip_base else [("base (all-MiniLM-L6-v2)", default_base())]
     for name, path in [*systems, ("student (synthetic queries)", str(student))]:
         t = time.perf_counter()
-        scorer = Scorer(path, "bi-encoder")
-        on_dev, on_fit = scorer.run(top(dev, args.eval_depth)), scorer.run(top(fit, args.eval_depth)) if fit else {}
-        on_dev = below(on_dev, bm25, args.eval_depth)
-        print(f"scored {name} on {len(dev) + len(fit)} claims x 100 candidates: {time.perf_counter() - t:.0f} s",
+        on_dev = below(Scorer(path, "bi-encoder").run(top(dev, args.eval_depth)), bm25, args.eval_depth)
+        print(f"scored {name} on {len(dev)} claims x {args.eval_depth} candidates: {time.perf_counter() - t:.0f} s",
               flush=True)
-        runs[name] = on_dev
-        if fit:
-            w = max(grid, key=lambda w: (ir_eval(fit_q, fused(bm25, on_fit, w), ["nDCG@10"])["nDCG@10"], -w))
-            runs[f"{name.split(' ')[0]} + BM25 (w={w:.2f})"] = fused(bm25, on_dev, w)
-    dev_q = {c.query.qid: qrels[c.query.qid] for c in dev}
-    rows = {n: ir_eval(dev_q, r, ["nDCG@10", "RR@10"]) for n, r in runs.items()}
-    per_q = {n: ir_eval_per_query(dev_q, r, ["nDCG@10"]) for n, r in runs.items()}
+        if not name.startswith("student"):
+            runs[name] = on_dev
+            continue
+        runs[f"{name} alone (--no-hybrid)"] = on_dev
+        h = read_r2r_config(Path(path)).hybrid
+        label = f"{name} as shipped ({h.method} w={h.weight:g})" if h and h.active else f"{name} as shipped (alone)"
+        runs[label] = {c.query.qid: dict(zip(
+            [d.docid for d in c.documents],
+            fuse_with(h, [on_dev[c.query.qid][d.docid] for d in c.documents], c.scores))) for c in dev}
+        if h is not None:
+            print(f"its hybrid, fitted by train on its held-out synthetic queries: {h.reason}")
+    rows = {n: ir_eval(qrels, r, ["nDCG@10", "RR@10"]) for n, r in runs.items()}
+    per_q = {n: ir_eval_per_query(qrels, r, ["nDCG@10"]) for n, r in runs.items()}
     qids = sorted(per_q["bm25"])
     print(f"\nSciFact dev split ({len(dev)} training claims; seed {args.seed}), BM25 top-{args.eval_depth} reranked "
           "(the rest of the top 100 below it in BM25's order)")
-    print(f"{'system':<40}{'nDCG@10':>9}{'RR@10':>8}{'p vs BM25':>12}")
+    print(f"{'system':<60}{'nDCG@10':>9}{'RR@10':>8}{'p t-test':>10}{'p rand.':>10}")
     for name, r in rows.items():
-        a = [per_q[name][x]["nDCG@10"] for x in qids]
-        b = [per_q["bm25"][x]["nDCG@10"] for x in qids]
-        p = "-" if name == "bm25" else (f"{ttest_rel(a, b).pvalue:.3g}" if a != b else "1")
-        print(f"{name:<40}{r['nDCG@10']:>9.4f}{r['RR@10']:>8.4f}{p:>12}")
+        cells = ["-", "-"]
+        if name != "bm25":
+            a = [per_q[name][x]["nDCG@10"] for x in qids]
+            b = [per_q["bm25"][x]["nDCG@10"] for x in qids]
+            cells = [f"{v:.3g}" if v is not None else "-" for v in (paired_t_test(a, b), paired_randomization_test(a, b))]
+        print(f"{name:<60}{r['nDCG@10']:>9.4f}{r['RR@10']:>8.4f}{cells[0]:>10}{cells[1]:>10}")
 
 
 if __name__ == "__main__":
