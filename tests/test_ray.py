@@ -305,12 +305,12 @@ def test_the_eager_session_keeps_the_stages_retries():
     assert [r["http_response"]["echo"] for r in out] == list(range(6))
 
 
-def test_an_actor_carries_the_concurrency_and_a_block_holds_four_times_its_requests_in_flight():
+def test_an_actor_carries_the_concurrency_and_a_block_holds_eight_times_its_requests_in_flight():
     from r2r_synth.config import GenerateConfig
     from r2r_synth.generate.ray_cluster import block_size, in_flight, replicas
 
     c = GenerateConfig(input=str(SAMPLE), out=Path("unused"), teacher="hosted_vllm/m", api_base="http://h:8000/v1", ray=True, concurrency=16)
-    assert (replicas(c), in_flight(c, replicas=1), block_size(c, n=1000, replicas=1)) == (1, 16, 64)
+    assert (replicas(c), in_flight(c, replicas=1), block_size(c, n=1000, replicas=1)) == (1, 16, 128)
     c = GenerateConfig(input=str(SAMPLE), out=Path("unused"), teacher="hosted_vllm/m", api_base="http://h:8000/v1", ray=True, concurrency=200)
     assert (replicas(c), in_flight(c, replicas=4)) == (4, 50)
     c = GenerateConfig(input=str(SAMPLE), out=Path("unused"), teacher="hosted_vllm/m", api_base="http://a/v1,http://b/v1,http://c/v1",
