@@ -70,6 +70,42 @@ class Scorer:
                 for c, q in zip(cands, queries)}
 
 
+def as_shipped(name: str, path: str, on_dev: dict, dev: list) -> tuple[str, dict, object]:
+    """A student's run fused with each query's first-stage scores as its r2r_config.json's `hybrid` says
+    (the fusion `evaluate` and `rerank` apply): its label, the run and the student's metadata."""
+    from r2r_synth.hybrid import fuse_with
+    from r2r_synth.student.base import read_r2r_config
+
+    meta = read_r2r_config(Path(path))
+    h = meta.hybrid
+    label = f"{name} as shipped ({h.method} w={h.weight:g})" if h and h.active else f"{name} as shipped (alone)"
+    run = {c.query.qid: dict(zip([d.docid for d in c.documents],
+                                 fuse_with(h, [on_dev[c.query.qid][d.docid] for d in c.documents], c.scores)))
+           for c in dev}
+    return label, run, meta
+
+
+def table(runs: dict, qrels: dict, measures: list[str], *, width: int = 44) -> tuple[dict, dict]:
+    """Print each run's measures and its paired t and randomization p values on nDCG@10 against the
+    `bm25` run; returns the measures and the p values by run."""
+    from r2r_synth.metrics import ir_eval, ir_eval_per_query, paired_randomization_test, paired_t_test
+
+    rows = {name: ir_eval(qrels, run, measures) for name, run in runs.items()}
+    per_q = {name: ir_eval_per_query(qrels, run, ["nDCG@10"]) for name, run in runs.items()}
+    qids = sorted(per_q["bm25"])
+    p_values: dict[str, dict[str, float | None]] = {}
+    print(f"{'system':<{width}}" + "".join(f"{m:>9}" for m in measures) + f"{'p t-test':>10}{'p rand.':>10}")
+    for name, r in rows.items():
+        cells = ["-", "-"]
+        if name != "bm25":
+            a = [per_q[name][q]["nDCG@10"] for q in qids]
+            b = [per_q["bm25"][q]["nDCG@10"] for q in qids]
+            p_values[name] = {"t-test": paired_t_test(a, b), "randomization": paired_randomization_test(a, b)}
+            cells = [f"{v:.3g}" if v is not None else "-" for v in p_values[name].values()]
+        print(f"{name:<{width}}" + "".join(f"{r[m]:>9.4f}" for m in measures) + f"{cells[0]:>10}{cells[1]:>10}")
+    return rows, p_values
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DATA)
@@ -89,10 +125,7 @@ def main() -> int:
 
     from r2r_synth.atomic import write_json_atomic
     from r2r_synth.config import TrainConfig
-    from r2r_synth.hybrid import fuse_with
     from r2r_synth.io.candidates import load_candidates
-    from r2r_synth.metrics import ir_eval, ir_eval_per_query, paired_randomization_test, paired_t_test
-    from r2r_synth.student.base import read_r2r_config
     from r2r_synth.student.cross_encoder import default_base
     from r2r_synth.student.train import train
 
@@ -122,7 +155,6 @@ def main() -> int:
         name, _, path = spec.partition("=")
         models[name] = (path, "student")
 
-    first = {c.query.qid: c.scores for c in dev}
     bm25 = {c.query.qid: dict(zip([d.docid for d in c.documents], c.scores)) for c in dev}
     runs: dict[str, dict] = {"bm25": bm25}
     score_s: dict[str, float] = {}
@@ -134,13 +166,8 @@ def main() -> int:
         runs[name if name == "base" else f"{name} alone (--no-hybrid)"] = on_dev
         if name == "base":
             continue
-        meta = read_r2r_config(Path(path))
+        label, runs[label], meta = as_shipped(name, path, on_dev, dev)
         h = meta.hybrid
-        label = f"{name} as shipped ({h.method} w={h.weight:g})" if h and h.active else f"{name} as shipped (alone)"
-        runs[label] = {c.query.qid: dict(zip([d.docid for d in c.documents],
-                                             fuse_with(h, [on_dev[c.query.qid][d.docid] for d in c.documents],
-                                                       first[c.query.qid])))
-                       for c in dev}
         shipped.append(label)
         if meta.heldout is not None:
             ho = meta.heldout
@@ -149,20 +176,8 @@ def main() -> int:
                   + f"; kept epoch {ho.chosen.epoch:g}; {h.reason if h else ''}")
 
     dev_q = {c.query.qid: qrels[c.query.qid] for c in dev}
-    rows = {name: ir_eval(dev_q, run, ["nDCG@10", "RR@10", "R@100"]) for name, run in runs.items()}
-    per_q = {name: ir_eval_per_query(dev_q, run, ["nDCG@10"]) for name, run in runs.items()}
-    qids = sorted(per_q["bm25"])
-    p_values: dict[str, dict[str, float | None]] = {}
     print(f"\nSciFact dev split ({len(dev)} training claims never trained on), BM25 top-{args.depth} rerank")
-    print(f"{'system':<44}{'nDCG@10':>9}{'RR@10':>8}{'R@100':>8}{'p t-test':>10}{'p rand.':>10}")
-    for name, r in rows.items():
-        cells = ["-", "-"]
-        if name != "bm25":
-            a = [per_q[name][q]["nDCG@10"] for q in qids]
-            b = [per_q["bm25"][q]["nDCG@10"] for q in qids]
-            p_values[name] = {"t-test": paired_t_test(a, b), "randomization": paired_randomization_test(a, b)}
-            cells = [f"{v:.3g}" if v is not None else "-" for v in p_values[name].values()]
-        print(f"{name:<44}{r['nDCG@10']:>9.4f}{r['RR@10']:>8.4f}{r['R@100']:>8.4f}{cells[0]:>10}{cells[1]:>10}")
+    rows, p_values = table(runs, dev_q, ["nDCG@10", "RR@10", "R@100"])
     # the table in evaluation.json's shape, for `publish --evaluation` of a student trained here
     write_json_atomic(args.out / "evaluation.json", {
         "input": f"{args.data.name} dev split (seed {args.seed})", "qrels": qrels_file.name,

@@ -214,12 +214,9 @@ def evaluate(args: argparse.Namespace, student: Path) -> None:
     """The dev split of SciFact's training claims (bench_domain's), BM25 top 100 reranked: BM25, the
     base, the student alone (`--no-hybrid`) and as shipped (its hybrid, fitted by `train` on its own
     held-out synthetic queries), with paired t and randomization tests against BM25."""
-    from bench_domain import Scorer, is_dev
+    from bench_domain import Scorer, as_shipped, is_dev, table
 
-    from r2r_synth.hybrid import fuse_with
     from r2r_synth.io.candidates import load_candidates
-    from r2r_synth.metrics import ir_eval, ir_eval_per_query, paired_randomization_test, paired_t_test
-    from r2r_synth.student.base import read_r2r_config
     from r2r_synth.student.cross_encoder import default_base
 
     cands = load_candidates(args.data, qrels=args.data / "qrels.train.tsv", depth=100)
@@ -237,26 +234,12 @@ def evaluate(args: argparse.Namespace, student: Path) -> None:
             runs[name] = on_dev
             continue
         runs[f"{name} alone (--no-hybrid)"] = on_dev
-        h = read_r2r_config(Path(path)).hybrid
-        label = f"{name} as shipped ({h.method} w={h.weight:g})" if h and h.active else f"{name} as shipped (alone)"
-        runs[label] = {c.query.qid: dict(zip(
-            [d.docid for d in c.documents],
-            fuse_with(h, [on_dev[c.query.qid][d.docid] for d in c.documents], c.scores))) for c in dev}
-        if h is not None:
-            print(f"its hybrid, fitted by train on its held-out synthetic queries: {h.reason}")
-    rows = {n: ir_eval(qrels, r, ["nDCG@10", "RR@10"]) for n, r in runs.items()}
-    per_q = {n: ir_eval_per_query(qrels, r, ["nDCG@10"]) for n, r in runs.items()}
-    qids = sorted(per_q["bm25"])
+        label, runs[label], meta = as_shipped(name, path, on_dev, dev)
+        if meta.hybrid is not None:
+            print(f"its hybrid, fitted by train on its held-out synthetic queries: {meta.hybrid.reason}")
     print(f"\nSciFact dev split ({len(dev)} training claims; seed {args.seed}), BM25 top-{args.eval_depth} reranked "
           "(the rest of the top 100 below it in BM25's order)")
-    print(f"{'system':<60}{'nDCG@10':>9}{'RR@10':>8}{'p t-test':>10}{'p rand.':>10}")
-    for name, r in rows.items():
-        cells = ["-", "-"]
-        if name != "bm25":
-            a = [per_q[name][x]["nDCG@10"] for x in qids]
-            b = [per_q["bm25"][x]["nDCG@10"] for x in qids]
-            cells = [f"{v:.3g}" if v is not None else "-" for v in (paired_t_test(a, b), paired_randomization_test(a, b))]
-        print(f"{name:<60}{r['nDCG@10']:>9.4f}{r['RR@10']:>8.4f}{cells[0]:>10}{cells[1]:>10}")
+    table(runs, qrels, ["nDCG@10", "RR@10"], width=60)
 
 
 if __name__ == "__main__":
